@@ -1,0 +1,220 @@
+"""The pipeline's settings, as Hevo's CleverTap source asks for them, read from the environment.
+
+Settings that shape the asset graph (which events, which time zone, which destination) are
+read when the definitions load, so a bad value stops the code location with one message that
+names the variable and what is allowed, before any run starts. Credentials are not read here:
+resources take them through `EnvVar`, so they are resolved only inside runs and never shown.
+"""
+
+import csv
+import re
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import load_dotenv
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clevertap_assets.naming import is_valid_table_prefix, slug
+
+REGION_HOSTS: dict[str, str] = {
+    "eu1": "api.clevertap.com",
+    "in1": "in1.api.clevertap.com",
+    "sg1": "sg1.api.clevertap.com",
+    "us1": "us1.api.clevertap.com",
+    "aps3": "aps3.api.clevertap.com",
+    "mec1": "mec1.api.clevertap.com",
+    "sk1": "sk1.api.clevertap.com",
+}
+REGION_ALIASES = {"global": "eu1"}
+DESTINATIONS = ("duckdb", "snowflake", "bigquery", "redshift")
+INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
+_FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names it and what is allowed."""
+
+
+def normalise_region(region: str) -> str:
+    """Accept the dashboard's `global` and any casing; refuse what CleverTap has no host for."""
+    code = region.strip().lower()
+    code = REGION_ALIASES.get(code, code)
+    if code not in REGION_HOSTS:
+        allowed = ", ".join([*REGION_HOSTS, *REGION_ALIASES])
+        raise SettingsError(
+            f"CLEVERTAP_REGION={region!r} is not a CleverTap region; allowed: {allowed}"
+        )
+    return code
+
+
+def base_url_for(region: str, api_url: str | None) -> str:
+    """The REST root to call: an explicit URL (emulator, proxy) wins over the region's host."""
+    if api_url:
+        return api_url.rstrip("/")
+    return f"https://{REGION_HOSTS[normalise_region(region)]}"
+
+
+def parse_ingestion_frequency(value: str) -> timedelta:
+    """Hevo 2.21+'s rule: 30 minutes, or whole hours from 1 to 24, and nothing in between."""
+    match = _FREQUENCY.match(value)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2).lower()
+        minutes = amount if unit.startswith("m") else amount * 60
+        if minutes == 30 or (unit.startswith("h") and 1 <= amount <= 24):
+            return timedelta(minutes=minutes)
+    raise SettingsError(
+        f"INGESTION_FREQUENCY={value!r} is not allowed; use {INGESTION_FREQUENCIES}"
+    )
+
+
+def read_event_names(path: Path) -> list[str]:
+    """Event names from the dashboard's Schema > Events CSV export, in file order, once each.
+
+    The export's layout is undocumented, so the column is found by name ("Event Name" in any
+    case or spacing) and everything else (BOM, extra columns, blank lines) is tolerated.
+    """
+    if not path.is_file():
+        raise SettingsError(f"CLEVERTAP_EVENTS_CSV={str(path)!r}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = csv.reader(handle)
+        header = next((row for row in rows if any(cell.strip() for cell in row)), None)
+        if header is None:
+            raise SettingsError(f"CLEVERTAP_EVENTS_CSV={str(path)!r} is empty")
+        keys = [re.sub(r"[\s_]+", "", cell).lower() for cell in header]
+        if "eventname" not in keys:
+            raise SettingsError(
+                f"CLEVERTAP_EVENTS_CSV={str(path)!r} has no event-name column "
+                f"(found {', '.join(repr(c) for c in header)}); expected a column named 'Event Name'"
+            )
+        index = keys.index("eventname")
+        names = (row[index].strip() for row in rows if len(row) > index)
+        return list(dict.fromkeys(name for name in names if name))
+
+
+class PipelineSettings(BaseSettings):
+    """What a Hevo user fills in on the pipeline form, as environment variables."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    pipeline_name: str = Field("clevertap", validation_alias="CLEVERTAP_PIPELINE_NAME")
+    region: str = Field("eu1", validation_alias="CLEVERTAP_REGION")
+    api_url: str | None = Field(None, validation_alias="CLEVERTAP_API_URL")
+    timezone: str = Field("UTC", validation_alias="CLEVERTAP_TIMEZONE")
+    events_csv: Path = Field(Path("events.csv"), validation_alias="CLEVERTAP_EVENTS_CSV")
+    exclude_events: str = Field("", validation_alias="CLEVERTAP_EXCLUDE_EVENTS")
+    history_days: int = Field(30, ge=1, le=3650, validation_alias="CLEVERTAP_HISTORY_DAYS")
+    lookback_days: int = Field(1, ge=0, le=30, validation_alias="LOOKBACK_DAYS")
+    table_prefix: str = Field("", validation_alias="TABLE_PREFIX")
+    auto_mapping: bool = Field(True, validation_alias="AUTO_MAPPING")
+    ingestion_frequency: str = Field("6h", validation_alias="INGESTION_FREQUENCY")
+    destination: Literal["duckdb", "snowflake", "bigquery", "redshift"] = Field(
+        "duckdb", validation_alias="DESTINATION"
+    )
+    duckdb_path: str = Field("clevertap.duckdb", validation_alias="DUCKDB_PATH")
+    max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
+    max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
+
+    @field_validator("pipeline_name")
+    @classmethod
+    def _pipeline_name(cls, value: str) -> str:
+        if not 1 <= len(value) <= 255 or not value.strip():
+            raise SettingsError(
+                f"CLEVERTAP_PIPELINE_NAME must be 1 to 255 characters, got {len(value)}"
+            )
+        if not slug(value):
+            raise SettingsError(
+                f"CLEVERTAP_PIPELINE_NAME={value!r} needs at least one letter or digit"
+            )
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return normalise_region(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(
+                f"CLEVERTAP_TIMEZONE={value!r} is not an IANA time zone (e.g. UTC, Asia/Kolkata)"
+            ) from None
+        return value
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _table_prefix(cls, value: str) -> str:
+        if value and not is_valid_table_prefix(value):
+            raise SettingsError(
+                f"TABLE_PREFIX={value!r} may hold only letters, digits and underscores"
+            )
+        return value
+
+    @field_validator("ingestion_frequency")
+    @classmethod
+    def _ingestion_frequency(cls, value: str) -> str:
+        parse_ingestion_frequency(value)
+        return value
+
+    @model_validator(mode="after")
+    def _events(self) -> "PipelineSettings":
+        known = set(self.all_event_names)
+        unknown = [name for name in self.excluded_event_names if name not in known]
+        if unknown:
+            raise SettingsError(
+                f"CLEVERTAP_EXCLUDE_EVENTS names events that are not in {self.events_csv}: "
+                f"{', '.join(repr(n) for n in unknown)} (names are case-sensitive)"
+            )
+        return self
+
+    @cached_property
+    def all_event_names(self) -> list[str]:
+        return read_event_names(self.events_csv)
+
+    @property
+    def excluded_event_names(self) -> list[str]:
+        """Comma-separated; a name holding a comma can be given in double quotes."""
+        row = next(csv.reader([self.exclude_events], skipinitialspace=True), [])
+        return [name.strip() for name in row if name.strip()]
+
+    @property
+    def event_names(self) -> list[str]:
+        """The events to replicate: all of the CSV unless excluded, as Hevo's Select Objects."""
+        excluded = set(self.excluded_event_names)
+        return [name for name in self.all_event_names if name not in excluded]
+
+    @property
+    def pipeline_slug(self) -> str:
+        return slug(self.pipeline_name)
+
+    @property
+    def base_url(self) -> str:
+        return base_url_for(self.region, self.api_url)
+
+    @property
+    def ingestion_interval(self) -> timedelta:
+        return parse_ingestion_frequency(self.ingestion_frequency)
+
+
+def load_settings(**overrides: object) -> PipelineSettings:
+    """Read the environment (and `.env`) into settings, turning pydantic's report into one line
+    per bad setting that names the variable, so users never see validator internals."""
+    load_dotenv(override=False)
+    try:
+        return PipelineSettings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingsError):
+        return str(cause)
+    variable = ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"{variable}={error.get('input')!r}: {error['msg']}"
