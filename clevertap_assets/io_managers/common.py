@@ -1,0 +1,77 @@
+"""What every destination shares on top of Dagster's `DbIOManager`.
+
+Dagster's database IO managers already replace a partition's rows (delete the window, insert
+the output) inside one connection; what they lack for CleverTap is Hevo's table prefix and a
+table whose columns follow the data. Both are added here once, by subclassing, so each
+destination module only maps kinds to its own SQL types.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dagster import InputContext, OutputContext
+from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
+
+from clevertap_assets.event_batch import EventBatch, Kind, widen
+from clevertap_assets.naming import quote_identifier, table_name
+
+
+class PrefixedDbIOManager(DbIOManager):
+    """`DbIOManager` that names tables `<TABLE_PREFIX>_<event slug>`, as Hevo does.
+
+    The asset key stays `[pipeline, event]` so the Dagster UI reads the same whatever the
+    prefix; only the warehouse table carries it.
+    """
+
+    def __init__(self, *, table_prefix: str = "", **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._table_prefix = table_prefix
+
+    def _get_table_slice(
+        self, context: OutputContext | InputContext, output_context: OutputContext
+    ) -> TableSlice:
+        table_slice = super()._get_table_slice(context, output_context)
+        return table_slice._replace(table=table_name(table_slice.table, self._table_prefix))
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """Columns to add and columns to widen before a batch can be inserted."""
+
+    add: dict[str, Kind]
+    widen: dict[str, Kind]
+
+
+def plan_schema_change(existing: Mapping[str, Kind], incoming: Mapping[str, Kind]) -> SchemaChange:
+    """New properties become new columns; drifting ones are widened, never dropped.
+
+    Names are compared case-insensitively because Snowflake folds them; the existing
+    spelling wins.
+    """
+    existing_by_lower = {name.lower(): (name, kind) for name, kind in existing.items()}
+    add: dict[str, Kind] = {}
+    widened: dict[str, Kind] = {}
+    for name, kind in incoming.items():
+        if name.lower() not in existing_by_lower:
+            add[name] = kind
+            continue
+        current_name, current = existing_by_lower[name.lower()]
+        target = widen(current, kind)
+        if target != current:
+            widened[current_name] = target
+    return SchemaChange(add=add, widen=widened)
+
+
+def qualified_name(table_slice: TableSlice) -> str:
+    parts = [table_slice.database, table_slice.schema, table_slice.table]
+    return ".".join(quote_identifier(part) for part in parts if part)
+
+
+def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChange) -> dict:
+    """What the load itself adds to the materialization (the asset reports the read)."""
+    return {
+        "rows_written": batch.rows,
+        "columns_added": sorted(change.add),
+        "columns_widened": sorted(change.widen),
+        "destination_table": f"{table_slice.schema}.{table_slice.table}",
+    }

@@ -1,0 +1,168 @@
+"""DuckDB, the embedded default: Dagster's DuckDB IO manager, made transactional and prefixed.
+
+DuckDB reads the batch's Parquet file itself (`INSERT ... BY NAME SELECT ... FROM
+read_parquet`), so a load is columnar and never passes rows through Python.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import duckdb
+import polars as pl
+from dagster import InputContext, OutputContext
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb.io_manager import DuckDbClient, _partition_where_clause
+from dagster_duckdb_polars import DuckDBPolarsIOManager
+from pydantic import Field
+
+from clevertap_assets.event_batch import EventBatch, EventSpool, Kind
+from clevertap_assets.io_managers.common import (
+    PrefixedDbIOManager,
+    SchemaChange,
+    load_metadata,
+    plan_schema_change,
+    qualified_name,
+)
+from clevertap_assets.naming import quote_identifier
+
+DUCKDB_TYPES = {
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.BIGINT: "BIGINT",
+    Kind.DOUBLE: "DOUBLE",
+    Kind.TIMESTAMP: "TIMESTAMP",
+    Kind.TIMESTAMPTZ: "TIMESTAMP WITH TIME ZONE",
+    Kind.TEXT: "VARCHAR",
+    Kind.JSON: "JSON",
+}
+_KINDS_BY_TYPE = {sql: kind for kind, sql in DUCKDB_TYPES.items()}
+
+
+class TransactionalDuckDbClient(DuckDbClient):
+    """Delete of the window and insert of the batch commit together or not at all, so a
+    failed or killed load leaves the previous rows of those days in place."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
+        with DuckDbClient.connect(context, table_slice) as connection:
+            connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                connection.close()
+                raise
+            connection.commit()
+
+    @staticmethod
+    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        # Checked, not caught: inside a transaction a failed statement aborts the transaction.
+        if not existing_columns(connection, table_slice):
+            return
+        statement = f"DELETE FROM {qualified_name(table_slice._replace(database=None))}"
+        if table_slice.partition_dimensions:
+            statement += " WHERE " + _partition_where_clause(table_slice.partition_dimensions)
+        connection.execute(statement)
+
+    @staticmethod
+    def ensure_schema_exists(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
+
+
+def existing_columns(
+    connection: duckdb.DuckDBPyConnection, table_slice: TableSlice
+) -> dict[str, Kind]:
+    rows = connection.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [table_slice.schema, table_slice.table],
+    ).fetchall()
+    return {name: _KINDS_BY_TYPE.get(data_type, Kind.TEXT) for name, data_type in rows}
+
+
+class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
+    """Creates or evolves the event table, then inserts the batch's file by column name."""
+
+    def handle_output(
+        self, context: OutputContext, table_slice: TableSlice, obj: EventBatch, connection
+    ) -> dict:
+        try:
+            incoming = obj.columns()
+            if not incoming:
+                return load_metadata(obj, table_slice, SchemaChange({}, {}))
+            target = qualified_name(table_slice._replace(database=None))
+            existing = existing_columns(connection, table_slice)
+            change = plan_schema_change(existing, incoming)
+            if existing:
+                _evolve(connection, target, change)
+            else:
+                definition = ", ".join(
+                    f"{quote_identifier(n)} {DUCKDB_TYPES[k]}" for n, k in incoming.items()
+                )
+                connection.execute(f"CREATE TABLE {target} ({definition})")
+            casts = ", ".join(
+                f"{quote_identifier(n)}::{DUCKDB_TYPES[k]} AS {quote_identifier(n)}"
+                for n, k in incoming.items()
+            )
+            connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT {casts} FROM read_parquet(?)",
+                [str(obj.path)],
+            )
+            return load_metadata(obj, table_slice, change)
+        finally:
+            obj.discard()
+
+    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> EventBatch:
+        """A downstream asset can take the rows as a batch file too, read in chunks."""
+        kinds = existing_columns(connection, table_slice)
+        with EventSpool(event_name=table_slice.table) as spool:
+            path = spool.directory / "batch.parquet"
+            connection.execute(
+                f"COPY ({DuckDbClient.get_select_statement(table_slice)}) TO '{path}' (FORMAT parquet)"
+            )
+            (rows,) = connection.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()
+        json_columns = frozenset(name for name, kind in kinds.items() if kind == Kind.JSON)
+        return EventBatch(table_slice.table, path, rows, json_columns)
+
+    @property
+    def supported_types(self) -> Sequence[type]:
+        return [EventBatch]
+
+
+def _evolve(connection: duckdb.DuckDBPyConnection, target: str, change: SchemaChange) -> None:
+    for name, kind in change.add.items():
+        connection.execute(
+            f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {DUCKDB_TYPES[kind]}"
+        )
+    for name, kind in change.widen.items():
+        connection.execute(
+            f"ALTER TABLE {target} ALTER COLUMN {quote_identifier(name)} TYPE {DUCKDB_TYPES[kind]}"
+        )
+
+
+class DuckDBEventIOManager(DuckDBPolarsIOManager):
+    """Dagster's DuckDB + polars IO manager, with CleverTap batches, transactions and prefixes.
+
+    Downstream assets can still load any event table as a polars DataFrame.
+    """
+
+    table_prefix: str = Field(default="", description="Hevo-style prefix; `_` is added.")
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [EventBatchDuckDBTypeHandler(), *DuckDBPolarsIOManager.type_handlers()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pl.DataFrame
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return PrefixedDbIOManager(
+            table_prefix=self.table_prefix,
+            db_client=TransactionalDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBEventIOManager",
+        )
