@@ -115,6 +115,7 @@ class PipelineSettings(BaseSettings):
         "duckdb", validation_alias="DESTINATION"
     )
     duckdb_path: str = Field("clevertap.duckdb", validation_alias="DUCKDB_PATH")
+    duckdb_schema: str | None = Field(None, validation_alias="DUCKDB_SCHEMA")
     max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
     max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
 
@@ -192,6 +193,13 @@ class PipelineSettings(BaseSettings):
     @property
     def pipeline_slug(self) -> str:
         return slug(self.pipeline_name)
+
+    @property
+    def warehouse_schema(self) -> str:
+        """The schema (dataset) the event tables go to; by default named after the pipeline,
+        so two pipelines can share one warehouse."""
+        configured = {"duckdb": self.duckdb_schema}.get(self.destination)
+        return configured or self.pipeline_slug
 
     @property
     def base_url(self) -> str:

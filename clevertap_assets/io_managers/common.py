@@ -1,37 +1,38 @@
 """What every destination shares on top of Dagster's `DbIOManager`.
 
 Dagster's database IO managers already replace a partition's rows (delete the window, insert
-the output) inside one connection; what they lack for CleverTap is Hevo's table prefix and a
+the output) inside one connection; what they lack for CleverTap is Hevo's table naming and a
 table whose columns follow the data. Both are added here once, by subclassing, so each
 destination module only maps kinds to its own SQL types.
 """
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 
 from clevertap_assets.event_batch import EventBatch, Kind, widen
-from clevertap_assets.naming import quote_identifier, table_name
+from clevertap_assets.naming import quote_identifier
 
 
-class PrefixedDbIOManager(DbIOManager):
-    """`DbIOManager` that names tables `<TABLE_PREFIX>_<event slug>`, as Hevo does.
+class NamedTableDbIOManager(DbIOManager):
+    """`DbIOManager` that takes the table name from the asset's `table` metadata.
 
-    The asset key stays `[pipeline, event]` so the Dagster UI reads the same whatever the
-    prefix; only the warehouse table carries it.
+    Dagster names a table after the last part of the asset key; Hevo names it
+    `<TABLE_PREFIX>_<event>`. The asset factory computes that name once and puts it in the
+    asset's metadata (as it does `schema`), so the IO manager, the asset checks and the
+    sensors all read the same table, and the asset key stays `[pipeline, event]`.
     """
-
-    def __init__(self, *, table_prefix: str = "", **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        self._table_prefix = table_prefix
 
     def _get_table_slice(
         self, context: OutputContext | InputContext, output_context: OutputContext
     ) -> TableSlice:
         table_slice = super()._get_table_slice(context, output_context)
-        return table_slice._replace(table=table_name(table_slice.table, self._table_prefix))
+        table = (output_context.definition_metadata or {}).get("table")
+        return table_slice._replace(table=table) if table else table_slice
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,17 @@ def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChan
         "columns_widened": sorted(change.widen),
         "destination_table": f"{table_slice.schema}.{table_slice.table}",
     }
+
+
+class EventTableStats(ABC):
+    """What the asset checks and the reconciliation sensor ask of any destination."""
+
+    @abstractmethod
+    def daily_row_counts(
+        self, schema: str, table: str, first_day: date, last_day: date
+    ) -> dict[date, int]:
+        """Rows per local day (by `event_time`) between two days, inclusive; absent days are 0."""
+
+    @abstractmethod
+    def duplicate_record_ids(self, schema: str, table: str) -> int:
+        """Rows beyond the first for each `_record_id`; 0 when the table is exactly-once."""

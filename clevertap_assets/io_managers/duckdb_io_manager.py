@@ -6,24 +6,26 @@ read_parquet`), so a load is columnar and never passes rows through Python.
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, timedelta
 
 import duckdb
 import polars as pl
-from dagster import InputContext, OutputContext
+from dagster import ConfigurableResource, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, _partition_where_clause
 from dagster_duckdb_polars import DuckDBPolarsIOManager
-from pydantic import Field
 
 from clevertap_assets.event_batch import EventBatch, EventSpool, Kind
 from clevertap_assets.io_managers.common import (
-    PrefixedDbIOManager,
+    EventTableStats,
+    NamedTableDbIOManager,
     SchemaChange,
     load_metadata,
     plan_schema_change,
     qualified_name,
 )
 from clevertap_assets.naming import quote_identifier
+from clevertap_assets.partitions import days_between
 
 DUCKDB_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
@@ -141,12 +143,10 @@ def _evolve(connection: duckdb.DuckDBPyConnection, target: str, change: SchemaCh
 
 
 class DuckDBEventIOManager(DuckDBPolarsIOManager):
-    """Dagster's DuckDB + polars IO manager, with CleverTap batches, transactions and prefixes.
+    """Dagster's DuckDB + polars IO manager, with CleverTap batches, transactions and naming.
 
     Downstream assets can still load any event table as a polars DataFrame.
     """
-
-    table_prefix: str = Field(default="", description="Hevo-style prefix; `_` is added.")
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -157,8 +157,7 @@ class DuckDBEventIOManager(DuckDBPolarsIOManager):
         return pl.DataFrame
 
     def create_io_manager(self, context) -> DbIOManager:
-        return PrefixedDbIOManager(
-            table_prefix=self.table_prefix,
+        return NamedTableDbIOManager(
             db_client=TransactionalDuckDbClient(),
             database=self.database,
             schema=self.schema_,
@@ -166,3 +165,37 @@ class DuckDBEventIOManager(DuckDBPolarsIOManager):
             default_load_type=self.default_load_type(),
             io_manager_name="DuckDBEventIOManager",
         )
+
+
+class DuckDBEventStats(ConfigurableResource, EventTableStats):
+    """Counts for checks and reconciliation, read through a short-lived read connection."""
+
+    database: str
+
+    def daily_row_counts(
+        self, schema: str, table: str, first_day: date, last_day: date
+    ) -> dict[date, int]:
+        with self._connection() as connection:
+            if not existing_columns(connection, TableSlice(table=table, schema=schema)):
+                return dict.fromkeys(days_between(first_day, last_day), 0)
+            rows = connection.execute(
+                f"SELECT CAST(event_time AS DATE), count(*) FROM {quote_identifier(schema)}."
+                f"{quote_identifier(table)} WHERE event_time >= ? AND event_time < ? GROUP BY 1",
+                [first_day, last_day + timedelta(days=1)],
+            ).fetchall()
+        return {**dict.fromkeys(days_between(first_day, last_day), 0), **dict(rows)}
+
+    def duplicate_record_ids(self, schema: str, table: str) -> int:
+        with self._connection() as connection:
+            if not existing_columns(connection, TableSlice(table=table, schema=schema)):
+                return 0
+            (duplicates,) = connection.execute(
+                f"SELECT count(*) - count(DISTINCT _record_id) FROM "
+                f"{quote_identifier(schema)}.{quote_identifier(table)}"
+            ).fetchone()
+        return duplicates
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with duckdb.connect(self.database) as connection:
+            yield connection

@@ -1,0 +1,36 @@
+"""Days of the CleverTap project's time zone, the unit of CleverTap's `from`/`to` and of our
+partitions."""
+
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from dagster import DailyPartitionsDefinition
+
+from clevertap_assets.settings import PipelineSettings
+
+
+def daily_partitions(
+    settings: PipelineSettings, today: date | None = None
+) -> DailyPartitionsDefinition:
+    """One partition per local day from the start of the history window, today included.
+
+    `end_offset=1` makes today's in-progress day a partition, so the schedule can keep it
+    fresh; the start is fixed when the definitions load, which is when the history window
+    (CLEVERTAP_HISTORY_DAYS) is measured from.
+    """
+    today = today or local_today(settings.timezone)
+    start = today - timedelta(days=settings.history_days - 1)
+    return DailyPartitionsDefinition(
+        start_date=start.isoformat(), timezone=settings.timezone, end_offset=1
+    )
+
+
+def local_today(timezone: str) -> date:
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def days_between(first_day: date, last_day: date) -> Iterator[date]:
+    """Inclusive, like CleverTap's `from`/`to`."""
+    for offset in range((last_day - first_day).days + 1):
+        yield first_day + timedelta(days=offset)
