@@ -36,6 +36,7 @@ from clevertap_assets.settings import PipelineSettings, SettingsError
 
 CLEVERTAP_POOL = "clevertap_api"
 WAREHOUSE_IO_MANAGER = "warehouse_io_manager"
+WAREHOUSE_STATS = "warehouse_stats"
 PROGRESS_EVERY_SECONDS = 10.0
 CURSOR_REOPENS = 3
 
@@ -161,7 +162,10 @@ def _read_window_once(
     fetch = FetchStats()
     started = last_report = time.monotonic()
     with EventSpool(event_name=event_name) as spool:
-        for records in clevertap.iter_event_pages(event_name, first_day, last_day, stats=fetch):
+        pages = clevertap.iter_event_pages(
+            event_name, first_day, last_day, stats=fetch, log=context.log
+        )
+        for records in pages:
             page = normalise_page(records, options)
             in_window = page.frame.filter(
                 pl.col("event_time").is_between(window_start, window_end, closed="left")

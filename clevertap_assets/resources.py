@@ -1,17 +1,25 @@
 """The resources a pipeline runs with, chosen by its settings.
 
 Credentials are `EnvVar`s: Dagster resolves them inside runs only, and shows the variable's
-name, never its value, in the UI.
+name, never its value, in the UI. Each destination module builds its own pair of resources
+(the IO manager that loads event tables, the reader that checks them) and is imported only
+when chosen, so a DuckDB user needs no Snowflake or BigQuery client configured.
 """
 
-from dagster import ConfigurableIOManagerFactory, ConfigurableResource, EnvVar
+from collections.abc import Callable
+from importlib import import_module
+
+from dagster import EnvVar
 
 from clevertap_assets.clevertap_client import CleverTapResource
-from clevertap_assets.event_assets import WAREHOUSE_IO_MANAGER
-from clevertap_assets.io_managers.duckdb_io_manager import DuckDBEventIOManager, DuckDBEventStats
 from clevertap_assets.settings import PipelineSettings
 
-WAREHOUSE_STATS = "warehouse_stats"
+DESTINATION_BUILDERS = {
+    "duckdb": "clevertap_assets.io_managers.duckdb_io_manager:build_duckdb_resources",
+    "snowflake": "clevertap_assets.io_managers.snowflake_io_manager:build_snowflake_resources",
+    "bigquery": "clevertap_assets.io_managers.bigquery_io_manager:build_bigquery_resources",
+    "redshift": "clevertap_assets.io_managers.redshift_io_manager:build_redshift_resources",
+}
 
 
 def build_clevertap_resource(settings: PipelineSettings) -> CleverTapResource:
@@ -23,14 +31,13 @@ def build_clevertap_resource(settings: PipelineSettings) -> CleverTapResource:
     )
 
 
-def build_destination_resources(
-    settings: PipelineSettings,
-) -> dict[str, ConfigurableIOManagerFactory | ConfigurableResource]:
-    """The IO manager that loads event tables and the reader that checks them, per DESTINATION."""
-    return {
-        WAREHOUSE_IO_MANAGER: DuckDBEventIOManager(database=settings.duckdb_path),
-        WAREHOUSE_STATS: DuckDBEventStats(database=settings.duckdb_path),
-    }
+def build_destination_resources(settings: PipelineSettings) -> dict[str, object]:
+    """`{warehouse_io_manager: ..., warehouse_stats: ...}` for the chosen DESTINATION."""
+    module, _, function = DESTINATION_BUILDERS[settings.destination].partition(":")
+    builder: Callable[[PipelineSettings], dict[str, object]] = getattr(
+        import_module(module), function
+    )
+    return builder(settings)
 
 
 def build_resources(settings: PipelineSettings) -> dict[str, object]:

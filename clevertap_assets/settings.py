@@ -116,6 +116,9 @@ class PipelineSettings(BaseSettings):
     )
     duckdb_path: str = Field("clevertap.duckdb", validation_alias="DUCKDB_PATH")
     duckdb_schema: str | None = Field(None, validation_alias="DUCKDB_SCHEMA")
+    snowflake_schema: str | None = Field(None, validation_alias="SNOWFLAKE_SCHEMA")
+    bigquery_dataset: str | None = Field(None, validation_alias="BIGQUERY_DATASET")
+    redshift_schema: str | None = Field(None, validation_alias="REDSHIFT_SCHEMA")
     max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
     max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
 
@@ -198,7 +201,12 @@ class PipelineSettings(BaseSettings):
     def warehouse_schema(self) -> str:
         """The schema (dataset) the event tables go to; by default named after the pipeline,
         so two pipelines can share one warehouse."""
-        configured = {"duckdb": self.duckdb_schema}.get(self.destination)
+        configured = {
+            "duckdb": self.duckdb_schema,
+            "snowflake": self.snowflake_schema,
+            "bigquery": self.bigquery_dataset,
+            "redshift": self.redshift_schema,
+        }[self.destination]
         return configured or self.pipeline_slug
 
     @property

@@ -15,6 +15,7 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDbClient, _partition_where_clause
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from clevertap_assets.event_assets import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.event_batch import EventBatch, EventSpool, Kind
 from clevertap_assets.io_managers.common import (
     EventTableStats,
@@ -26,6 +27,7 @@ from clevertap_assets.io_managers.common import (
 )
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.partitions import days_between
+from clevertap_assets.settings import PipelineSettings
 
 DUCKDB_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
@@ -199,3 +201,10 @@ class DuckDBEventStats(ConfigurableResource, EventTableStats):
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with duckdb.connect(self.database) as connection:
             yield connection
+
+
+def build_duckdb_resources(settings: PipelineSettings) -> dict[str, object]:
+    return {
+        WAREHOUSE_IO_MANAGER: DuckDBEventIOManager(database=settings.duckdb_path),
+        WAREHOUSE_STATS: DuckDBEventStats(database=settings.duckdb_path),
+    }

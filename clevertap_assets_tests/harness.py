@@ -1,0 +1,84 @@
+"""A pipeline under test: settings, the emulator it reads, and headless loads of days.
+
+Shared by the tests of every destination, so each asserts the same user-visible outcome
+(rows per event and day equal the emulator's truth) against its own warehouse.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from dagster import ExecuteInProcessResult
+
+from clevertap_assets.backfill import load_days
+from clevertap_assets.clevertap_client import CleverTapResource
+from clevertap_assets.emulator import CleverTapEmulator
+from clevertap_assets.partitions import days_between, local_today
+from clevertap_assets.settings import PipelineSettings, load_settings
+
+EVENTS = ("App Launched", "Product Viewed", "Charged")
+
+
+def write_events_csv(path: Path, events: Sequence[str]) -> Path:
+    quoted = "".join(f'"{name.replace(chr(34), chr(34) * 2)}",Custom\n' for name in events)
+    path.write_text("Event Name,Event Type\n" + quoted, encoding="utf-8")
+    return path
+
+
+def fast_clevertap(emulator: CleverTapEmulator) -> CleverTapResource:
+    """The production resource with test-sized pauses, so retries cost milliseconds."""
+    return CleverTapResource(
+        account_id=emulator.config.account_id,
+        passcode=emulator.config.passcode,
+        api_url=emulator.url,
+        backoff_seconds=0.01,
+        max_backoff_seconds=0.05,
+        throttle_wait_seconds=0.01,
+        max_attempts=10,
+        timeout_seconds=5,
+    )
+
+
+@dataclass
+class Pipeline:
+    settings: PipelineSettings
+    emulator: CleverTapEmulator
+
+    def load(self, first_day: date, last_day: date, **resources: object) -> ExecuteInProcessResult:
+        return load_days(
+            self.settings,
+            first_day,
+            last_day,
+            resources={"clevertap": fast_clevertap(self.emulator), **resources},
+        )
+
+    def truth(self, event_name: str, first_day: date, last_day: date) -> dict[date, int]:
+        return {
+            day: self.emulator.true_count(event_name, day)
+            for day in days_between(first_day, last_day)
+        }
+
+
+def recent_days(settings: PipelineSettings, count: int) -> tuple[date, date]:
+    """The last `count` days of the history window, today included."""
+    today = local_today(settings.timezone)
+    return today - timedelta(days=count - 1), today
+
+
+def make_pipeline(
+    tmp_path: Path,
+    emulator: CleverTapEmulator,
+    events: Sequence[str] = EVENTS,
+    **settings: object,
+) -> Pipeline:
+    csv = write_events_csv(tmp_path / "events.csv", events)
+    values = {
+        "events_csv": csv,
+        "api_url": emulator.url,
+        "duckdb_path": str(tmp_path / "warehouse.duckdb"),
+        "timezone": emulator.config.timezone,
+        "history_days": 7,
+        **settings,
+    }
+    return Pipeline(load_settings(**values), emulator)
