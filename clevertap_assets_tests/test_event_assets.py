@@ -163,7 +163,7 @@ def test_oversize_records_and_rows_are_skipped_and_counted(tmp_path, make_emulat
     last = local_today("UTC")
     first = last - timedelta(days=1)
     oversize = {("Charged", first): 250_000, ("Charged", last): 150_000}
-    emulator = make_emulator(events=["Charged"], oversize_records=oversize)
+    emulator = make_emulator(events=["Charged"], oversize_records=oversize, duplicate_share=0)
     pipeline = make_pipeline(
         tmp_path, emulator, events=["Charged"], max_record_bytes=200_000, max_row_bytes=100_000
     )
@@ -194,3 +194,19 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
     assert [o.metadata["skipped"].value for o in observations] == [
         "Export not allowed for this event"
     ]
+
+
+def test_hevo_limits_at_their_real_sizes(tmp_path, make_emulator):
+    """128 MiB per record and 100 MiB per row, Hevo's documented limits, with real payloads."""
+    last = local_today("UTC")
+    first = last - timedelta(days=1)
+    mib = 1024 * 1024
+    oversize = {("Charged", first): 129 * mib, ("Charged", last): 101 * mib}
+    emulator = make_emulator(events=["Charged"], oversize_records=oversize, duplicate_share=0)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    result = pipeline.load(first, last)
+    assert result.success
+    metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
+    assert (metadata["records_over_size_limit"], metadata["rows_over_size_limit"]) == (1, 1)
+    truth = pipeline.truth("Charged", first, last)
+    assert daily_rows(pipeline, "charged") == {day: count - 1 for day, count in truth.items()}
