@@ -232,5 +232,7 @@ def _describe(error: dict) -> str:
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, SettingsError):
         return str(cause)
-    variable = ".".join(str(part) for part in error["loc"]) or "settings"
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    field = PipelineSettings.model_fields.get(name)
+    variable = field.validation_alias if field and field.validation_alias else name
     return f"{variable}={error.get('input')!r}: {error['msg']}"

@@ -1,0 +1,136 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from clevertap_assets.settings import (
+    SettingsError,
+    base_url_for,
+    load_settings,
+    parse_ingestion_frequency,
+    read_event_names,
+)
+
+
+@pytest.fixture
+def events_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text("Event Name,Type\nApp Launched,System\nCharged,System\n", encoding="utf-8")
+    return path
+
+
+def settings_error(**values: object) -> str:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(**values)
+    return str(raised.value)
+
+
+def test_defaults_follow_hevo(events_csv: Path):
+    settings = load_settings(events_csv=events_csv)
+    assert settings.event_names == ["App Launched", "Charged"]
+    assert settings.region == "eu1"
+    assert settings.base_url == "https://api.clevertap.com"
+    assert settings.ingestion_interval == timedelta(hours=6)
+    assert settings.destination == "duckdb"
+    assert settings.auto_mapping is True
+    assert (settings.pipeline_slug, settings.warehouse_schema) == ("clevertap", "clevertap")
+
+
+def test_environment_variables_are_read(events_csv: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CLEVERTAP_EVENTS_CSV", str(events_csv))
+    monkeypatch.setenv("CLEVERTAP_REGION", "Global")
+    monkeypatch.setenv("CLEVERTAP_PIPELINE_NAME", "Growth App (prod)")
+    monkeypatch.setenv("TABLE_PREFIX", "ct")
+    monkeypatch.setenv("AUTO_MAPPING", "false")
+    monkeypatch.setenv("CLEVERTAP_EXCLUDE_EVENTS", "Charged")
+    settings = load_settings()
+    assert settings.region == "eu1"
+    assert settings.pipeline_slug == "growth_app_prod"
+    assert (settings.table_prefix, settings.auto_mapping) == ("ct", False)
+    assert settings.event_names == ["App Launched"]
+
+
+def test_api_url_overrides_the_region_host():
+    assert base_url_for("in1", None) == "https://in1.api.clevertap.com"
+    assert base_url_for("in1", "http://127.0.0.1:8765/") == "http://127.0.0.1:8765"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"region": "eu2"}, "CLEVERTAP_REGION='eu2' is not a CleverTap region; allowed: eu1, in1"),
+        ({"pipeline_name": ""}, "CLEVERTAP_PIPELINE_NAME must be 1 to 255 characters, got 0"),
+        (
+            {"pipeline_name": "p" * 256},
+            "CLEVERTAP_PIPELINE_NAME must be 1 to 255 characters, got 256",
+        ),
+        (
+            {"pipeline_name": "***"},
+            "CLEVERTAP_PIPELINE_NAME='***' needs at least one letter or digit",
+        ),
+        (
+            {"timezone": "Mars/Olympus"},
+            "CLEVERTAP_TIMEZONE='Mars/Olympus' is not an IANA time zone",
+        ),
+        (
+            {"table_prefix": "ct-"},
+            "TABLE_PREFIX='ct-' may hold only letters, digits and underscores",
+        ),
+        ({"exclude_events": "charged"}, "CLEVERTAP_EXCLUDE_EVENTS names events that are not in"),
+        ({"destination": "oracle"}, "DESTINATION='oracle'"),
+        ({"history_days": 0}, "CLEVERTAP_HISTORY_DAYS=0"),
+    ],
+)
+def test_bad_values_get_one_clear_error(events_csv: Path, values: dict, message: str):
+    assert message in settings_error(events_csv=events_csv, **values)
+
+
+def test_missing_csv_names_the_setting(tmp_path: Path):
+    message = settings_error(events_csv=tmp_path / "nope.csv")
+    assert message == f"CLEVERTAP_EVENTS_CSV={str(tmp_path / 'nope.csv')!r}: no such file"
+
+
+def test_csv_without_event_name_column(tmp_path: Path):
+    path = tmp_path / "events.csv"
+    path.write_text("Name,Type\nCharged,System\n", encoding="utf-8")
+    assert "has no event-name column (found 'Name', 'Type')" in settings_error(events_csv=path)
+
+
+def test_csv_export_quirks_are_tolerated(tmp_path: Path):
+    path = tmp_path / "events.csv"
+    path.write_bytes(
+        "\ufeff\n Event  name ,Count\n"
+        '"Search Performed, Filtered",3\n\nCharged,5\nCharged,5\n,7\n'.encode()
+    )
+    assert read_event_names(path) == ["Search Performed, Filtered", "Charged"]
+
+
+def test_excluding_an_event_with_a_comma_in_its_name(tmp_path: Path):
+    path = tmp_path / "events.csv"
+    path.write_text('event_name\n"Search Performed, Filtered"\nCharged\n', encoding="utf-8")
+    settings = load_settings(events_csv=path, exclude_events='"Search Performed, Filtered"')
+    assert settings.event_names == ["Charged"]
+
+
+@pytest.mark.parametrize(
+    ("value", "interval"),
+    [
+        ("30m", timedelta(minutes=30)),
+        ("1h", timedelta(hours=1)),
+        ("6h", timedelta(hours=6)),
+        ("24H", timedelta(hours=24)),
+        (" 12 hours ", timedelta(hours=12)),
+    ],
+)
+def test_allowed_ingestion_frequencies(value: str, interval: timedelta):
+    assert parse_ingestion_frequency(value) == interval
+
+
+@pytest.mark.parametrize("value", ["5m", "1.5h", "90m", "25h", "0h", "60m", "hourly", ""])
+def test_refused_ingestion_frequencies_list_what_is_allowed(value: str):
+    with pytest.raises(SettingsError) as raised:
+        parse_ingestion_frequency(value)
+    assert str(raised.value) == (
+        f"INGESTION_FREQUENCY={value!r} is not allowed; "
+        "use 30m, or a whole number of hours from 1h to 24h"
+    )
