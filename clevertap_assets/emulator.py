@@ -71,6 +71,7 @@ FAULT_FIELDS = frozenset(
         "page_in_progress",
         "cursor_expiry_pages",
         "cursor_expiry_times",
+        "repeat_cursor",
         "counts_partial",
         "counts_partial_polls",
         "final_page",
@@ -115,6 +116,7 @@ class EmulatorConfig:
     page_in_progress: bool = False
     cursor_expiry_pages: int = 0
     cursor_expiry_times: int | None = 1
+    repeat_cursor: bool = False  # next_cursor equals the cursor just used: a stuck export
     counts_partial: bool = False
     counts_partial_polls: int = 1
     prerender: bool = False
@@ -824,8 +826,14 @@ class CleverTapEmulator:
             export.pages_served += 1
         if stop >= export.total and config.final_page == "records":
             return b'{"status":"success","records":' + records + b"}"
-        cursor = encode_cursor(export_id, page + 1, stop).encode()
-        return b'{"status":"success","next_cursor":"' + cursor + b'","records":' + records + b"}"
+        cursor = raw_cursor if config.repeat_cursor else encode_cursor(export_id, page + 1, stop)
+        return (
+            b'{"status":"success","next_cursor":"'
+            + cursor.encode()
+            + b'","records":'
+            + records
+            + b"}"
+        )
 
     def _expire_if_due(self, export: _Export) -> None:
         """Expires a chain after N pages, a limited number of times, so a client that reopens

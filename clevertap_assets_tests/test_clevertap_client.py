@@ -14,7 +14,6 @@ import httpx
 import orjson
 import pytest
 
-import clevertap_assets.emulator as emulator_module
 from clevertap_assets.clevertap_client import (
     CleverTapAuthError,
     CleverTapError,
@@ -155,14 +154,8 @@ def test_final_page_with_records_and_no_cursor_ends_the_read(start) -> None:
     assert len(records) == emulator.true_count("Product Viewed", DAY)
 
 
-def test_a_cursor_that_repeats_is_an_error_not_a_loop(start, monkeypatch, caplog) -> None:
-    # The emulator has no switch for this fault: every cursor it issues names page 0, so the
-    # first page's next_cursor equals the cursor that opened the window.
-    issue = emulator_module.encode_cursor
-    monkeypatch.setattr(
-        emulator_module, "encode_cursor", lambda export_id, _p, _o: issue(export_id, 0, 0)
-    )
-    emulator = start()
+def test_a_cursor_that_repeats_is_an_error_not_a_loop(start, caplog) -> None:
+    emulator = start(repeat_cursor=True)
     with pytest.raises(CleverTapProtocolError, match="already used") as failure:
         read_all(client_for(emulator, batch_size=5), "App Launched", DAY, DAY)
     assert emulator.stats.requests["page"] == 1
