@@ -1,0 +1,182 @@
+"""A throwaway PostgreSQL server for tests: the stand-in for Redshift, and later for Dagster's
+Postgres run storage.
+
+The server runs from the machine's PostgreSQL binaries as an unprivileged OS user (initdb
+refuses root), in a temporary directory, on 127.0.0.1 and a free port, without fsync, and is
+stopped at the end of the session. TCP connections need the password (scram-sha-256), so
+tests exercise real authentication; the Unix socket in the same directory trusts its users,
+for fixtures that only set things up. Import the fixture into a test module:
+
+    from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
+"""
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH or under "
+    "/usr/lib/postgresql/*/bin; install them with: apt-get update && apt-get install -y postgresql"
+)
+SERVER_USER = "postgres"
+SUPERUSER = "postgres"
+_FAST_UNSAFE_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """Where the test server listens and who may log in; the password is for TCP logins."""
+
+    host: str
+    port: int
+    socket_dir: Path
+    user: str
+    password: str = field(repr=False)
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        """A libpq connection string over TCP, with the password (for clients under test)."""
+        return psycopg.conninfo.make_conninfo(
+            host=self.host, port=self.port, dbname=dbname, user=self.user, password=self.password
+        )
+
+    def url(self, dbname: str = "postgres") -> str:
+        """A `postgresql://` URL over TCP, for clients that take URLs (SQLAlchemy, Dagster)."""
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
+
+    def admin_connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        """An autocommit superuser connection over the trusted socket, for setting up tests."""
+        return psycopg.connect(
+            host=str(self.socket_dir),
+            port=self.port,
+            dbname=dbname,
+            user=self.user,
+            autocommit=True,
+        )
+
+    def create_database(self, dbname: str) -> str:
+        with self.admin_connect() as connection:
+            connection.execute(
+                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname))
+            )
+        return dbname
+
+
+def find_binaries() -> Path:
+    """The directory holding initdb and pg_ctl; the failure says how to install them."""
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    pytest.fail(INSTALL_HINT, pytrace=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: as root, run them as an unprivileged user
+    (created if missing, as in a bare container); otherwise run them as ourselves."""
+    if os.geteuid() != 0:
+        return command
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", SERVER_USER],
+            check=True,
+            capture_output=True,
+        )
+    return ["runuser", "-u", SERVER_USER, "--", *command]
+
+
+def _run(command: list[str], **kwargs: object) -> None:
+    result = subprocess.run(_as_server_user(command), capture_output=True, text=True, **kwargs)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def _own(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, SERVER_USER, SERVER_USER)
+
+
+def start_server(root: Path, bin_dir: Path) -> PostgresServer:
+    """initdb and start; about a second on a laptop with fsync off."""
+    _own(root)
+    data, password_file = root / "data", root / "password"
+    password = secrets.token_urlsafe(16)
+    password_file.write_text(password)
+    _own(password_file)
+    _run(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            "--pwfile",
+            str(password_file),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
+    )
+    password_file.unlink()
+    port = _free_port()
+    options = " ".join(
+        [f"-p {port}", "-h 127.0.0.1", f"-k {root}", *(f"-c {s}" for s in _FAST_UNSAFE_SETTINGS)]
+    )
+    _run(
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        ],
+        timeout=60,
+    )
+    return PostgresServer("127.0.0.1", port, root, SUPERUSER, password)
+
+
+def stop_server(root: Path, bin_dir: Path) -> None:
+    _run([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"])
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 server for the session; tests isolate themselves by database."""
+    bin_dir = find_binaries()
+    root = Path(tempfile.mkdtemp(prefix="pg_"))
+    try:
+        server = start_server(root, bin_dir)
+        try:
+            yield server
+        finally:
+            stop_server(root, bin_dir)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
