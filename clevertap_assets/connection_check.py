@@ -21,6 +21,7 @@ from clevertap_assets.clevertap_client import (
     CleverTapResource,
     ExportNotAllowedError,
 )
+from clevertap_assets.resources import check_destination
 from clevertap_assets.settings import PipelineSettings, SettingsError, load_settings
 
 CREDENTIAL_VARIABLES = {
@@ -48,6 +49,7 @@ class ConnectionReport:
     event_tested: str | None = None
     day: date | None = None
     records_in_first_page: int | None = None
+    destination: str | None = None
     notes: list[str] = field(default_factory=list)
     failure: str | None = None
 
@@ -62,6 +64,7 @@ class ConnectionReport:
             f"  events selected:       {self.events_selected}",
             f"  event tested:          {self.event_tested} on {self.day}",
             f"  records in first page: {self.records_in_first_page}",
+            f"  destination:           {self.destination}",
             *(f"  note: {note}" for note in self.notes),
         ]
 
@@ -126,8 +129,19 @@ def check_clevertap(state: CheckState) -> None:
     )
 
 
-CHECK_STEPS: list[CheckStep] = [check_settings, check_credentials, check_clevertap]
-"""The steps in order; destination checks go after `check_clevertap`."""
+def check_warehouse(state: CheckState) -> None:
+    """The destination too, as Hevo tests it: reachable, authenticated, schema ready."""
+    settings = _require(state.settings, "settings")
+    try:
+        state.report.destination = check_destination(settings)
+    except SettingsError:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"destination {settings.destination}: {exc}") from None
+
+
+CHECK_STEPS: list[CheckStep] = [check_settings, check_credentials, check_clevertap, check_warehouse]
+"""The steps in order."""
 
 
 def check_connection(

@@ -14,12 +14,9 @@ from dagster import EnvVar
 from clevertap_assets.clevertap_client import CleverTapResource
 from clevertap_assets.settings import PipelineSettings
 
-DESTINATION_BUILDERS = {
-    "duckdb": "clevertap_assets.io_managers.duckdb_io_manager:build_duckdb_resources",
-    "snowflake": "clevertap_assets.io_managers.snowflake_io_manager:build_snowflake_resources",
-    "bigquery": "clevertap_assets.io_managers.bigquery_io_manager:build_bigquery_resources",
-    "redshift": "clevertap_assets.io_managers.redshift_io_manager:build_redshift_resources",
-}
+DESTINATION_MODULE = "clevertap_assets.io_managers.{destination}_io_manager"
+"""Each destination module has `build_<destination>_resources(settings)` and
+`check_<destination>_destination(settings) -> str`."""
 
 
 def build_clevertap_resource(settings: PipelineSettings) -> CleverTapResource:
@@ -33,11 +30,14 @@ def build_clevertap_resource(settings: PipelineSettings) -> CleverTapResource:
 
 def build_destination_resources(settings: PipelineSettings) -> dict[str, object]:
     """`{warehouse_io_manager: ..., warehouse_stats: ...}` for the chosen DESTINATION."""
-    module, _, function = DESTINATION_BUILDERS[settings.destination].partition(":")
-    builder: Callable[[PipelineSettings], dict[str, object]] = getattr(
-        import_module(module), function
-    )
-    return builder(settings)
+    build = _destination_function(settings, "build_{destination}_resources")
+    return build(settings)
+
+
+def check_destination(settings: PipelineSettings) -> str:
+    """Reach, authenticate and prepare the warehouse; one line on success, raises otherwise."""
+    check = _destination_function(settings, "check_{destination}_destination")
+    return check(settings)
 
 
 def build_resources(settings: PipelineSettings) -> dict[str, object]:
@@ -45,3 +45,8 @@ def build_resources(settings: PipelineSettings) -> dict[str, object]:
         "clevertap": build_clevertap_resource(settings),
         **build_destination_resources(settings),
     }
+
+
+def _destination_function(settings: PipelineSettings, name: str) -> Callable:
+    module = import_module(DESTINATION_MODULE.format(destination=settings.destination))
+    return getattr(module, name.format(destination=settings.destination))

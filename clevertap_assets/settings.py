@@ -114,7 +114,7 @@ class PipelineSettings(BaseSettings):
     destination: Literal["duckdb", "snowflake", "bigquery", "redshift"] = Field(
         "duckdb", validation_alias="DESTINATION"
     )
-    duckdb_path: str = Field("clevertap.duckdb", validation_alias="DUCKDB_PATH")
+    duckdb_path: str = Field("warehouse.duckdb", validation_alias="DUCKDB_PATH")
     duckdb_schema: str | None = Field(None, validation_alias="DUCKDB_SCHEMA")
     snowflake_schema: str | None = Field(None, validation_alias="SNOWFLAKE_SCHEMA")
     bigquery_dataset: str | None = Field(None, validation_alias="BIGQUERY_DATASET")
@@ -174,6 +174,18 @@ class PipelineSettings(BaseSettings):
             raise SettingsError(
                 f"CLEVERTAP_EXCLUDE_EVENTS names events that are not in {self.events_csv}: "
                 f"{', '.join(repr(n) for n in unknown)} (names are case-sensitive)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _duckdb_catalog(self) -> "PipelineSettings":
+        """DuckDB names a database file's catalog after its stem; a schema of the same name
+        makes every `schema.table` ambiguous, so refuse it here rather than in a run."""
+        catalog = Path(self.duckdb_path).stem
+        if self.destination == "duckdb" and catalog == self.warehouse_schema:
+            raise SettingsError(
+                f"DUCKDB_PATH={self.duckdb_path!r} names the DuckDB catalog {catalog!r}, the same "
+                f"as the schema {self.warehouse_schema!r}; rename the file or set DUCKDB_SCHEMA"
             )
         return self
 

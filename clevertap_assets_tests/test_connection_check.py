@@ -42,6 +42,8 @@ def environment(tmp_path, monkeypatch, emulator) -> None:
     monkeypatch.setenv("CLEVERTAP_API_URL", emulator.url)
     monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", ACCOUNT)
     monkeypatch.setenv("CLEVERTAP_PASSCODE", PASSCODE)
+    monkeypatch.setenv("DESTINATION", "duckdb")
+    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
 
 
 def test_ok_report_against_the_emulator(emulator, capsys) -> None:
@@ -54,6 +56,7 @@ def test_ok_report_against_the_emulator(emulator, capsys) -> None:
     assert "events selected:       3" in out
     assert f"event tested:          App Launched on {DAY}" in out
     assert "note: skipped 'Notification Sent'" in out
+    assert "destination:           DuckDB OK: " in out
     assert PASSCODE not in out
     records = int(out.split("records in first page:")[1].split()[0])
     assert 0 < records <= emulator.true_count("App Launched", date.fromisoformat(DAY))
@@ -137,3 +140,11 @@ def test_the_dagster_job_passes_and_fails_like_the_command(monkeypatch) -> None:
         logged = [str(entry) for entry in instance.all_logs(result.run_id)]
     assert "CleverTap connection check FAILED: authentication failed for account" in message
     assert not any("not-the-passcode" in line for line in logged)
+
+
+def test_an_unreachable_destination_fails_the_check(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "missing-folder" / "warehouse.duckdb"))
+    assert run_connection_check(day=DAY) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("CleverTap connection check FAILED: destination duckdb: ")
+    assert "missing-folder" in out

@@ -79,6 +79,10 @@ def test_api_url_overrides_the_region_host():
         ({"exclude_events": "charged"}, "CLEVERTAP_EXCLUDE_EVENTS names events that are not in"),
         ({"destination": "oracle"}, "DESTINATION='oracle'"),
         ({"history_days": 0}, "CLEVERTAP_HISTORY_DAYS=0"),
+        (
+            {"duckdb_path": "data/clevertap.duckdb"},
+            "names the DuckDB catalog 'clevertap', the same",
+        ),
     ],
 )
 def test_bad_values_get_one_clear_error(events_csv: Path, values: dict, message: str):

@@ -208,3 +208,11 @@ def build_duckdb_resources(settings: PipelineSettings) -> dict[str, object]:
         WAREHOUSE_IO_MANAGER: DuckDBEventIOManager(database=settings.duckdb_path),
         WAREHOUSE_STATS: DuckDBEventStats(database=settings.duckdb_path),
     }
+
+
+def check_duckdb_destination(settings: PipelineSettings) -> str:
+    """The file opens for writing (not locked by another process) and the schema exists."""
+    with duckdb.connect(settings.duckdb_path) as connection:
+        schema = quote_identifier(settings.warehouse_schema)
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    return f"DuckDB OK: {settings.duckdb_path}, schema {settings.warehouse_schema!r} ready"
