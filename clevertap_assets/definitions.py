@@ -1,21 +1,51 @@
 """Assembles the code location from the settings; every piece is built in its own module."""
 
+from pathlib import Path
+
 from dagster import Definitions
 
 from clevertap_assets.connection_check import connection_check_job
 from clevertap_assets.event_assets import build_event_assets
 from clevertap_assets.event_checks import build_event_checks
 from clevertap_assets.resources import build_resources
+from clevertap_assets.schedules import build_ingestion_schedule
+from clevertap_assets.sensors import build_reconciliation_sensor, build_webhook_inbox_sensor
 from clevertap_assets.settings import PipelineSettings, load_settings
+from clevertap_assets.webhook_assets import (
+    WEBHOOK_INBOX,
+    WebhookInboxResource,
+    build_webhook_asset,
+)
+from clevertap_assets.webhook_inbox import inbox_path_from_env
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
+    """The batch path: event assets, their checks, the schedule and the reconciliation."""
+    event_assets = build_event_assets(settings)
     return Definitions(
-        assets=build_event_assets(settings),
+        assets=event_assets,
         asset_checks=build_event_checks(settings),
         jobs=[connection_check_job],
+        schedules=[build_ingestion_schedule(settings, event_assets)],
+        sensors=[build_reconciliation_sensor(settings, event_assets)],
         resources=build_resources(settings),
     )
 
 
-defs = build_definitions(load_settings())
+def build_webhook_definitions(settings: PipelineSettings, inbox_path: Path) -> Definitions:
+    """The real-time path: the inbox the receiver fills, drained into `webhook_events`."""
+    webhook_asset = build_webhook_asset(settings)
+    return Definitions(
+        assets=[webhook_asset],
+        sensors=[build_webhook_inbox_sensor(settings, webhook_asset)],
+        resources={WEBHOOK_INBOX: WebhookInboxResource(path=str(inbox_path.resolve()))},
+    )
+
+
+def build_code_location(settings: PipelineSettings) -> Definitions:
+    return Definitions.merge(
+        build_definitions(settings), build_webhook_definitions(settings, inbox_path_from_env())
+    )
+
+
+defs = build_code_location(load_settings())
