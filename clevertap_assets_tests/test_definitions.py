@@ -1,0 +1,66 @@
+"""The code location as Dagster loads it: what a user sees in the UI before any run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey, Definitions
+
+from clevertap_assets.definitions import build_code_location
+from clevertap_assets.settings import load_settings
+from clevertap_assets_tests.harness import write_events_csv
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_selected_event_is_an_asset_with_its_checks(tmp_path):
+    events = ["App Launched", "Charged", "Notification Sent"]
+    settings = load_settings(
+        events_csv=write_events_csv(tmp_path / "events.csv", events),
+        exclude_events="Notification Sent",
+        pipeline_name="Growth App",
+        table_prefix="ct",
+        duckdb_path=str(tmp_path / "w.duckdb"),
+    )
+    defs = build_code_location(settings)
+    Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = set(graph.get_all_asset_keys())
+    assert keys == {
+        AssetKey(["growth_app", "app_launched"]),
+        AssetKey(["growth_app", "charged"]),
+        AssetKey(["growth_app", "webhook_events"]),
+    }
+    charged = graph.get(AssetKey(["growth_app", "charged"]))
+    assert charged.group_name == "growth_app"
+    assert charged.metadata["table"] == "ct_charged"
+    assert charged.metadata["schema"] == "growth_app"
+    assert charged.partitions_def.timezone == "UTC"
+    check_names = {key.name for key in graph.asset_check_keys if key.asset_key == charged.key}
+    assert check_names == {"no_duplicate_record_ids", "row_count_matches_clevertap"}
+    assert {s.name for s in defs.schedules} == {"ingestion_schedule"}
+    assert {s.name for s in defs.sensors} == {"reconciliation_sensor", "webhook_inbox_sensor"}
+
+
+def test_the_repository_definitions_validate_with_dagsters_own_command(tmp_path):
+    """`dagster definitions validate` on the package, from the repository as shipped."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        env={
+            "PATH": str(Path(sys.executable).parent),
+            "DAGSTER_HOME": str(tmp_path),
+            "HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All code locations passed validation" in result.stderr + result.stdout
