@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -18,10 +18,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clevertap_assets.naming import quote_identifier
 from clevertap_assets.normalise import NormalisedPage
 
 LOAD_CHUNK_ROWS = 50_000
-_DEDUPE_MEMORY_LIMIT = "256MB"
+_WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
+_DEDUPE_MEMORY_LIMIT = "128MB"
 _BATCH_COMPRESSION = "lz4"  # read once, by the load: decoding speed beats size
 
 
@@ -106,6 +108,10 @@ class SpoolStats:
 class EventSpool:
     """Collects normalised pages of one event window on disk, then writes the deduplicated batch.
 
+    Pages are split by local day as they are spooled: a record returned twice is the same
+    record, so its copies share a `ts` and a day, and deduplication can go one day at a time.
+    The memory it needs is then bounded by the largest day, not by the window.
+
     Use as a context manager: on an error the directory and every partial file go with it,
     so a failed read leaves nothing that could be loaded; on success the batch owns the
     directory and the IO manager discards it once loaded.
@@ -114,7 +120,7 @@ class EventSpool:
     event_name: str
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="clevertap_")))
     stats: SpoolStats = field(default_factory=SpoolStats)
-    _chunks: list[Path] = field(default_factory=list)
+    _chunks: dict[date, list[Path]] = field(default_factory=dict)
     _json_columns: set[str] = field(default_factory=set)
 
     def __enter__(self) -> "EventSpool":
@@ -131,46 +137,52 @@ class EventSpool:
         self.stats.invalid_ts += page.invalid_ts
         self.stats.outside_window += outside_window
         self.stats.bytes += page.bytes
-        if page.frame.height:
-            chunk = self.directory / f"chunk_{len(self._chunks):06d}.parquet"
-            page.frame.write_parquet(chunk, compression="lz4", statistics=False)
-            self._chunks.append(chunk)
-            self._json_columns |= page.json_columns
+        if not page.frame.height:
+            return
+        days = page.frame.with_columns(_day=pl.col("event_time").dt.date()).partition_by(
+            "_day", as_dict=True, include_key=False
+        )
+        for (day,), frame in days.items():
+            chunks = self._chunks.setdefault(day, [])
+            chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
+            frame.write_parquet(chunk, compression="lz4", statistics=False)
+            chunks.append(chunk)
+        self._json_columns |= page.json_columns
 
     def finish(self, loaded_at: datetime) -> EventBatch:
-        """Deduplicate by `_record_id` across all pages and stamp `_loaded_at`.
+        """Deduplicate by `_record_id`, day by day, into one Parquet file stamped `_loaded_at`.
 
-        DuckDB does it out of core: the files are unioned by column name (a property whose
-        type differs between pages is widened there) and written as one Parquet file. Only
-        the key and a row's position go through the aggregate, which spills to disk; a
-        `DISTINCT ON` over whole rows keeps every string of the window in memory instead
-        (it ran out of a 512 MB limit at 300,000 rows).
+        DuckDB deduplicates one day at a time, so its memory follows the largest day, not
+        the window; a day's rows stream into the batch file in small Arrow batches. Within a
+        day only the key and a row's position go through the aggregate (a `DISTINCT ON` over
+        whole rows kept every string in memory and ran out of 512 MB at 300,000 rows), the
+        key being the first 128 bits of the SHA-256 as a 16-byte integer. Every day is cast
+        to the window's union of columns, where a property whose type differs between pages
+        is widened, so all days share one schema.
         """
         if not self._chunks:
             shutil.rmtree(self.directory, ignore_errors=True)
             return EventBatch(self.event_name, None, 0)
         destination = self.directory / "batch.parquet"
-        files = ", ".join(f"'{chunk}'" for chunk in self._chunks)
+        rows = 0
         with duckdb.connect(config=self._duckdb_config()) as connection:
-            connection.execute(
-                f"""
-                COPY (
-                    WITH spooled AS (
-                        SELECT *, (file_index::BIGINT << 32) + file_row_number AS _position
-                        FROM read_parquet([{files}], union_by_name = true)
-                    ),
-                    firsts AS (SELECT min(_position) AS _position FROM spooled GROUP BY _record_id)
-                    SELECT spooled.* EXCLUDE (_position), $loaded_at::TIMESTAMPTZ AS _loaded_at
-                    FROM spooled SEMI JOIN firsts USING (_position)
-                ) TO '{destination}' (FORMAT parquet, COMPRESSION {_BATCH_COMPRESSION}, ROW_GROUP_SIZE {LOAD_CHUNK_ROWS})
-                """,
-                {"loaded_at": loaded_at},
-            )
-            (rows,) = connection.execute(
-                f"SELECT count(*) FROM read_parquet('{destination}')"
-            ).fetchone()
-        for chunk in self._chunks:
-            chunk.unlink()
+            columns = _union_columns(connection, [c for cs in self._chunks.values() for c in cs])
+            writer: pq.ParquetWriter | None = None
+            for day in sorted(self._chunks):
+                query = _deduplicated_day(connection, self._chunks[day], columns)
+                reader = connection.execute(query, {"loaded_at": loaded_at}).to_arrow_reader(
+                    _WRITE_CHUNK_ROWS
+                )
+                writer = writer or pq.ParquetWriter(
+                    destination, reader.schema, compression=_BATCH_COMPRESSION
+                )
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                for chunk in self._chunks[day]:
+                    chunk.unlink()
+            if writer is not None:
+                writer.close()
         return EventBatch(self.event_name, destination, rows, frozenset(self._json_columns))
 
     def _duckdb_config(self) -> dict[str, str]:
@@ -180,3 +192,43 @@ class EventSpool:
             "preserve_insertion_order": "false",
             "threads": "2",
         }
+
+
+def _files(paths: list[Path]) -> str:
+    return "[" + ", ".join(f"'{path}'" for path in paths) + "]"
+
+
+def _union_columns(connection: duckdb.DuckDBPyConnection, paths: list[Path]) -> dict[str, str]:
+    """The window's columns and types, from the files' footers only."""
+    described = connection.execute(
+        f"DESCRIBE SELECT * FROM read_parquet({_files(paths)}, union_by_name = true)"
+    ).fetchall()
+    return {name: data_type for name, data_type, *_ in described}
+
+
+def _positioned(paths: list[Path]) -> str:
+    """The spooled rows with a position unique within the day, to keep a record's first copy."""
+    return (
+        "SELECT *, (file_index::BIGINT << 32) + file_row_number AS _position "
+        f"FROM read_parquet({_files(paths)}, union_by_name = true)"
+    )
+
+
+def _deduplicated_day(
+    connection: duckdb.DuckDBPyConnection, paths: list[Path], columns: dict[str, str]
+) -> str:
+    """One day's first copy of every record, with exactly the window's columns and types."""
+    present = _union_columns(connection, paths)
+    select = ", ".join(
+        f"CAST({quote_identifier(name) if name in present else 'NULL'} AS {data_type}) "
+        f"AS {quote_identifier(name)}"
+        for name, data_type in columns.items()
+    )
+    return f"""
+        SELECT {select}, $loaded_at::TIMESTAMPTZ AS _loaded_at
+        FROM ({_positioned(paths)}) AS spooled
+        SEMI JOIN (
+            SELECT min(_position) AS _position FROM ({_positioned(paths)})
+            GROUP BY ('0x' || left(_record_id, 32))::UHUGEINT
+        ) AS firsts USING (_position)
+    """
