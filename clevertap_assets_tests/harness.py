@@ -26,9 +26,9 @@ def write_events_csv(path: Path, events: Sequence[str]) -> Path:
     return path
 
 
-def fast_clevertap(emulator: CleverTapEmulator) -> CleverTapResource:
+def fast_clevertap(emulator: CleverTapEmulator, **overrides: object) -> CleverTapResource:
     """The production resource with test-sized pauses, so retries cost milliseconds."""
-    return CleverTapResource(
+    values = dict(
         account_id=emulator.config.account_id,
         passcode=emulator.config.passcode,
         api_url=emulator.url,
@@ -38,6 +38,7 @@ def fast_clevertap(emulator: CleverTapEmulator) -> CleverTapResource:
         max_attempts=10,
         timeout_seconds=5,
     )
+    return CleverTapResource(**{**values, **overrides})
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dagster import AssetKey
 from clevertap_assets.event_assets import build_event_assets
 from clevertap_assets.partitions import local_today
 from clevertap_assets.settings import SettingsError
-from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
+from clevertap_assets_tests.harness import EVENTS, fast_clevertap, make_pipeline, recent_days
 
 
 def daily_rows(pipeline, table: str) -> dict:
@@ -159,20 +159,41 @@ def test_json_mode_keeps_sections_as_json_and_the_schema_fixed(tmp_path, make_em
     assert isinstance(orjson.loads(items)["Items"], list)
 
 
-def test_oversize_records_and_rows_are_skipped_and_counted(tmp_path, make_emulator):
+@pytest.mark.parametrize(
+    ("limits", "first_size", "last_size"),
+    [
+        ({"max_record_bytes": 200_000, "max_row_bytes": 100_000}, 250_000, 150_000),
+        # Hevo's documented limits, 128 MiB per record and 100 MiB per row, at full size.
+        ({}, 129 * 1024 * 1024, 101 * 1024 * 1024),
+    ],
+    ids=["configured-limits", "hevo-limits"],
+)
+def test_oversize_records_and_rows_are_skipped_and_counted(
+    tmp_path, make_emulator, limits, first_size, last_size
+):
     last = local_today("UTC")
     first = last - timedelta(days=1)
-    oversize = {("Charged", first): 250_000, ("Charged", last): 150_000}
+    oversize = {("Charged", first): first_size, ("Charged", last): last_size}
     emulator = make_emulator(events=["Charged"], oversize_records=oversize, duplicate_share=0)
-    pipeline = make_pipeline(
-        tmp_path, emulator, events=["Charged"], max_record_bytes=200_000, max_row_bytes=100_000
-    )
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], **limits)
     result = pipeline.load(first, last)
     assert result.success
     metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
     assert (metadata["records_over_size_limit"], metadata["rows_over_size_limit"]) == (1, 1)
     truth = pipeline.truth("Charged", first, last)
     assert daily_rows(pipeline, "charged") == {day: count - 1 for day, count in truth.items()}
+
+
+def test_an_expired_cursor_is_reopened_and_the_window_read_again(tmp_path, make_emulator):
+    emulator = make_emulator(events=["App Launched"], cursor_expiry_pages=2, records_per_day=200)
+    pipeline = make_pipeline(tmp_path, emulator, events=["App Launched"])
+    first, last = recent_days(pipeline.settings, 3)
+    small_pages = fast_clevertap(emulator, batch_size=50)
+    result = pipeline.load(first, last, clevertap=small_pages)
+    assert result.success
+    assert emulator.stats.faults["cursor_expired"] == 1
+    assert emulator.stats.requests["open"] == 2
+    assert daily_rows(pipeline, "app_launched") == pipeline.truth("App Launched", first, last)
 
 
 def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emulator):
@@ -194,19 +215,3 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
     assert [o.metadata["skipped"].value for o in observations] == [
         "Export not allowed for this event"
     ]
-
-
-def test_hevo_limits_at_their_real_sizes(tmp_path, make_emulator):
-    """128 MiB per record and 100 MiB per row, Hevo's documented limits, with real payloads."""
-    last = local_today("UTC")
-    first = last - timedelta(days=1)
-    mib = 1024 * 1024
-    oversize = {("Charged", first): 129 * mib, ("Charged", last): 101 * mib}
-    emulator = make_emulator(events=["Charged"], oversize_records=oversize, duplicate_share=0)
-    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
-    result = pipeline.load(first, last)
-    assert result.success
-    metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
-    assert (metadata["records_over_size_limit"], metadata["rows_over_size_limit"]) == (1, 1)
-    truth = pipeline.truth("Charged", first, last)
-    assert daily_rows(pipeline, "charged") == {day: count - 1 for day, count in truth.items()}
