@@ -170,9 +170,8 @@ class EventSpool:
             writer: pq.ParquetWriter | None = None
             for day in sorted(self._chunks):
                 query = _deduplicated_day(connection, self._chunks[day], columns)
-                reader = connection.execute(query, {"loaded_at": loaded_at}).to_arrow_reader(
-                    _WRITE_CHUNK_ROWS
-                )
+                relation = connection.sql(query, params={"loaded_at": loaded_at})
+                reader = relation.to_arrow_reader(_WRITE_CHUNK_ROWS)
                 writer = writer or pq.ParquetWriter(
                     destination, reader.schema, compression=_BATCH_COMPRESSION
                 )
