@@ -9,9 +9,8 @@ import os
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
@@ -21,6 +20,7 @@ from clevertap_assets.clevertap_client import (
     CleverTapResource,
     ExportNotAllowedError,
 )
+from clevertap_assets.partitions import local_today
 from clevertap_assets.resources import check_destination
 from clevertap_assets.settings import PipelineSettings, SettingsError, load_settings
 
@@ -205,7 +205,7 @@ def _resource(state: CheckState) -> CleverTapResource:
 def _local_day(day_text: str | None, timezone: str) -> date:
     """CleverTap's windows are whole days in the project's time zone, so "yesterday" is too."""
     if day_text is None:
-        return datetime.now(ZoneInfo(timezone)).date() - timedelta(days=1)
+        return local_today(timezone) - timedelta(days=1)
     try:
         return date.fromisoformat(day_text)
     except ValueError:

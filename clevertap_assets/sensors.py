@@ -17,8 +17,7 @@ lost cursor therefore neither skips nor reloads an entry.
 """
 
 from collections.abc import Iterator, Sequence
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 from dagster import (
     AssetsDefinition,
@@ -37,7 +36,7 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG
 from clevertap_assets.clevertap_client import CleverTapResource
 from clevertap_assets.event_checks import RECONCILED_DAYS
 from clevertap_assets.io_managers.common import EventTableStats
-from clevertap_assets.partitions import days_between
+from clevertap_assets.partitions import days_between, local_today
 from clevertap_assets.schedules import assets_in_progress, in_progress_runs, range_run_request
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.webhook_assets import (
@@ -118,7 +117,7 @@ def build_reconciliation_sensor(
         clevertap: CleverTapResource,
         warehouse_stats: ResourceParam[EventTableStats],
     ) -> list[RunRequest] | SkipReason:
-        today = datetime.now(ZoneInfo(settings.timezone)).date()
+        today = local_today(settings.timezone)
         requests = list(
             reconciliation_requests(
                 context.instance, settings, assets, clevertap, warehouse_stats, today

@@ -13,6 +13,7 @@ from datetime import date
 
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
+from dagster_duckdb.io_manager import _partition_where_clause
 
 from clevertap_assets.event_batch import EventBatch, Kind, widen
 from clevertap_assets.naming import quote_identifier
@@ -66,6 +67,14 @@ def plan_schema_change(existing: Mapping[str, Kind], incoming: Mapping[str, Kind
 def qualified_name(table_slice: TableSlice) -> str:
     parts = [table_slice.database, table_slice.schema, table_slice.table]
     return ".".join(quote_identifier(part) for part in parts if part)
+
+
+def window_where(table_slice: TableSlice) -> str:
+    """` WHERE <the slice's partitions>` with naive local timestamps, as DuckDB and
+    PostgreSQL/Redshift compare them; empty for an unpartitioned slice."""
+    if not table_slice.partition_dimensions:
+        return ""
+    return " WHERE " + _partition_where_clause(table_slice.partition_dimensions)
 
 
 def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChange) -> dict:

@@ -12,7 +12,7 @@ import duckdb
 import polars as pl
 from dagster import ConfigurableResource, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from dagster_duckdb.io_manager import DuckDbClient, _partition_where_clause
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from clevertap_assets.event_assets import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
@@ -24,6 +24,7 @@ from clevertap_assets.io_managers.common import (
     load_metadata,
     plan_schema_change,
     qualified_name,
+    window_where,
 )
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.partitions import days_between
@@ -63,10 +64,8 @@ class TransactionalDuckDbClient(DuckDbClient):
         # Checked, not caught: inside a transaction a failed statement aborts the transaction.
         if not existing_columns(connection, table_slice):
             return
-        statement = f"DELETE FROM {qualified_name(table_slice._replace(database=None))}"
-        if table_slice.partition_dimensions:
-            statement += " WHERE " + _partition_where_clause(table_slice.partition_dimensions)
-        connection.execute(statement)
+        target = qualified_name(table_slice._replace(database=None))
+        connection.execute(f"DELETE FROM {target}{window_where(table_slice)}")
 
     @staticmethod
     def ensure_schema_exists(context: OutputContext, table_slice: TableSlice, connection) -> None:

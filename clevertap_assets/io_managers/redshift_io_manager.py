@@ -36,7 +36,6 @@ from dagster import (
     OutputContext,
 )
 from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
-from dagster_duckdb.io_manager import _partition_where_clause
 from pydantic import Field
 
 from clevertap_assets.event_assets import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
@@ -48,6 +47,7 @@ from clevertap_assets.io_managers.common import (
     load_metadata,
     plan_schema_change,
     qualified_name,
+    window_where,
 )
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.partitions import days_between
@@ -224,10 +224,7 @@ class RedshiftDbClient(DbClient):
         # Checked, not caught: a failed statement would abort the whole transaction.
         if not table_columns(connection, table_slice.schema, table_slice.table):
             return
-        statement = f"DELETE FROM {_target(table_slice)}"
-        if table_slice.partition_dimensions:
-            statement += " WHERE " + _partition_where_clause(table_slice.partition_dimensions)
-        connection.execute(statement)
+        connection.execute(f"DELETE FROM {_target(table_slice)}{window_where(table_slice)}")
 
     def ensure_schema_exists(
         self, context: OutputContext, table_slice: TableSlice, connection: psycopg.Connection
@@ -241,10 +238,7 @@ class RedshiftDbClient(DbClient):
 
 
 def _select(expressions: str, table_slice: TableSlice) -> str:
-    statement = f"SELECT {expressions} FROM {_target(table_slice)}"
-    if table_slice.partition_dimensions:
-        statement += " WHERE " + _partition_where_clause(table_slice.partition_dimensions)
-    return statement
+    return f"SELECT {expressions} FROM {_target(table_slice)}{window_where(table_slice)}"
 
 
 @dataclass
