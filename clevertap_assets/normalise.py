@@ -147,14 +147,27 @@ def _flattened(
     if not canonical:
         return pl.DataFrame(schema={"ts": pl.Int64}), frozenset()
     try:
-        raw = pl.read_ndjson(io.BytesIO(b"\n".join(canonical)), infer_schema_length=None)
-    except pl.exceptions.ComputeError:
+        raw = _read_records(canonical)
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
         return _flattened_slowly(records)
     leaves = [
         leaf for name, dtype in raw.schema.items() for leaf in _leaves(pl.col(name), dtype, [name])
     ]
     json_columns = frozenset(name for name, _, is_json in leaves if is_json)
     return _parse_dates(raw.select(_merge_same_names(leaves))), json_columns
+
+
+def _read_records(canonical: list[bytes]) -> pl.DataFrame:
+    """The page as one JSON array, which polars reads about a quarter faster than NDJSON.
+
+    The array reader, though, turns `true` beside a number into 1 where the NDJSON reader
+    refuses the page (and the slow path keeps both as text), so a page with a boolean
+    literal anywhere, even inside a string, is read as NDJSON.
+    """
+    joined = b",".join(canonical)
+    if b"true" in joined or b"false" in joined:
+        return pl.read_ndjson(io.BytesIO(b"\n".join(canonical)), infer_schema_length=None)
+    return pl.read_json(io.BytesIO(b"[" + joined + b"]"), infer_schema_length=None)
 
 
 def _leaves(expr: pl.Expr, dtype: pl.DataType, path: list[str]) -> list[tuple[str, pl.Expr, bool]]:

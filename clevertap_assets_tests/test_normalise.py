@@ -78,6 +78,13 @@ def test_bool_beside_number_takes_the_slow_path_and_keeps_both():
     assert frame["profile__object_id"].to_list() == ["__068b9a97"] * 2
 
 
+def test_object_beside_scalar_takes_the_slow_path_and_keeps_both():
+    records = [RECORD, {**RECORD, "event_props": {"Fare": {"amount": 12}}}]
+    frame = normalise_page(records, options()).frame
+    assert frame["event_props__fare"].to_list() == [5149, None]
+    assert frame["event_props__fare__amount"].to_list() == [None, 12]
+
+
 def test_same_name_after_snake_case_is_coalesced():
     record = {**RECORD, "event_props": {"Fare": 1, "fare": 2}}
     frame = normalise_page([record], options()).frame
