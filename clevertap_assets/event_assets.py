@@ -7,6 +7,7 @@ hands the IO manager one deduplicated batch that replaces exactly those days.
 
 import gc
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,7 +34,12 @@ from clevertap_assets.clevertap_client import (
 )
 from clevertap_assets.event_batch import EventBatch, EventSpool, SpoolStats
 from clevertap_assets.naming import slug, table_name
-from clevertap_assets.normalise import NormaliseOptions, normalise_page
+from clevertap_assets.normalise import (
+    CanonicalPage,
+    NormaliseOptions,
+    canonicalise_page,
+    normalise_page,
+)
 from clevertap_assets.partitions import daily_partitions
 from clevertap_assets.settings import PipelineSettings, SettingsError
 
@@ -42,6 +48,10 @@ WAREHOUSE_IO_MANAGER = "warehouse_io_manager"
 WAREHOUSE_STATS = "warehouse_stats"
 PROGRESS_EVERY_SECONDS = 10.0
 CURSOR_REOPENS = 3
+SPOOL_THREADS = 2
+"""Pages normalised at once, behind the reader: polars and the Parquet writer release the
+GIL for most of a page, so two pages in flight keep both cores of a small machine busy,
+and memory holds at most this many pages plus the one being read."""
 
 
 def event_asset_key(settings: PipelineSettings, event_name: str) -> AssetKey:
@@ -167,24 +177,30 @@ def _read_window_once(
     with (
         EventSpool(event_name=event_name) as spool,
         _cyclic_gc_paused(),
-        ThreadPoolExecutor(1, thread_name_prefix="clevertap-spool") as spooler,
+        ThreadPoolExecutor(SPOOL_THREADS, thread_name_prefix="clevertap-spool") as spooler,
     ):
         pages = clevertap.iter_event_pages(
             event_name, first_day, last_day, stats=fetch, log=context.log
         )
-        pending: Future[None] | None = None
+        pending: deque[Future[None]] = deque()
         for records in pages:
-            if pending is not None:
-                pending.result()
-            pending = spooler.submit(_spool_page, spool, records, options, window_start, window_end)
+            if len(pending) == SPOOL_THREADS:
+                pending.popleft().result()
+            page = canonicalise_page(records, options)
+            pending.append(
+                spooler.submit(
+                    _spool_page, spool, page, len(records), options, window_start, window_end
+                )
+            )
+            del records, page  # the spool thread holds the page; the dicts can go now
             gc.collect(0)
             if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = time.monotonic()
                 context.log.info(
                     f"{event_name}: {fetch.pages} pages, {spool.stats.received:,} records so far"
                 )
-        if pending is not None:
-            pending.result()
+        while pending:
+            pending.popleft().result()
         read_seconds = time.monotonic() - started
         batch = spool.finish(loaded_at=datetime.now(UTC))
     seconds = time.monotonic() - started
@@ -215,19 +231,19 @@ def _read_window_once(
 
 def _spool_page(
     spool: EventSpool,
-    records: list[dict],
+    canonical: CanonicalPage,
+    received: int,
     options: NormaliseOptions,
     window_start: datetime,
     window_end: datetime,
 ) -> None:
-    """Runs on the spool thread, one page behind the reader: polars and the Parquet writer
-    release the GIL for most of a page, so the next page downloads and parses meanwhile."""
-    page = normalise_page(records, options)
+    """Runs on a spool thread while the reader downloads and parses the next page."""
+    page = normalise_page(canonical, options)
     in_window = page.frame.filter(
         pl.col("event_time").is_between(window_start, window_end, closed="left")
     )
     outside = page.frame.height - in_window.height
-    spool.add(replace(page, frame=in_window), len(records), outside)
+    spool.add(replace(page, frame=in_window), received, outside)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ destination receives the same already-typed, duplicate-free file to load in chun
 
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -23,7 +24,7 @@ from clevertap_assets.normalise import NormalisedPage
 
 LOAD_CHUNK_ROWS = 50_000
 _WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
-_DEDUPE_MEMORY_LIMIT = "128MB"
+_DEDUPE_MEMORY_LIMIT = "64MB"
 _BATCH_COMPRESSION = "lz4"  # read once, by the load: decoding speed beats size
 
 
@@ -122,6 +123,7 @@ class EventSpool:
     stats: SpoolStats = field(default_factory=SpoolStats)
     _chunks: dict[date, list[Path]] = field(default_factory=dict)
     _json_columns: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> "EventSpool":
         return self
@@ -131,23 +133,25 @@ class EventSpool:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def add(self, page: NormalisedPage, received: int, outside_window: int = 0) -> None:
-        self.stats.received += received
-        self.stats.oversize_records += page.oversize_records
-        self.stats.oversize_rows += page.oversize_rows
-        self.stats.invalid_ts += page.invalid_ts
-        self.stats.outside_window += outside_window
-        self.stats.bytes += page.bytes
-        if not page.frame.height:
-            return
+        """Safe to call from several threads: pages may be spooled in any order, because
+        the copies of a record are identical and deduplication keeps any one of them."""
         days = page.frame.with_columns(_day=pl.col("event_time").dt.date()).partition_by(
             "_day", as_dict=True, include_key=False
         )
         for (day,), frame in days.items():
-            chunks = self._chunks.setdefault(day, [])
-            chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
+            with self._lock:
+                chunks = self._chunks.setdefault(day, [])
+                chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
+                chunks.append(chunk)
             frame.write_parquet(chunk, compression="lz4", statistics=False)
-            chunks.append(chunk)
-        self._json_columns |= page.json_columns
+        with self._lock:
+            self.stats.received += received
+            self.stats.oversize_records += page.oversize_records
+            self.stats.oversize_rows += page.oversize_rows
+            self.stats.invalid_ts += page.invalid_ts
+            self.stats.outside_window += outside_window
+            self.stats.bytes += page.bytes
+            self._json_columns |= page.json_columns
 
     def finish(self, loaded_at: datetime) -> EventBatch:
         """Deduplicate by `_record_id`, day by day, into one Parquet file stamped `_loaded_at`.

@@ -8,7 +8,7 @@ parsing, `$D_` dates and the size limits are polars expressions.
 
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -41,43 +41,68 @@ class NormalisedPage:
     bytes: int
 
 
-def normalise_page(records: Sequence[dict], options: NormaliseOptions) -> NormalisedPage:
-    """One page of records as a frame with the system columns first, then the data columns."""
+@dataclass(frozen=True)
+class CanonicalPage:
+    """What a page's records are reduced to before they are shaped: each kept record's
+    canonical JSON and key, plus the sections as text in JSON mode. It holds a fraction of
+    the memory of the parsed dicts, so pages waiting for a spool thread keep only this."""
+
+    canonical: list[bytes]
+    record_ids: list[str]
+    sections: dict[str, list] | None
+    oversize_records: int
+    bytes: int
+
+
+def canonicalise_page(records: Sequence[dict], options: NormaliseOptions) -> CanonicalPage:
+    """The per-record Python part of normalising (it holds the GIL), done once per record:
+    canonical JSON, its SHA-256 (Hevo's `__hevo_id` idea: the same record, received twice,
+    gets the same key) and the 128 MB record limit."""
     canonical = [orjson.dumps(record, option=orjson.OPT_SORT_KEYS) for record in records]
     keep = [len(body) <= options.max_record_bytes for body in canonical]
-    kept_records = [r for r, k in zip(records, keep, strict=True) if k]
-    kept_canonical = [b for b, k in zip(canonical, keep, strict=True) if k]
-    if options.auto_mapping:
-        data, json_columns = _flattened(kept_records, kept_canonical)
+    kept = [body for body, k in zip(canonical, keep, strict=True) if k]
+    sections = None
+    if not options.auto_mapping:
+        sections = _json_sections([r for r, k in zip(records, keep, strict=True) if k])
+    return CanonicalPage(
+        canonical=kept,
+        record_ids=[hashlib.sha256(body).hexdigest() for body in kept],
+        sections=sections,
+        oversize_records=len(records) - len(kept),
+        bytes=sum(len(body) for body in canonical),
+    )
+
+
+def normalise_page(
+    records: Sequence[dict] | CanonicalPage, options: NormaliseOptions
+) -> NormalisedPage:
+    """One page as a frame with the system columns first, then the data columns. The
+    columnar part (polars, mostly without the GIL) of a page `canonicalise_page` reduced."""
+    page = records if isinstance(records, CanonicalPage) else canonicalise_page(records, options)
+    if page.sections is None:
+        data, json_columns = _flattened(page.canonical)
     else:
-        data, json_columns = _json_sections(kept_records), frozenset(JSON_SECTIONS)
-    frame = _with_system_columns(data, kept_canonical, options)
+        data, json_columns = _sections_frame(page.sections), frozenset(JSON_SECTIONS)
+    frame = _with_system_columns(data, page.record_ids, options)
     valid = frame.filter(pl.col("event_time").is_not_null())
     within_limit = valid.filter(_row_bytes(valid) <= options.max_row_bytes)
     return NormalisedPage(
         frame=within_limit,
         json_columns=json_columns & set(within_limit.columns),
-        oversize_records=len(records) - len(kept_records),
+        oversize_records=page.oversize_records,
         oversize_rows=valid.height - within_limit.height,
         invalid_ts=frame.height - valid.height,
-        bytes=sum(len(body) for body in canonical),
-    )
-
-
-def _record_ids(canonical: Iterable[bytes]) -> pl.Series:
-    """Hevo's `__hevo_id` idea: the same record, received twice, gets the same key."""
-    return pl.Series(
-        "_record_id", [hashlib.sha256(body).hexdigest() for body in canonical], dtype=pl.String
+        bytes=page.bytes,
     )
 
 
 def _with_system_columns(
-    data: pl.DataFrame, canonical: list[bytes], options: NormaliseOptions
+    data: pl.DataFrame, record_ids: list[str], options: NormaliseOptions
 ) -> pl.DataFrame:
     ts = pl.col("ts").cast(pl.Int64, strict=False)
     event_time = _local_event_time(ts, options.timezone)
     frame = data.with_columns(
-        _record_ids(canonical),
+        pl.Series("_record_id", record_ids, dtype=pl.String),
         pl.lit(options.event_name, pl.String).alias("event_name"),
         ts.alias("ts"),
     ).with_columns(event_time.alias("event_time"))
@@ -123,7 +148,7 @@ def _row_bytes(frame: pl.DataFrame) -> pl.Expr:
     return pl.sum_horizontal(text) + fixed if text else pl.lit(fixed)
 
 
-def _json_sections(records: Sequence[dict]) -> pl.DataFrame:
+def _json_sections(records: Sequence[dict]) -> dict[str, list]:
     """AUTO_MAPPING=false: the three sections as JSON text exactly as received, schema fixed."""
     columns = {"ts": [record.get("ts") for record in records]}
     for section in JSON_SECTIONS:
@@ -131,13 +156,15 @@ def _json_sections(records: Sequence[dict]) -> pl.DataFrame:
             orjson.dumps(record[section]).decode() if record.get(section) is not None else None
             for record in records
         ]
+    return columns
+
+
+def _sections_frame(sections: dict[str, list]) -> pl.DataFrame:
     schema = {"ts": pl.Int64, **dict.fromkeys(JSON_SECTIONS, pl.String)}
-    return pl.DataFrame(columns, schema=schema, strict=False)
+    return pl.DataFrame(sections, schema=schema, strict=False)
 
 
-def _flattened(
-    records: Sequence[dict], canonical: list[bytes]
-) -> tuple[pl.DataFrame, frozenset[str]]:
+def _flattened(canonical: list[bytes]) -> tuple[pl.DataFrame, frozenset[str]]:
     """AUTO_MAPPING=true: every scalar leaf its own column, lists as JSON text.
 
     Polars infers one schema for the page (int and string become string) and flattens in
@@ -149,7 +176,7 @@ def _flattened(
     try:
         raw = _read_records(canonical)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
-        return _flattened_slowly(records)
+        return _flattened_slowly([orjson.loads(body) for body in canonical])
     leaves = [
         leaf for name, dtype in raw.schema.items() for leaf in _leaves(pl.col(name), dtype, [name])
     ]
