@@ -41,6 +41,13 @@ DUCKDB_TYPES = {
 }
 _KINDS_BY_TYPE = {sql: kind for kind, sql in DUCKDB_TYPES.items()}
 
+CONNECTION_CONFIG = {"memory_limit": "64MB", "preserve_insertion_order": False}
+"""Every connection this process opens on the warehouse file: a load streams the batch file
+into the table and a check aggregates a whole table, and capped, DuckDB spills to disk
+rather than letting memory grow with the data (a 3M-row load took 1.5 GB uncapped, the
+duplicate check 500 MB). One config for all, because DuckDB refuses a second connection to
+an open file with a different one."""
+
 
 class TransactionalDuckDbClient(DuckDbClient):
     """Delete of the window and insert of the batch commit together or not at all, so a
@@ -191,26 +198,22 @@ class DuckDBEventStats(ConfigurableResource, EventTableStats):
             if not existing_columns(connection, TableSlice(table=table, schema=schema)):
                 return 0
             (duplicates,) = connection.execute(
-                f"SELECT count(*) - count(DISTINCT _record_id) FROM "
-                f"{quote_identifier(schema)}.{quote_identifier(table)}"
+                "SELECT coalesce(sum(copies - 1), 0) FROM (SELECT count(*) AS copies FROM "
+                f"{quote_identifier(schema)}.{quote_identifier(table)} "
+                "GROUP BY _record_id HAVING count(*) > 1)"
             ).fetchone()
         return duplicates
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with duckdb.connect(self.database) as connection:
+        with duckdb.connect(self.database, config=CONNECTION_CONFIG) as connection:
             yield connection
-
-
-LOAD_CONNECTION_CONFIG = {"memory_limit": "128MB", "preserve_insertion_order": False}
-"""A load streams the batch file into the table; capped, DuckDB spills rather than letting
-the step's memory grow with the window (3M rows took 1.5 GB uncapped)."""
 
 
 def build_duckdb_resources(settings: PipelineSettings) -> dict[str, object]:
     return {
         WAREHOUSE_IO_MANAGER: DuckDBEventIOManager(
-            database=settings.duckdb_path, connection_config=LOAD_CONNECTION_CONFIG
+            database=settings.duckdb_path, connection_config=CONNECTION_CONFIG
         ),
         WAREHOUSE_STATS: DuckDBEventStats(database=settings.duckdb_path),
     }
@@ -218,7 +221,7 @@ def build_duckdb_resources(settings: PipelineSettings) -> dict[str, object]:
 
 def check_duckdb_destination(settings: PipelineSettings) -> str:
     """The file opens for writing (not locked by another process) and the schema exists."""
-    with duckdb.connect(settings.duckdb_path) as connection:
+    with duckdb.connect(settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
         schema = quote_identifier(settings.warehouse_schema)
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     return f"DuckDB OK: {settings.duckdb_path}, schema {settings.warehouse_schema!r} ready"

@@ -1,0 +1,48 @@
+"""DuckDB's stats resource, the one the event checks read: its counts against known tables.
+
+The load path itself is covered end to end in `test_event_assets` (DuckDB is the default).
+"""
+
+from datetime import date
+
+import duckdb
+
+from clevertap_assets.io_managers.duckdb_io_manager import CONNECTION_CONFIG, DuckDBEventStats
+from clevertap_assets_tests.harness import make_pipeline, recent_days
+
+
+def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.3), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+
+    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        connection.execute(
+            "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
+            "WHERE CAST(event_time AS DATE) = ? LIMIT 3",
+            [last],
+        )
+        connection.execute(
+            "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
+            "WHERE CAST(event_time AS DATE) = ? LIMIT 1",
+            [last],
+        )
+    assert stats.duplicate_record_ids("clevertap", "charged") == 4
+    truth = pipeline.truth("Charged", first, last)
+    assert stats.daily_row_counts("clevertap", "charged", first, last) == {
+        first: truth[first],
+        last: truth[last] + 4,
+    }
+
+    assert pipeline.load(last, last).success
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.daily_row_counts("clevertap", "charged", first, last) == truth
+
+
+def test_a_missing_table_has_no_rows_and_no_duplicates(tmp_path):
+    stats = DuckDBEventStats(database=str(tmp_path / "empty.duckdb"))
+    day = date(2026, 1, 1)
+    assert stats.daily_row_counts("clevertap", "charged", day, day) == {day: 0}
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
