@@ -16,6 +16,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ class Measured:
     read_seconds: float
     dedupe_seconds: float
     peak_rss_mb: float
+    before_run_rss_mb: float
     success: bool
 
 
@@ -103,7 +105,7 @@ def serve(records_per_day: int, days: int, event: str) -> None:
 
 
 def run_pipeline(
-    served: Served, days: int, event: str, workdir: Path, profile: Path | None
+    served: Served, days: int, event: str, workdir: Path, profile: Path | None, rss_timeline: Path
 ) -> None:
     """The real asset, resources and IO manager; only the CleverTap account points elsewhere."""
     from dagster import BetaWarning
@@ -130,11 +132,40 @@ def run_pipeline(
     last = local_today(settings.timezone)
     first = last - timedelta(days=days - 1)
     profiler = _start_profiler() if profile else None
+    sampler = RssSampler(rss_timeline)
+    sampler.start()
     result = load_days(settings, first, last, {"clevertap": clevertap}, log_level="WARNING")
+    sampler.stop()
     if profiler is not None and profile is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    print(json.dumps(asdict(_measure(result))), flush=True)
+    print(json.dumps(asdict(_measure(result, sampler.first_mb))), flush=True)
+
+
+class RssSampler(threading.Thread):
+    """RSS every 100 ms into a TSV, to see which phase of the step holds the memory."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.first_mb = _rss_mb()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        with self.path.open("w", encoding="utf-8") as out:
+            out.write("seconds\trss_mb\n")
+            while not self._stopped.wait(0.1):
+                out.write(f"{time.monotonic() - started:.1f}\t{_rss_mb():.0f}\n")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+
+
+def _rss_mb() -> float:
+    status = Path("/proc/self/status").read_text(encoding="ascii")
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
 def _start_profiler() -> cProfile.Profile:
@@ -143,7 +174,7 @@ def _start_profiler() -> cProfile.Profile:
     return profiler
 
 
-def _measure(result: "ExecuteInProcessResult") -> Measured:
+def _measure(result: "ExecuteInProcessResult", before_run_mb: float) -> Measured:
     """The asset step's own duration (read, spool, dedupe and the load into DuckDB) from
     Dagster's step event; the asset's metadata splits off the read and the dedupe, and the
     rest of the step is the IO manager's load."""
@@ -169,6 +200,7 @@ def _measure(result: "ExecuteInProcessResult") -> Measured:
         read_seconds=metadata["seconds"] - metadata["dedupe_seconds"],
         dedupe_seconds=metadata["dedupe_seconds"],
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        before_run_rss_mb=before_run_mb,
         success=result.success,
     )
 
@@ -219,9 +251,13 @@ def _run_child(
     profile: bool,
 ) -> Measured:
     with tempfile.TemporaryDirectory(prefix="bench_backfill_") as workdir:
-        extra = [f"--workdir={workdir}", f"--served={json.dumps(asdict(served))}"]
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        extra = [
+            f"--workdir={workdir}",
+            f"--served={json.dumps(asdict(served))}",
+            f"--rss-to={RESULTS / f'rss_{records_per_day}.tsv'}",
+        ]
         if profile:
-            RESULTS.mkdir(parents=True, exist_ok=True)
             extra.append(f"--profile-to={RESULTS / f'profile_{records_per_day}.pstats'}")
         output = subprocess.run(
             _child("run", *common, *extra), capture_output=True, text=True, cwd=REPO, check=False
@@ -234,7 +270,7 @@ def _run_child(
 
 def print_table(results: dict[int, Measured]) -> None:
     header = ("per day", "records", "rows", "step s", "read s", "dedupe s", "load s")
-    header += ("records/s", "peak RSS MB")
+    header += ("records/s", "RSS before", "peak RSS MB")
     print("\n" + " | ".join(f"{h:>11}" for h in header))
     for per_day, m in results.items():
         load = m.step_seconds - m.read_seconds - m.dedupe_seconds
@@ -247,6 +283,7 @@ def print_table(results: dict[int, Measured]) -> None:
             f"{m.dedupe_seconds:.1f}",
             f"{load:.1f}",
             f"{m.records / m.step_seconds:,.0f}",
+            f"{m.before_run_rss_mb:.0f}",
             f"{m.peak_rss_mb:.0f}",
         )
         print(" | ".join(f"{c:>11}" for c in cells))
@@ -276,6 +313,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--served", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--profile-to", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-to", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -288,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "run":
         profile = Path(args.profile_to) if args.profile_to else None
         served = Served(**json.loads(args.served))
-        run_pipeline(served, args.days, args.event, Path(args.workdir), profile)
+        run_pipeline(
+            served, args.days, args.event, Path(args.workdir), profile, Path(args.rss_to)
+        )
         return 0
     results: dict[int, Measured] = {}
     for per_day in sizes:
