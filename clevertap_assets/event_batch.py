@@ -5,6 +5,7 @@ complete, so neither the asset nor the IO manager ever holds the window in memor
 destination receives the same already-typed, duplicate-free file to load in chunks.
 """
 
+import functools
 import shutil
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from clevertap_assets.normalise import NormalisedPage
 
 LOAD_CHUNK_ROWS = 50_000
 _WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
-_DEDUPE_MEMORY_LIMIT = "64MB"
+_DEDUPE_MEMORY_LIMIT = "128MB"
 _BATCH_COMPRESSION = "lz4"  # read once, by the load: decoding speed beats size
 
 
@@ -60,6 +61,33 @@ def kind_of(arrow_type: pa.DataType, is_json: bool) -> Kind:
     if pa.types.is_timestamp(arrow_type):
         return Kind.TIMESTAMPTZ if arrow_type.tz else Kind.TIMESTAMP
     return Kind.JSON if is_json else Kind.TEXT
+
+
+@functools.cache
+def kind_of_polars(dtype: pl.DataType) -> Kind | None:
+    """A spooled column's kind; None for an all-null column, which says nothing of its type."""
+    if dtype == pl.Null:
+        return None
+    return kind_of(pl.Series(dtype=dtype).to_arrow().type, is_json=False)
+
+
+_SPOOL_TYPES = {
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.BIGINT: "BIGINT",
+    Kind.DOUBLE: "DOUBLE",
+    Kind.TIMESTAMP: "TIMESTAMP",
+    Kind.TIMESTAMPTZ: "TIMESTAMPTZ",
+    Kind.TEXT: "VARCHAR",
+}
+"""The batch file's types; JSON is text in Parquet, and each destination parses it."""
+
+
+Signature = frozenset[tuple[str, Kind | None]]
+"""A spooled file's columns and their kinds: files alike are read in one scan."""
+
+
+def _signature(frame: pl.DataFrame) -> Signature:
+    return frozenset((name, kind_of_polars(dtype)) for name, dtype in frame.schema.items())
 
 
 @dataclass(frozen=True)
@@ -121,7 +149,8 @@ class EventSpool:
     event_name: str
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="clevertap_")))
     stats: SpoolStats = field(default_factory=SpoolStats)
-    _chunks: dict[date, list[Path]] = field(default_factory=dict)
+    _chunks: dict[date, list[tuple[Path, Signature]]] = field(default_factory=dict)
+    _columns: dict[str, Kind] = field(default_factory=dict)
     _json_columns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,9 +171,13 @@ class EventSpool:
             with self._lock:
                 chunks = self._chunks.setdefault(day, [])
                 chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
-                chunks.append(chunk)
+                chunks.append((chunk, _signature(frame)))
             frame.write_parquet(chunk, compression="lz4", statistics=False)
         with self._lock:
+            for name, dtype in page.frame.schema.items():
+                kind = kind_of_polars(dtype)
+                if kind is not None:
+                    self._columns[name] = widen(self._columns.get(name, kind), kind)
             self.stats.received += received
             self.stats.oversize_records += page.oversize_records
             self.stats.oversize_rows += page.oversize_rows
@@ -160,9 +193,13 @@ class EventSpool:
         the window; a day's rows stream into the batch file in small Arrow batches. Within a
         day only the key and a row's position go through the aggregate (a `DISTINCT ON` over
         whole rows kept every string in memory and ran out of 512 MB at 300,000 rows), the
-        key being the first 128 bits of the SHA-256 as a 16-byte integer. Every day is cast
-        to the window's union of columns, where a property whose type differs between pages
-        is widened, so all days share one schema.
+        key being the first 128 bits of the SHA-256 as a 16-byte integer.
+
+        Files are cast to the window's columns as the pages widened them (see `widen`), in
+        groups of files with the same columns and types: DuckDB's own `union_by_name` over
+        differing files would turn `true` beside a number into 1 and fail on a date beside
+        a number, and its schema scan of every file of the window took 500 MB for a wide
+        event whose pages each touched every day.
         """
         if not self._chunks:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -170,10 +207,9 @@ class EventSpool:
         destination = self.directory / "batch.parquet"
         rows = 0
         with duckdb.connect(config=self._duckdb_config()) as connection:
-            columns = _union_columns(connection, [c for cs in self._chunks.values() for c in cs])
             writer: pq.ParquetWriter | None = None
             for day in sorted(self._chunks):
-                query = _deduplicated_day(connection, self._chunks[day], columns)
+                query = _deduplicated_day(self._chunks[day], self._columns)
                 relation = connection.sql(query, params={"loaded_at": loaded_at})
                 reader = relation.to_arrow_reader(_WRITE_CHUNK_ROWS)
                 writer = writer or pq.ParquetWriter(
@@ -182,7 +218,7 @@ class EventSpool:
                 for batch in reader:
                     writer.write_batch(batch)
                     rows += batch.num_rows
-                for chunk in self._chunks[day]:
+                for chunk, _ in self._chunks[day]:
                     chunk.unlink()
             if writer is not None:
                 writer.close()
@@ -197,41 +233,48 @@ class EventSpool:
         }
 
 
-def _files(paths: list[Path]) -> str:
-    return "[" + ", ".join(f"'{path}'" for path in paths) + "]"
+def _deduplicated_day(chunks: list[tuple[Path, Signature]], columns: dict[str, Kind]) -> str:
+    """One day's first copy of every record, with exactly the window's columns and types.
 
-
-def _union_columns(connection: duckdb.DuckDBPyConnection, paths: list[Path]) -> dict[str, str]:
-    """The window's columns and types, from the files' footers only."""
-    described = connection.execute(
-        f"DESCRIBE SELECT * FROM read_parquet({_files(paths)}, union_by_name = true)"
-    ).fetchall()
-    return {name: data_type for name, data_type, *_ in described}
-
-
-def _positioned(paths: list[Path]) -> str:
-    """The spooled rows with a position unique within the day, to keep a record's first copy."""
-    return (
-        "SELECT *, (file_index::BIGINT << 32) + file_row_number AS _position "
-        f"FROM read_parquet({_files(paths)}, union_by_name = true)"
+    A row's position (scan, file in scan, row in file) is unique within the day; the
+    aggregate keeps each key's first position, and the rows are read again to pick those."""
+    groups: dict[Signature, list[Path]] = {}
+    for path, signature in chunks:
+        groups.setdefault(signature, []).append(path)
+    scans = list(enumerate(groups.items()))
+    keys = " UNION ALL ".join(
+        f"SELECT _record_id, {_position(index)} FROM {_scan(paths)}" for index, (_, paths) in scans
     )
-
-
-def _deduplicated_day(
-    connection: duckdb.DuckDBPyConnection, paths: list[Path], columns: dict[str, str]
-) -> str:
-    """One day's first copy of every record, with exactly the window's columns and types."""
-    present = _union_columns(connection, paths)
-    select = ", ".join(
-        f"CAST({quote_identifier(name) if name in present else 'NULL'} AS {data_type}) "
-        f"AS {quote_identifier(name)}"
-        for name, data_type in columns.items()
+    rows = " UNION ALL ".join(
+        f"SELECT {_casts(signature, columns)}, {_position(index)} FROM {_scan(paths)}"
+        for index, (signature, paths) in scans
     )
+    names = ", ".join(quote_identifier(name) for name in columns)
     return f"""
-        SELECT {select}, $loaded_at::TIMESTAMPTZ AS _loaded_at
-        FROM ({_positioned(paths)}) AS spooled
+        SELECT {names}, $loaded_at::TIMESTAMPTZ AS _loaded_at
+        FROM ({rows}) AS spooled
         SEMI JOIN (
-            SELECT min(_position) AS _position FROM ({_positioned(paths)})
+            SELECT min(_position) AS _position FROM ({keys})
             GROUP BY ('0x' || left(_record_id, 32))::UHUGEINT
         ) AS firsts USING (_position)
     """
+
+
+def _scan(paths: list[Path]) -> str:
+    files = ", ".join(f"'{path}'" for path in paths)
+    return f"read_parquet([{files}], union_by_name = true)"
+
+
+def _position(scan_index: int) -> str:
+    return (
+        f"({scan_index}::BIGINT << 48) + (file_index::BIGINT << 32) + file_row_number AS _position"
+    )
+
+
+def _casts(signature: Signature, columns: dict[str, Kind]) -> str:
+    present = {name for name, _ in signature}
+    return ", ".join(
+        f"CAST({quote_identifier(name) if name in present else 'NULL'} AS {_SPOOL_TYPES[kind]}) "
+        f"AS {quote_identifier(name)}"
+        for name, kind in columns.items()
+    )
