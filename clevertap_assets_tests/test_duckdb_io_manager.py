@@ -46,3 +46,19 @@ def test_a_missing_table_has_no_rows_and_no_duplicates(tmp_path):
     day = date(2026, 1, 1)
     assert stats.daily_row_counts("clevertap", "charged", day, day) == {day: 0}
     assert stats.duplicate_record_ids("clevertap", "charged") == 0
+
+
+def test_a_wide_event_loads_where_the_memory_cap_alone_would_fail(tmp_path, make_emulator):
+    """300 properties: DuckDB's insert needs more than the 128 MB cap for that width."""
+    wide = {f"Property {index}": f"value {index}" for index in range(300)}
+    emulator = make_emulator(records_per_day=10_000, duplicate_share=0.0, extra_event_props=wide)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    result = pipeline.load(first, last)
+    assert result.success
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    counts = stats.daily_row_counts("clevertap", "product_viewed", first, last)
+    assert counts == pipeline.truth("Product Viewed", first, last)
+    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        (limit,) = connection.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert limit == "122.0 MiB"  # the wide insert's cap was not left behind

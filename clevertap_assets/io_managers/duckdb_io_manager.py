@@ -4,6 +4,7 @@ DuckDB reads the batch's Parquet file itself (`INSERT ... BY NAME SELECT ... FRO
 read_parquet`), so a load is columnar and never passes rows through Python.
 """
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -41,12 +42,15 @@ DUCKDB_TYPES = {
 }
 _KINDS_BY_TYPE = {sql: kind for kind, sql in DUCKDB_TYPES.items()}
 
-CONNECTION_CONFIG = {"memory_limit": "64MB", "preserve_insertion_order": False}
+MEMORY_LIMIT_MB = 128
+CONNECTION_CONFIG = {"memory_limit": f"{MEMORY_LIMIT_MB}MB", "preserve_insertion_order": False}
 """Every connection this process opens on the warehouse file: a load streams the batch file
 into the table and a check aggregates a whole table, and capped, DuckDB spills to disk
 rather than letting memory grow with the data (a 3M-row load took 1.5 GB uncapped, the
 duplicate check 500 MB). One config for all, because DuckDB refuses a second connection to
 an open file with a different one."""
+_INSERT_MB_PER_THREAD = 32
+_INSERT_MB_PER_COLUMN = 0.75  # per thread; see _fit_memory_to_width
 
 
 class TransactionalDuckDbClient(DuckDbClient):
@@ -62,9 +66,11 @@ class TransactionalDuckDbClient(DuckDbClient):
                 yield connection
             except BaseException:
                 connection.rollback()
+                _restore_memory_limit(connection)
                 connection.close()
                 raise
             connection.commit()
+            _restore_memory_limit(connection)
 
     @staticmethod
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
@@ -114,6 +120,7 @@ class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
                 f"{quote_identifier(n)}::{DUCKDB_TYPES[k]} AS {quote_identifier(n)}"
                 for n, k in incoming.items()
             )
+            _fit_memory_to_width(connection, len(existing.keys() | incoming.keys()))
             connection.execute(
                 f"INSERT INTO {target} BY NAME SELECT {casts} FROM read_parquet(?)",
                 [str(obj.path)],
@@ -137,6 +144,21 @@ class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
     @property
     def supported_types(self) -> Sequence[type]:
         return [EventBatch]
+
+
+def _restore_memory_limit(connection: duckdb.DuckDBPyConnection) -> None:
+    connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_MB}MB'")
+
+
+def _fit_memory_to_width(connection: duckdb.DuckDBPyConnection, columns: int) -> None:
+    """DuckDB's insert holds buffers for every column on every thread, until the commit:
+    200 text columns needed 160 MB on one thread and 320 MB on two, where the 128 MB cap
+    failed with "Out of Memory". A table that wide gets the cap it needs for its load;
+    `TransactionalDuckDbClient` puts the configured cap back after the commit."""
+    (threads,) = connection.execute("SELECT current_setting('threads')").fetchone()
+    needed_mb = math.ceil(threads * (_INSERT_MB_PER_THREAD + _INSERT_MB_PER_COLUMN * columns))
+    if needed_mb > MEMORY_LIMIT_MB:
+        connection.execute(f"SET memory_limit = '{needed_mb}MB'")
 
 
 def _evolve(connection: duckdb.DuckDBPyConnection, target: str, change: SchemaChange) -> None:
