@@ -6,6 +6,7 @@ destination receives the same already-typed, duplicate-free file to load in chun
 """
 
 import functools
+import math
 import shutil
 import tempfile
 import threading
@@ -25,8 +26,22 @@ from clevertap_assets.normalise import NormalisedPage
 
 LOAD_CHUNK_ROWS = 50_000
 _WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
-_DEDUPE_MEMORY_LIMIT = "128MB"
+_DEDUPE_THREADS = 2
+DUCKDB_MEMORY_MB = 64
+"""DuckDB's memory cap in this project: capped, it spills to disk rather than letting a
+step's memory grow with the rows (a 3M-row load took 1.5 GB uncapped)."""
+_MB_PER_THREAD = 16
+_MB_PER_COLUMN_PER_THREAD = 0.75
 _BATCH_COMPRESSION = "lz4"  # read once, by the load: decoding speed beats size
+
+
+def duckdb_memory_mb(columns: int, threads: int) -> int:
+    """The cap for a DuckDB query over this many columns: a scan or an insert holds buffers
+    for every column on every thread, so a wide event needs more than narrow ones (200 text
+    columns needed 160 MB on one thread and 320 MB on two, and failed with "Out of Memory"
+    below that). Memory still stays flat in the number of rows."""
+    per_thread = _MB_PER_THREAD + _MB_PER_COLUMN_PER_THREAD * columns
+    return max(DUCKDB_MEMORY_MB, math.ceil(threads * per_thread))
 
 
 class Kind(StrEnum):
@@ -226,10 +241,10 @@ class EventSpool:
 
     def _duckdb_config(self) -> dict[str, str]:
         return {
-            "memory_limit": _DEDUPE_MEMORY_LIMIT,
+            "memory_limit": f"{duckdb_memory_mb(len(self._columns), _DEDUPE_THREADS)}MB",
             "temp_directory": str(self.directory / "duckdb_tmp"),
             "preserve_insertion_order": "false",
-            "threads": "2",
+            "threads": str(_DEDUPE_THREADS),
         }
 
 

@@ -4,7 +4,6 @@ DuckDB reads the batch's Parquet file itself (`INSERT ... BY NAME SELECT ... FRO
 read_parquet`), so a load is columnar and never passes rows through Python.
 """
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -17,7 +16,13 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from clevertap_assets.event_assets import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
-from clevertap_assets.event_batch import EventBatch, EventSpool, Kind
+from clevertap_assets.event_batch import (
+    DUCKDB_MEMORY_MB,
+    EventBatch,
+    EventSpool,
+    Kind,
+    duckdb_memory_mb,
+)
 from clevertap_assets.io_managers.common import (
     EventTableStats,
     NamedTableDbIOManager,
@@ -42,15 +47,11 @@ DUCKDB_TYPES = {
 }
 _KINDS_BY_TYPE = {sql: kind for kind, sql in DUCKDB_TYPES.items()}
 
-MEMORY_LIMIT_MB = 128
-CONNECTION_CONFIG = {"memory_limit": f"{MEMORY_LIMIT_MB}MB", "preserve_insertion_order": False}
+CONNECTION_CONFIG = {"memory_limit": f"{DUCKDB_MEMORY_MB}MB", "preserve_insertion_order": False}
 """Every connection this process opens on the warehouse file: a load streams the batch file
-into the table and a check aggregates a whole table, and capped, DuckDB spills to disk
-rather than letting memory grow with the data (a 3M-row load took 1.5 GB uncapped, the
-duplicate check 500 MB). One config for all, because DuckDB refuses a second connection to
-an open file with a different one."""
-_INSERT_MB_PER_THREAD = 32
-_INSERT_MB_PER_COLUMN = 0.75  # per thread; see _fit_memory_to_width
+into the table and a check aggregates a whole table, within the project's DuckDB cap (the
+duplicate check took 500 MB uncapped at 3M rows). One config for all, because DuckDB
+refuses a second connection to an open file with a different one."""
 
 
 class TransactionalDuckDbClient(DuckDbClient):
@@ -147,17 +148,15 @@ class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
 
 
 def _restore_memory_limit(connection: duckdb.DuckDBPyConnection) -> None:
-    connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_MB}MB'")
+    connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY_MB}MB'")
 
 
 def _fit_memory_to_width(connection: duckdb.DuckDBPyConnection, columns: int) -> None:
-    """DuckDB's insert holds buffers for every column on every thread, until the commit:
-    200 text columns needed 160 MB on one thread and 320 MB on two, where the 128 MB cap
-    failed with "Out of Memory". A table that wide gets the cap it needs for its load;
-    `TransactionalDuckDbClient` puts the configured cap back after the commit."""
+    """An insert keeps its buffers until the commit, so a wide table's cap is raised for the
+    load and `TransactionalDuckDbClient` restores it after the commit."""
     (threads,) = connection.execute("SELECT current_setting('threads')").fetchone()
-    needed_mb = math.ceil(threads * (_INSERT_MB_PER_THREAD + _INSERT_MB_PER_COLUMN * columns))
-    if needed_mb > MEMORY_LIMIT_MB:
+    needed_mb = duckdb_memory_mb(columns, threads)
+    if needed_mb > DUCKDB_MEMORY_MB:
         connection.execute(f"SET memory_limit = '{needed_mb}MB'")
 
 
