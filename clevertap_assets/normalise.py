@@ -43,9 +43,10 @@ class NormalisedPage:
 
 @dataclass(frozen=True)
 class CanonicalPage:
-    """What a page's records are reduced to before they are shaped: each kept record's
-    canonical JSON and key, plus the sections as text in JSON mode. It holds a fraction of
-    the memory of the parsed dicts, so pages waiting for a spool thread keep only this."""
+    """What a page's records are reduced to before they are shaped: each kept record's key,
+    and its canonical JSON (AUTO_MAPPING) or its sections as text (JSON mode). It holds a
+    fraction of the memory of the parsed dicts, so pages waiting for a spool thread keep
+    only this."""
 
     canonical: list[bytes]
     record_ids: list[str]
@@ -65,7 +66,7 @@ def canonicalise_page(records: Sequence[dict], options: NormaliseOptions) -> Can
     if not options.auto_mapping:
         sections = _json_sections([r for r, k in zip(records, keep, strict=True) if k])
     return CanonicalPage(
-        canonical=kept,
+        canonical=kept if sections is None else [],
         record_ids=[hashlib.sha256(body).hexdigest() for body in kept],
         sections=sections,
         oversize_records=len(records) - len(kept),
