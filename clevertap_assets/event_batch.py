@@ -167,6 +167,7 @@ class EventSpool:
     _chunks: dict[date, list[tuple[Path, Signature]]] = field(default_factory=dict)
     _columns: dict[str, Kind] = field(default_factory=dict)
     _json_columns: set[str] = field(default_factory=set)
+    _plain_columns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> "EventSpool":
@@ -200,6 +201,7 @@ class EventSpool:
             self.stats.outside_window += outside_window
             self.stats.bytes += page.bytes
             self._json_columns |= page.json_columns
+            self._plain_columns |= set(page.frame.columns) - page.json_columns
 
     def finish(self, loaded_at: datetime) -> EventBatch:
         """Deduplicate by `_record_id`, day by day, into one Parquet file stamped `_loaded_at`.
@@ -237,7 +239,9 @@ class EventSpool:
                     chunk.unlink()
             if writer is not None:
                 writer.close()
-        return EventBatch(self.event_name, destination, rows, frozenset(self._json_columns))
+        # A list in one page and a string in another is text: not every value is JSON.
+        json_columns = frozenset(self._json_columns - self._plain_columns)
+        return EventBatch(self.event_name, destination, rows, json_columns)
 
     def _duckdb_config(self) -> dict[str, str]:
         return {

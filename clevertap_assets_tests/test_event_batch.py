@@ -74,3 +74,15 @@ def test_columns_keep_the_kinds_destinations_map():
     assert columns["event_time_utc"] == columns["_loaded_at"] == Kind.TIMESTAMPTZ
     assert columns["event_props__amount"] == Kind.BIGINT
     assert columns["event_props__items"] == Kind.JSON
+
+
+def test_a_list_in_one_page_and_text_in_another_is_text_not_json():
+    with EventSpool(event_name="Charged") as spool:
+        for minute, items in enumerate(([{"a": 1}], "none")):
+            spool.add(normalise_page([record(1, minute, Items=items)], OPTIONS), 1)
+        batch = spool.finish(loaded_at=datetime.now(UTC))
+    columns = batch.columns()
+    values = pl.read_parquet(batch.path).sort("ts")["event_props__items"].to_list()
+    batch.discard()
+    assert columns["event_props__items"] == Kind.TEXT
+    assert values == ['[{"a":1}]', "none"]
