@@ -6,8 +6,12 @@ The load path itself is covered end to end in `test_event_assets` (DuckDB is the
 from datetime import date
 
 import duckdb
+import polars as pl
+from dagster import AssetIn, AssetKey, asset, materialize
 
+from clevertap_assets.definitions import build_definitions
 from clevertap_assets.io_managers.duckdb_io_manager import CONNECTION_CONFIG, DuckDBEventStats
+from clevertap_assets.partitions import daily_partitions
 from clevertap_assets_tests.harness import make_pipeline, recent_days
 
 
@@ -62,3 +66,32 @@ def test_a_wide_event_loads_where_the_memory_cap_alone_would_fail(tmp_path, make
     with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
         (limit,) = connection.execute("SELECT current_setting('memory_limit')").fetchone()
     assert limit == "61.0 MiB"  # 64 MB: the wide insert's cap was not left behind
+
+
+def test_a_downstream_asset_reads_a_day_of_a_digit_led_table_as_a_frame(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], table_prefix="2024")
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    definitions = build_definitions(pipeline.settings)
+    charged = AssetKey(["clevertap", "charged"])
+
+    @asset(partitions_def=daily_partitions(pipeline.settings), ins={"charged": AssetIn(charged)})
+    def charged_per_currency(charged: pl.DataFrame) -> None:
+        assert charged.height == pipeline.truth("Charged", first, first)[first]
+        assert charged["event_time"].dt.date().unique().to_list() == [first]
+        assert "event_props__currency" in charged.columns
+
+    result = materialize(
+        [*definitions.assets, charged_per_currency],
+        selection=[charged_per_currency.key],
+        partition_key=first.isoformat(),
+        resources=dict(definitions.resources),
+    )
+    assert result.success
+    (materialization,) = [
+        e
+        for e in pipeline.load(last, last).get_asset_materialization_events()
+        if e.asset_key == charged
+    ]
+    query = materialization.materialization.metadata["Query"].value
+    assert 'FROM "clevertap"."2024_charged" WHERE' in query

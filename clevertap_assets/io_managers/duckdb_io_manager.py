@@ -13,7 +13,7 @@ import polars as pl
 from dagster import ConfigurableResource, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
-from dagster_duckdb_polars import DuckDBPolarsIOManager
+from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from clevertap_assets.event_assets import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.event_batch import (
@@ -85,6 +85,18 @@ class TransactionalDuckDbClient(DuckDbClient):
     def ensure_schema_exists(context: OutputContext, table_slice: TableSlice, connection) -> None:
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
 
+    @staticmethod
+    def get_select_statement(table_slice: TableSlice) -> str:
+        return select_statement(table_slice)
+
+
+def select_statement(table_slice: TableSlice) -> str:
+    """Dagster's own SELECT leaves names unquoted, which fails for a table such as
+    `2024_charged` (a digit-led TABLE_PREFIX is allowed) or a column with a space."""
+    columns = ", ".join(map(quote_identifier, table_slice.columns or [])) or "*"
+    target = qualified_name(table_slice._replace(database=None))
+    return f"SELECT {columns} FROM {target}{window_where(table_slice)}"
+
 
 def existing_columns(
     connection: duckdb.DuckDBPyConnection, table_slice: TableSlice
@@ -136,7 +148,7 @@ class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
         with EventSpool(event_name=table_slice.table) as spool:
             path = spool.directory / "batch.parquet"
             connection.execute(
-                f"COPY ({DuckDbClient.get_select_statement(table_slice)}) TO '{path}' (FORMAT parquet)"
+                f"COPY ({select_statement(table_slice)}) TO '{path}' (FORMAT parquet)"
             )
             (rows,) = connection.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()
         json_columns = frozenset(name for name, kind in kinds.items() if kind == Kind.JSON)
@@ -171,6 +183,17 @@ def _evolve(connection: duckdb.DuckDBPyConnection, target: str, change: SchemaCh
         )
 
 
+class EventFrameDuckDBTypeHandler(DuckDBPolarsTypeHandler):
+    """Dagster's polars handler, reading through the quoted SELECT."""
+
+    def load_input(
+        self, context: InputContext, table_slice: TableSlice, connection
+    ) -> pl.DataFrame:
+        if table_slice.partition_dimensions and not context.asset_partition_keys:
+            return pl.DataFrame()
+        return connection.sql(select_statement(table_slice)).pl()
+
+
 class DuckDBEventIOManager(DuckDBPolarsIOManager):
     """Dagster's DuckDB + polars IO manager, with CleverTap batches, transactions and naming.
 
@@ -179,7 +202,7 @@ class DuckDBEventIOManager(DuckDBPolarsIOManager):
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [EventBatchDuckDBTypeHandler(), *DuckDBPolarsIOManager.type_handlers()]
+        return [EventBatchDuckDBTypeHandler(), EventFrameDuckDBTypeHandler()]
 
     @staticmethod
     def default_load_type() -> type | None:
