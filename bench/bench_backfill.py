@@ -326,9 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "run":
         profile = Path(args.profile_to) if args.profile_to else None
         served = Served(**json.loads(args.served))
-        run_pipeline(
-            served, args.days, args.event, Path(args.workdir), profile, Path(args.rss_to)
-        )
+        run_pipeline(served, args.days, args.event, Path(args.workdir), profile, Path(args.rss_to))
         return 0
     results: dict[int, Measured] = {}
     for per_day in sizes:
