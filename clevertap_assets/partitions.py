@@ -13,14 +13,16 @@ from clevertap_assets.settings import PipelineSettings
 def daily_partitions(
     settings: PipelineSettings, today: date | None = None
 ) -> DailyPartitionsDefinition:
-    """One partition per local day from the start of the history window, today included.
+    """One partition per local day from CLEVERTAP_START_DATE, today included.
 
     `end_offset=1` makes today's in-progress day a partition, so the schedule can keep it
-    fresh; the start is fixed when the definitions load, which is when the history window
-    (CLEVERTAP_HISTORY_DAYS) is measured from.
+    fresh. Without a start date the partitions begin with the history window
+    (CLEVERTAP_HISTORY_DAYS) as of when the definitions load, so the earliest day moves
+    forward with every reload; a long-lived deployment sets the date once to keep its
+    older days addressable for backfills.
     """
     today = today or local_today(settings.timezone)
-    start = today - timedelta(days=settings.history_days - 1)
+    start = settings.start_date or today - timedelta(days=settings.history_days - 1)
     return DailyPartitionsDefinition(
         start_date=start.isoformat(), timezone=settings.timezone, end_offset=1
     )

@@ -8,7 +8,7 @@ resources take them through `EnvVar`, so they are resolved only inside runs and 
 
 import csv
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -107,6 +107,7 @@ class PipelineSettings(BaseSettings):
     events_csv: Path = Field(Path("events.csv"), validation_alias="CLEVERTAP_EVENTS_CSV")
     exclude_events: str = Field("", validation_alias="CLEVERTAP_EXCLUDE_EVENTS")
     history_days: int = Field(30, ge=1, le=3650, validation_alias="CLEVERTAP_HISTORY_DAYS")
+    start_date: date | None = Field(None, validation_alias="CLEVERTAP_START_DATE")
     lookback_days: int = Field(1, ge=0, le=30, validation_alias="LOOKBACK_DAYS")
     table_prefix: str = Field("", validation_alias="TABLE_PREFIX")
     auto_mapping: bool = Field(True, validation_alias="AUTO_MAPPING")
@@ -151,6 +152,12 @@ class PipelineSettings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _unset_start_date(cls, value: object) -> object:
+        """`CLEVERTAP_START_DATE=` (as in .env.example) means unset."""
+        return None if value == "" else value
+
     @field_validator("table_prefix")
     @classmethod
     def _table_prefix(cls, value: str) -> str:
@@ -174,6 +181,16 @@ class PipelineSettings(BaseSettings):
             raise SettingsError(
                 f"CLEVERTAP_EXCLUDE_EVENTS names events that are not in {self.events_csv}: "
                 f"{', '.join(repr(n) for n in unknown)} (names are case-sensitive)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _start_date(self) -> "PipelineSettings":
+        today = datetime.now(ZoneInfo(self.timezone)).date()
+        if self.start_date is not None and self.start_date > today:
+            raise SettingsError(
+                f"CLEVERTAP_START_DATE={self.start_date.isoformat()!r} is after today "
+                f"({today.isoformat()} in {self.timezone}); give a past day or leave it unset"
             )
         return self
 

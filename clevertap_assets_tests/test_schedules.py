@@ -141,6 +141,22 @@ def test_first_tick_loads_the_history_window_then_today_and_the_lookback(tmp_pat
         assert run_range(next_tick) == (key, yesterday.isoformat(), today.isoformat())
 
 
+def test_a_start_date_before_the_history_window_stays_for_manual_backfills(tmp_path, emulator):
+    today = local_today(emulator.config.timezone)
+    start = today - timedelta(days=20)
+    pipeline = make_pipeline(
+        tmp_path, emulator, events=["Charged"], history_days=5, start_date=start
+    )
+    definitions = build_definitions(pipeline.settings)
+    (asset,) = definitions.assets or []
+    assert asset.partitions_def.get_first_partition_key() == start.isoformat()
+    with instance_for_test() as instance:
+        (first_tick,) = tick(definitions, instance, pipeline.settings.timezone)
+    history_start = today - timedelta(days=4)
+    key = AssetKey(["clevertap", "charged"])
+    assert run_range(first_tick) == (key, history_start.isoformat(), today.isoformat())
+
+
 def test_missing_days_become_their_own_ranges_per_event(tmp_path, emulator):
     pipeline = make_pipeline(tmp_path, emulator, history_days=10, lookback_days=2)
     definitions = build_definitions(pipeline.settings)

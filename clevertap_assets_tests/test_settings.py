@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -79,6 +79,8 @@ def test_api_url_overrides_the_region_host():
         ({"exclude_events": "charged"}, "CLEVERTAP_EXCLUDE_EVENTS names events that are not in"),
         ({"destination": "oracle"}, "DESTINATION='oracle'"),
         ({"history_days": 0}, "CLEVERTAP_HISTORY_DAYS=0"),
+        ({"start_date": "2026-13-01"}, "CLEVERTAP_START_DATE='2026-13-01'"),
+        ({"start_date": "2999-01-01"}, "CLEVERTAP_START_DATE='2999-01-01' is after today"),
         (
             {"duckdb_path": "data/clevertap.duckdb"},
             "names the DuckDB catalog 'clevertap', the same",
@@ -87,6 +89,12 @@ def test_api_url_overrides_the_region_host():
 )
 def test_bad_values_get_one_clear_error(events_csv: Path, values: dict, message: str):
     assert message in settings_error(events_csv=events_csv, **values)
+
+
+def test_an_empty_start_date_is_unset(events_csv: Path):
+    assert load_settings(events_csv=events_csv, start_date="").start_date is None
+    chosen = load_settings(events_csv=events_csv, start_date="2026-01-01").start_date
+    assert chosen == date(2026, 1, 1)
 
 
 def test_missing_csv_names_the_setting(tmp_path: Path):
