@@ -101,10 +101,6 @@ Signature = frozenset[tuple[str, Kind | None]]
 """A spooled file's columns and their kinds: files alike are read in one scan."""
 
 
-def _signature(frame: pl.DataFrame) -> Signature:
-    return frozenset((name, kind_of_polars(dtype)) for name, dtype in frame.schema.items())
-
-
 @dataclass(frozen=True)
 class EventBatch:
     """One event's deduplicated rows for one window of days, ready for any destination."""
@@ -180,6 +176,8 @@ class EventSpool:
     def add(self, page: NormalisedPage, received: int, outside_window: int = 0) -> None:
         """Safe to call from several threads: pages may be spooled in any order, because
         the copies of a record are identical and deduplication keeps any one of them."""
+        kinds = {name: kind_of_polars(dtype) for name, dtype in page.frame.schema.items()}
+        signature = frozenset(kinds.items())  # every day of the page has the page's columns
         days = page.frame.with_columns(_day=pl.col("event_time").dt.date()).partition_by(
             "_day", as_dict=True, include_key=False
         )
@@ -187,11 +185,10 @@ class EventSpool:
             with self._lock:
                 chunks = self._chunks.setdefault(day, [])
                 chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
-                chunks.append((chunk, _signature(frame)))
+                chunks.append((chunk, signature))
             frame.write_parquet(chunk, compression="lz4", statistics=False)
         with self._lock:
-            for name, dtype in page.frame.schema.items():
-                kind = kind_of_polars(dtype)
+            for name, kind in kinds.items():
                 if kind is not None:
                     self._columns[name] = widen(self._columns.get(name, kind), kind)
             self.stats.received += received
