@@ -8,7 +8,7 @@ resources take them through `EnvVar`, so they are resolved only inside runs and 
 
 import csv
 import re
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -186,7 +186,9 @@ class PipelineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _start_date(self) -> "PipelineSettings":
-        today = datetime.now(ZoneInfo(self.timezone)).date()
+        from clevertap_assets.partitions import local_today  # partitions imports this module
+
+        today = local_today(self.timezone)
         if self.start_date is not None and self.start_date > today:
             raise SettingsError(
                 f"CLEVERTAP_START_DATE={self.start_date.isoformat()!r} is after today "
