@@ -227,24 +227,25 @@ class DuckDBEventStats(ConfigurableResource, EventTableStats):
     def daily_row_counts(
         self, schema: str, table: str, first_day: date, last_day: date
     ) -> dict[date, int]:
+        table_slice = TableSlice(table=table, schema=schema)
         with self._connection() as connection:
-            if not existing_columns(connection, TableSlice(table=table, schema=schema)):
+            if not existing_columns(connection, table_slice):
                 return dict.fromkeys(days_between(first_day, last_day), 0)
             rows = connection.execute(
-                f"SELECT CAST(event_time AS DATE), count(*) FROM {quote_identifier(schema)}."
-                f"{quote_identifier(table)} WHERE event_time >= ? AND event_time < ? GROUP BY 1",
+                f"SELECT CAST(event_time AS DATE), count(*) FROM {qualified_name(table_slice)} "
+                "WHERE event_time >= ? AND event_time < ? GROUP BY 1",
                 [first_day, last_day + timedelta(days=1)],
             ).fetchall()
         return {**dict.fromkeys(days_between(first_day, last_day), 0), **dict(rows)}
 
     def duplicate_record_ids(self, schema: str, table: str) -> int:
+        table_slice = TableSlice(table=table, schema=schema)
         with self._connection() as connection:
-            if not existing_columns(connection, TableSlice(table=table, schema=schema)):
+            if not existing_columns(connection, table_slice):
                 return 0
             (duplicates,) = connection.execute(
                 "SELECT coalesce(sum(copies - 1), 0) FROM (SELECT count(*) AS copies FROM "
-                f"{quote_identifier(schema)}.{quote_identifier(table)} "
-                "GROUP BY _record_id HAVING count(*) > 1)"
+                f"{qualified_name(table_slice)} GROUP BY _record_id HAVING count(*) > 1)"
             ).fetchone()
         return duplicates
 

@@ -523,9 +523,10 @@ class RedshiftEventStats(ConfigurableResource, EventTableStats):
         with self._connect() as connection:
             if not table_columns(connection, schema, table):
                 return counts
+            target = _target(TableSlice(table=table, schema=schema))
             rows = connection.execute(
-                f"SELECT CAST(event_time AS DATE), count(*) FROM {quote_identifier(schema)}."
-                f"{quote_identifier(table)} WHERE event_time >= %t AND event_time < %t GROUP BY 1",
+                f"SELECT CAST(event_time AS DATE), count(*) FROM {target} "
+                "WHERE event_time >= %t AND event_time < %t GROUP BY 1",
                 [first_day, last_day + timedelta(days=1)],
             ).fetchall()
         return {**counts, **dict(rows)}
@@ -534,9 +535,9 @@ class RedshiftEventStats(ConfigurableResource, EventTableStats):
         with self._connect() as connection:
             if not table_columns(connection, schema, table):
                 return 0
+            target = _target(TableSlice(table=table, schema=schema))
             (duplicates,) = connection.execute(
-                f"SELECT count(*) - count(DISTINCT _record_id) FROM "
-                f"{quote_identifier(schema)}.{quote_identifier(table)}"
+                f"SELECT count(*) - count(DISTINCT _record_id) FROM {target}"
             ).fetchone()
         return duplicates
 
