@@ -71,8 +71,8 @@ class Measured:
 
 def serve(records_per_day: int, days: int, event: str) -> None:
     """Render the whole window, report, then serve until stdin closes (the parent's signal)."""
-    from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
-    from clevertap_assets.partitions import days_between, local_today
+    from clevertap_assets.days import days_between, local_today
+    from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
 
     config = EmulatorConfig(
         prerender=True, prerender_cache_bytes=PRERENDER_CACHE_BYTES, records_per_day=records_per_day
@@ -110,10 +110,10 @@ def run_pipeline(
     """The real asset, resources and IO manager; only the CleverTap account points elsewhere."""
     from dagster import BetaWarning
 
-    from clevertap_assets.backfill import load_days
-    from clevertap_assets.clevertap_client import CleverTapResource
-    from clevertap_assets.partitions import local_today
+    from clevertap_assets.days import local_today
+    from clevertap_assets.headless import load_days
     from clevertap_assets.settings import load_settings
+    from clevertap_assets.source.client import CleverTapResource
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     csv = workdir / "events.csv"

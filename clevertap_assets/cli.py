@@ -16,7 +16,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from clevertap_assets.emulator import serve_forever
+    from clevertap_assets.emulator.server import serve_forever
 
     serve_forever(host=args.host, port=args.port)
     return 0
@@ -29,7 +29,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _webhook(args: argparse.Namespace) -> int:
-    from clevertap_assets.webhook_receiver import serve_webhooks
+    from clevertap_assets.webhooks.receiver import serve_webhooks
 
     serve_webhooks(host=args.host, port=args.port)
     return 0

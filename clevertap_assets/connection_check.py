@@ -15,14 +15,10 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
-from clevertap_assets.clevertap_client import (
-    CleverTapError,
-    CleverTapResource,
-    ExportNotAllowedError,
-)
-from clevertap_assets.partitions import local_today
-from clevertap_assets.resources import check_destination
+from clevertap_assets.days import local_today
+from clevertap_assets.destinations import destination_for
 from clevertap_assets.settings import PipelineSettings, SettingsError, load_settings
+from clevertap_assets.source.client import CleverTapError, CleverTapResource, ExportNotAllowedError
 
 CREDENTIAL_VARIABLES = {
     "CLEVERTAP_ACCOUNT_ID": "the Project ID under Settings > Project in the CleverTap dashboard",
@@ -133,7 +129,7 @@ def check_warehouse(state: CheckState) -> None:
     """The destination too, as Hevo tests it: reachable, authenticated, schema ready."""
     settings = _require(state.settings, "settings")
     try:
-        state.report.destination = check_destination(settings)
+        state.report.destination = destination_for(settings).check(settings)
     except SettingsError:
         raise
     except Exception as exc:

@@ -13,11 +13,11 @@ import duckdb
 import polars as pl
 from dagster import BetaWarning
 
-from clevertap_assets.backfill import load_days
-from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
-from clevertap_assets.event_assets import event_table
+from clevertap_assets.assets.events import event_table
+from clevertap_assets.days import days_between, local_today
+from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+from clevertap_assets.headless import load_days
 from clevertap_assets.naming import quote_identifier
-from clevertap_assets.partitions import days_between, local_today
 from clevertap_assets.settings import PipelineSettings, load_settings
 
 

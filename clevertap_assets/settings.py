@@ -18,6 +18,7 @@ from dotenv import load_dotenv
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clevertap_assets.days import local_today
 from clevertap_assets.naming import is_valid_table_prefix, slug
 
 REGION_HOSTS: dict[str, str] = {
@@ -186,8 +187,6 @@ class PipelineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _start_date(self) -> "PipelineSettings":
-        from clevertap_assets.partitions import local_today  # partitions imports this module
-
         today = local_today(self.timezone)
         if self.start_date is not None and self.start_date > today:
             raise SettingsError(

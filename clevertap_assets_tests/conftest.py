@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 # --- CleverTap emulator fixtures (owner: clevertap_assets/emulator.py) -------------------
-from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
+from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from dagster import ExecuteInProcessResult
 
-from clevertap_assets.backfill import load_days
-from clevertap_assets.clevertap_client import CleverTapResource
-from clevertap_assets.emulator import CleverTapEmulator
-from clevertap_assets.partitions import days_between, local_today
+from clevertap_assets.days import days_between, local_today
+from clevertap_assets.emulator.server import CleverTapEmulator
+from clevertap_assets.headless import load_days
 from clevertap_assets.settings import PipelineSettings, load_settings
+from clevertap_assets.source.client import CleverTapResource
 
 EVENTS = ("App Launched", "Product Viewed", "Charged")
 

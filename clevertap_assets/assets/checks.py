@@ -1,0 +1,84 @@
+"""Asset checks per event table: exactly-once, and agreement with CleverTap's own counts."""
+
+from dataclasses import asdict
+from datetime import timedelta
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    ResourceParam,
+    asset_check,
+)
+
+from clevertap_assets.assets.events import event_asset_key, event_table
+from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, differing_days
+from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.common import EventTableStats
+from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.source.client import CleverTapResource
+
+
+def build_event_checks(settings: PipelineSettings) -> list[AssetChecksDefinition]:
+    return [
+        check
+        for name in settings.event_names
+        for check in (
+            build_duplicate_check(settings, name),
+            build_reconciliation_check(settings, name),
+        )
+    ]
+
+
+def build_duplicate_check(settings: PipelineSettings, event_name: str) -> AssetChecksDefinition:
+    table = event_table(settings, event_name)
+
+    @asset_check(
+        asset=event_asset_key(settings, event_name),
+        name="no_duplicate_record_ids",
+        description="Every `_record_id` is in the table once: reruns and backfills never duplicate.",
+    )
+    def _check(warehouse_stats: ResourceParam[EventTableStats]) -> AssetCheckResult:
+        duplicates = warehouse_stats.duplicate_record_ids(settings.warehouse_schema, table)
+        return AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_rows": duplicates})
+
+    return _check
+
+
+def build_reconciliation_check(
+    settings: PipelineSettings, event_name: str
+) -> AssetChecksDefinition:
+    table = event_table(settings, event_name)
+
+    @asset_check(
+        asset=event_asset_key(settings, event_name),
+        name="row_count_matches_clevertap",
+        description=(
+            f"Rows per day over the last {RECONCILED_DAYS} days equal CleverTap's count API "
+            "(warning: late events make today's count move)."
+        ),
+    )
+    def _check(
+        context: AssetCheckExecutionContext,
+        clevertap: CleverTapResource,
+        warehouse_stats: ResourceParam[EventTableStats],
+    ) -> AssetCheckResult:
+        last_day = local_today(settings.timezone)
+        first_day = last_day - timedelta(days=min(RECONCILED_DAYS, settings.history_days) - 1)
+        days = list(days_between(first_day, last_day))
+        differing = differing_days(
+            clevertap, warehouse_stats, settings.warehouse_schema, table, event_name, days
+        )
+        differences = {day.isoformat(): asdict(counts) for day, counts in differing.items()}
+        return AssetCheckResult(
+            passed=not differences,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "days_checked": len(days),
+                "days_differing": len(differences),
+                "differences": differences,
+            },
+        )
+
+    return _check

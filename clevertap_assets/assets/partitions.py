@@ -1,0 +1,27 @@
+"""Days of the CleverTap project's time zone, the unit of CleverTap's `from`/`to` and of our
+partitions."""
+
+from datetime import date, timedelta
+
+from dagster import DailyPartitionsDefinition
+
+from clevertap_assets.days import local_today
+from clevertap_assets.settings import PipelineSettings
+
+
+def daily_partitions(
+    settings: PipelineSettings, today: date | None = None
+) -> DailyPartitionsDefinition:
+    """One partition per local day from CLEVERTAP_START_DATE, today included.
+
+    `end_offset=1` makes today's in-progress day a partition, so the schedule can keep it
+    fresh. Without a start date the partitions begin with the history window
+    (CLEVERTAP_HISTORY_DAYS) as of when the definitions load, so the earliest day moves
+    forward with every reload; a long-lived deployment sets the date once to keep its
+    older days addressable for backfills.
+    """
+    today = today or local_today(settings.timezone)
+    start = settings.start_date or today - timedelta(days=settings.history_days - 1)
+    return DailyPartitionsDefinition(
+        start_date=start.isoformat(), timezone=settings.timezone, end_offset=1
+    )

@@ -1,0 +1,197 @@
+"""`webhook_events`: the webhook inbox loaded into `<TABLE_PREFIX>_webhook_events`, exactly once.
+
+The asset is partitioned by ranges of inbox ids, one dynamic partition per range, named
+`<first id>-<last id>` (zero-padded, so keys sort like the ids). The ranges tile the id space
+without overlap: `webhook_inbox_sensor` starts each new range right after the newest one, and
+inbox ids only grow. Every row carries its range in `_inbox_range`, the partition column, so
+Dagster's IO manager loads a range the way it loads a day of events: it deletes the range's
+rows and inserts them again in one transaction. A range loaded twice (a retried run, a run
+that failed after its commit) therefore still holds each payload once, and a range is "done"
+exactly when Dagster has a materialization for its partition: no cursor outside the instance
+can disagree with what was loaded.
+
+A payload becomes one row per profile, shaped like an exported event record so the same
+normaliser applies the same AUTO_MAPPING rules: `profile` (every profile key but the two
+property sections), `event_props` (`event_properties`), `session_props`, plus `inbox_id`,
+`profile_index`, `target_id`, `payload_sha256` and `key_values`. `ts` is when the receiver
+stored the payload (a profile's own `ts`, if any, stays in `profile`). Because the inbox id
+and profile index are part of each record, the normaliser's `_record_id` is a stable key per
+(payload, profile). CleverTap retries a delivery it saw time out, and the inbox keeps both
+copies; they share `payload_sha256`, so a query can collapse them.
+"""
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    ConfigurableResource,
+    DynamicPartitionsDefinition,
+    Output,
+    asset,
+)
+
+from clevertap_assets.assets.events import event_asset_key
+from clevertap_assets.batch.spool import EventBatch, EventSpool
+from clevertap_assets.keys import WAREHOUSE_IO_MANAGER
+from clevertap_assets.naming import table_name
+from clevertap_assets.settings import PipelineSettings, SettingsError
+from clevertap_assets.source.normalise import JSON_SECTIONS, NormaliseOptions, normalise_page
+from clevertap_assets.webhooks.inbox import InboxEntry, WebhookInbox, expand_entry
+
+WEBHOOK_TABLE = "webhook_events"
+RANGE_COLUMN = "_inbox_range"
+RECORDS_PER_PAGE = 5000
+_ID_DIGITS = 12
+_CONTEXT_KEYS = frozenset({"_inbox_id", "_profile_index", "_target_id", "_key_values"})
+_SECTION_KEYS = {"event_properties": "event_props", "session_props": "session_props"}
+_JSON_COLUMNS = frozenset({*JSON_SECTIONS, "key_values"})
+
+
+class WebhookInboxResource(ConfigurableResource):
+    """The inbox file the receiver writes (WEBHOOK_INBOX_PATH), for the sensor and the asset."""
+
+    path: str
+
+    def open(self) -> WebhookInbox:
+        return WebhookInbox(self.path)
+
+
+def webhook_asset_key(settings: PipelineSettings) -> AssetKey:
+    return AssetKey([settings.pipeline_slug, WEBHOOK_TABLE])
+
+
+def webhook_ranges(settings: PipelineSettings) -> DynamicPartitionsDefinition:
+    return DynamicPartitionsDefinition(name=f"{settings.pipeline_slug}_webhook_inbox_ranges")
+
+
+def range_key(first_id: int, last_id: int) -> str:
+    return f"{first_id:0{_ID_DIGITS}d}-{last_id:0{_ID_DIGITS}d}"
+
+
+def parse_range_key(key: str) -> tuple[int, int]:
+    first, _, last = key.partition("-")
+    return int(first), int(last)
+
+
+def read_range(inbox: WebhookInbox, first_id: int, last_id: int) -> list[InboxEntry]:
+    """Every stored entry with an id in [first_id, last_id]; always the same for a range,
+    since entries never change and no new entry can get an id the sensor has already seen."""
+    return inbox.read_after(first_id - 1, last_id - first_id + 1)
+
+
+def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
+    key = webhook_asset_key(settings)
+    if key in {event_asset_key(settings, name) for name in settings.event_names}:
+        raise SettingsError(
+            f"an event in {settings.events_csv} would load into the webhook table "
+            f"{table_name(WEBHOOK_TABLE, settings.table_prefix)!r}; exclude it with "
+            "CLEVERTAP_EXCLUDE_EVENTS"
+        )
+    table = table_name(WEBHOOK_TABLE, settings.table_prefix)
+
+    @asset(
+        key=key,
+        group_name=settings.pipeline_slug,
+        description="CleverTap webhook payloads, one row per profile, by range of inbox ids.",
+        partitions_def=webhook_ranges(settings),
+        io_manager_key=WAREHOUSE_IO_MANAGER,
+        kinds={"clevertap", settings.destination},
+        metadata={
+            "schema": settings.warehouse_schema,
+            "table": table,
+            "partition_expr": RANGE_COLUMN,
+        },
+    )
+    def webhook_events(
+        context: AssetExecutionContext, webhook_inbox: WebhookInboxResource
+    ) -> Output[EventBatch]:
+        first_id, last_id = parse_range_key(context.partition_key)
+        entries = read_range(webhook_inbox.open(), first_id, last_id)
+        batch, records = _load_batch(settings, context.partition_key, entries)
+        return Output(
+            batch,
+            metadata={
+                "payloads": len(entries),
+                "profiles": records,
+                "rows_written": batch.rows,
+                "first_inbox_id": first_id,
+                "last_inbox_id": last_id,
+                "table": table,
+            },
+        )
+
+    return webhook_events
+
+
+def _load_batch(
+    settings: PipelineSettings, partition_key: str, entries: Sequence[InboxEntry]
+) -> tuple[EventBatch, int]:
+    options = NormaliseOptions(
+        event_name="webhook",
+        timezone=settings.timezone,
+        # JSON mode is applied while shaping (sections as JSON text), so the normaliser keeps
+        # the webhook's own columns in both modes.
+        auto_mapping=True,
+        max_record_bytes=settings.max_record_bytes,
+        max_row_bytes=settings.max_row_bytes,
+    )
+    json_columns = frozenset() if settings.auto_mapping else _JSON_COLUMNS
+    received = 0
+    with EventSpool(event_name="webhook") as spool:
+        for records in _pages(entries, settings.auto_mapping):
+            page = normalise_page(records, options)
+            frame = page.frame.with_columns(pl.lit(partition_key).alias(RANGE_COLUMN))
+            json_in_page = json_columns & set(frame.columns)
+            json_columns_in_page = page.json_columns | json_in_page
+            spool.add(replace(page, frame=frame, json_columns=json_columns_in_page), len(records))
+            received += len(records)
+        return spool.finish(loaded_at=datetime.now(UTC)), received
+
+
+def _pages(entries: Sequence[InboxEntry], auto_mapping: bool) -> Iterator[list[dict[str, Any]]]:
+    """Shaped records in pages, so a range of broadcast payloads never sits in one frame."""
+    page: list[dict[str, Any]] = []
+    for entry in entries:
+        sha256 = hashlib.sha256(entry.body).hexdigest()
+        for record in expand_entry(entry):
+            page.append(_shaped(entry, record, sha256, auto_mapping))
+            if len(page) == RECORDS_PER_PAGE:
+                yield page
+                page = []
+    if page:
+        yield page
+
+
+def _shaped(
+    entry: InboxEntry, record: dict[str, Any], sha256: str, auto_mapping: bool
+) -> dict[str, Any]:
+    """A webhook profile in an exported event's shape (see the module docstring)."""
+    sections = {
+        "profile": {
+            k: v for k, v in record.items() if k not in _CONTEXT_KEYS and k not in _SECTION_KEYS
+        },
+        **{section: record.get(key) for key, section in _SECTION_KEYS.items()},
+        "key_values": record["_key_values"],
+    }
+    if not auto_mapping:
+        sections = {
+            name: None if value is None else orjson.dumps(value).decode()
+            for name, value in sections.items()
+        }
+    target_id = record["_target_id"]
+    return {
+        "ts": int(entry.received_at.timestamp()),
+        "inbox_id": entry.id,
+        "profile_index": record["_profile_index"],
+        "target_id": None if target_id is None else str(target_id),
+        "payload_sha256": sha256,
+        **sections,
+    }

@@ -1,0 +1,180 @@
+"""The two sensors: reconciliation against CleverTap's counts, and draining the webhook inbox.
+
+`reconciliation_sensor` goes beyond Hevo: the schedule reloads only the lookback days, so a day
+that CleverTap still changed afterwards (a device that was offline for a week) would stay short
+forever. Hourly, it compares rows per day in each event table with CleverTap's count API over
+the last `RECONCILED_DAYS` full days and re-runs the days that differ. Today is skipped: its
+count moves while the schedule keeps reloading it. Each request's run key names the counts it
+saw, so the daemon launches one re-run per discrepancy; a difference that a re-run cannot fix
+(records over the size limits are skipped by design) is not retried every hour.
+
+`webhook_inbox_sensor` turns new inbox entries into ranges of the `webhook_events` asset (see
+webhook_assets.py for why a range is loaded exactly once). The ranges it has created, stored by
+the instance as dynamic partitions, are its cursor: each new range starts after the newest one,
+and a range without a materialization and without a run in progress (its run failed, or the
+daemon stopped before launching it) is requested again. A new sensor, a restarted daemon or a
+lost cursor therefore neither skips nor reloads an entry.
+"""
+
+from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
+
+from dagster import (
+    AssetsDefinition,
+    DagsterInstance,
+    DefaultSensorStatus,
+    ResourceParam,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, differing_days
+from clevertap_assets.assets.webhooks import (
+    WebhookInboxResource,
+    parse_range_key,
+    range_key,
+    webhook_ranges,
+)
+from clevertap_assets.automation.runs import assets_in_progress, in_progress_runs, range_run_request
+from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.common import EventTableStats
+from clevertap_assets.keys import PARTITION_NAME_TAG
+from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.source.client import CleverTapResource
+from clevertap_assets.webhooks.inbox import WebhookInbox
+
+RECONCILE_WAREHOUSE_TAG = "clevertap/reconcile_warehouse"
+RECONCILE_CLEVERTAP_TAG = "clevertap/reconcile_clevertap"
+RECONCILE_INTERVAL_SECONDS = 3600
+WEBHOOK_INTERVAL_SECONDS = 30
+ENTRIES_PER_RANGE = 1000
+
+
+def reconciliation_requests(
+    instance: DagsterInstance,
+    settings: PipelineSettings,
+    assets: Sequence[AssetsDefinition],
+    clevertap: CleverTapResource,
+    warehouse_stats: EventTableStats,
+    today: date,
+    days: int = RECONCILED_DAYS,
+) -> Iterator[RunRequest]:
+    """One run per event and day whose row count differs from CleverTap's, over loaded days.
+
+    Only days that were loaded are compared: a missing day is the schedule's to load, and an
+    event CleverTap will not export never has one. An event with a run in progress is left
+    for the next evaluation, since that run may be changing the very rows being counted.
+    """
+    first_day = today - timedelta(days=days)
+    busy = assets_in_progress(instance)
+    for asset in assets:
+        if asset.key in busy:
+            continue
+        loaded = instance.get_materialized_partitions(asset.key)
+        compared = [
+            d for d in days_between(first_day, today - timedelta(days=1)) if d.isoformat() in loaded
+        ]
+        if not compared:
+            continue
+        metadata = asset.metadata_by_key[asset.key]
+        differing = differing_days(
+            clevertap,
+            warehouse_stats,
+            settings.warehouse_schema,
+            metadata["table"],
+            metadata["clevertap_event"],
+            compared,
+        )
+        for day, counts in differing.items():
+            yield range_run_request(
+                asset.key,
+                day,
+                day,
+                run_key=(
+                    f"reconcile:{asset.key.to_user_string()}:{day}:"
+                    f"{counts.warehouse}:{counts.clevertap}"
+                ),
+                tags={
+                    RECONCILE_WAREHOUSE_TAG: str(counts.warehouse),
+                    RECONCILE_CLEVERTAP_TAG: str(counts.clevertap),
+                },
+            )
+
+
+def build_reconciliation_sensor(
+    settings: PipelineSettings, assets: Sequence[AssetsDefinition]
+) -> SensorDefinition:
+    @sensor(
+        name="reconciliation_sensor",
+        target=assets,
+        minimum_interval_seconds=RECONCILE_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            f"Re-runs any of the last {RECONCILED_DAYS} full days whose row count differs "
+            "from CleverTap's count API."
+        ),
+    )
+    def reconciliation_sensor(
+        context: SensorEvaluationContext,
+        clevertap: CleverTapResource,
+        warehouse_stats: ResourceParam[EventTableStats],
+    ) -> list[RunRequest] | SkipReason:
+        today = local_today(settings.timezone)
+        requests = list(
+            reconciliation_requests(
+                context.instance, settings, assets, clevertap, warehouse_stats, today
+            )
+        )
+        return requests or SkipReason("every loaded day matches CleverTap's counts")
+
+    return reconciliation_sensor
+
+
+def webhook_result(
+    instance: DagsterInstance,
+    settings: PipelineSettings,
+    webhook_asset: AssetsDefinition,
+    inbox: WebhookInbox,
+) -> SensorResult:
+    """Retry the ranges not loaded, then open one range over the entries after the newest."""
+    ranges_def = webhook_ranges(settings)
+    key = webhook_asset.key
+    ranges = instance.get_dynamic_partitions(ranges_def.name)
+    loaded = instance.get_materialized_partitions(key)
+    running = {
+        run.tags.get(PARTITION_NAME_TAG)
+        for run in in_progress_runs(instance)
+        if key in (run.asset_selection or ())
+    }
+    pending = [r for r in ranges if r not in loaded and r not in running]
+    after_id = max((parse_range_key(r)[1] for r in ranges), default=0)
+    entries = inbox.read_after(after_id, ENTRIES_PER_RANGE)
+    new = [range_key(after_id + 1, entries[-1].id)] if entries else []
+    requests = [RunRequest(asset_selection=[key], partition_key=r) for r in [*pending, *new]]
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[ranges_def.build_add_request(new)] if new else [],
+        skip_reason=None if requests else SkipReason(f"no inbox entry after id {after_id}"),
+    )
+
+
+def build_webhook_inbox_sensor(
+    settings: PipelineSettings, webhook_asset: AssetsDefinition
+) -> SensorDefinition:
+    @sensor(
+        name="webhook_inbox_sensor",
+        target=webhook_asset,
+        minimum_interval_seconds=WEBHOOK_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Loads new webhook inbox entries, a range of ids per run, each exactly once.",
+    )
+    def webhook_inbox_sensor(
+        context: SensorEvaluationContext, webhook_inbox: WebhookInboxResource
+    ) -> SensorResult:
+        return webhook_result(context.instance, settings, webhook_asset, webhook_inbox.open())
+
+    return webhook_inbox_sensor

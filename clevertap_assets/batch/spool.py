@@ -1,0 +1,271 @@
+"""The hand-over between an event asset and its IO manager: one window's rows on local disk.
+
+Pages are spooled to Parquet as they arrive and deduplicated by DuckDB when the window is
+complete, so neither the asset nor the IO manager ever holds the window in memory, and every
+destination receives the same already-typed, duplicate-free file to load in chunks.
+"""
+
+import math
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
+from clevertap_assets.naming import quote_identifier
+from clevertap_assets.source.normalise import NormalisedPage
+
+LOAD_CHUNK_ROWS = 50_000
+_WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
+_DEDUPE_THREADS = 2
+DUCKDB_MEMORY_MB = 64
+"""DuckDB's memory cap in this project: capped, it spills to disk rather than letting a
+step's memory grow with the rows (a 3M-row load took 1.5 GB uncapped)."""
+_MB_PER_THREAD = 16
+_MB_PER_COLUMN_PER_THREAD = 0.75
+_BATCH_COMPRESSION = "lz4"  # read once, by the load: decoding speed beats size
+
+
+def duckdb_memory_mb(columns: int, threads: int) -> int:
+    """The cap for a DuckDB query over this many columns: a scan or an insert holds buffers
+    for every column on every thread, so a wide event needs more than narrow ones (200 text
+    columns needed 160 MB on one thread and 320 MB on two, and failed with "Out of Memory"
+    below that). Memory still stays flat in the number of rows."""
+    per_thread = _MB_PER_THREAD + _MB_PER_COLUMN_PER_THREAD * columns
+    return max(DUCKDB_MEMORY_MB, math.ceil(threads * per_thread))
+
+
+_SPOOL_TYPES = {
+    Kind.BOOLEAN: "BOOLEAN",
+    Kind.BIGINT: "BIGINT",
+    Kind.DOUBLE: "DOUBLE",
+    Kind.TIMESTAMP: "TIMESTAMP",
+    Kind.TIMESTAMPTZ: "TIMESTAMPTZ",
+    Kind.TEXT: "VARCHAR",
+}
+"""The batch file's types; JSON is text in Parquet, and each destination parses it."""
+
+
+Signature = frozenset[tuple[str, Kind | None]]
+"""A spooled file's columns and their kinds: files alike are read in one scan."""
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """One event's deduplicated rows for one window of days, ready for any destination."""
+
+    event_name: str
+    path: Path | None
+    rows: int
+    json_columns: frozenset[str] = frozenset()
+
+    def columns(self) -> dict[str, Kind]:
+        """Column name to kind, in file order; empty for a window without rows."""
+        if self.path is None:
+            return {}
+        schema = pq.read_schema(self.path)
+        return {f.name: kind_of(f.type, f.name in self.json_columns) for f in schema}
+
+    def iter_arrow(self, chunk_rows: int = LOAD_CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+        """The rows in bounded chunks, for destinations that load through their client."""
+        if self.path is None:
+            return
+        yield from pq.ParquetFile(self.path).iter_batches(batch_size=chunk_rows)
+
+    def discard(self) -> None:
+        """Remove the batch's files once a destination has committed them (or given up)."""
+        if self.path is not None:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+
+    def preview(self, rows: int = 5) -> pl.DataFrame:
+        if self.path is None:
+            return pl.DataFrame()
+        return pl.scan_parquet(self.path).head(rows).collect()
+
+
+def _scratch_directory() -> Path:
+    return Path(tempfile.mkdtemp(prefix="clevertap_"))
+
+
+@contextmanager
+def batch_file_path() -> Iterator[Path]:
+    """Where a destination writes rows it reads back for a downstream asset: the returned
+    `EventBatch` owns the directory (its `discard` removes it), and a failed write removes it
+    at once, as a failed read of CleverTap does."""
+    directory = _scratch_directory()
+    try:
+        yield directory / "batch.parquet"
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+@dataclass
+class SpoolStats:
+    received: int = 0
+    oversize_records: int = 0
+    oversize_rows: int = 0
+    invalid_ts: int = 0
+    outside_window: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class EventSpool:
+    """Collects normalised pages of one event window on disk, then writes the deduplicated batch.
+
+    Pages are split by local day as they are spooled: a record returned twice is the same
+    record, so its copies share a `ts` and a day, and deduplication can go one day at a time.
+    The memory it needs is then bounded by the largest day, not by the window.
+
+    Use as a context manager: on an error the directory and every partial file go with it,
+    so a failed read leaves nothing that could be loaded; on success the batch owns the
+    directory and the IO manager discards it once loaded.
+    """
+
+    event_name: str
+    directory: Path = field(default_factory=_scratch_directory)
+    stats: SpoolStats = field(default_factory=SpoolStats)
+    _chunks: dict[date, list[tuple[Path, Signature]]] = field(default_factory=dict)
+    _columns: dict[str, Kind] = field(default_factory=dict)
+    _json_columns: set[str] = field(default_factory=set)
+    _plain_columns: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> "EventSpool":
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def add(self, page: NormalisedPage, received: int, outside_window: int = 0) -> None:
+        """Safe to call from several threads: pages may be spooled in any order, because
+        the copies of a record are identical and deduplication keeps any one of them."""
+        kinds = {name: kind_of_polars(dtype) for name, dtype in page.frame.schema.items()}
+        signature = frozenset(kinds.items())  # every day of the page has the page's columns
+        days = page.frame.with_columns(_day=pl.col("event_time").dt.date()).partition_by(
+            "_day", as_dict=True, include_key=False
+        )
+        for (day,), frame in days.items():
+            with self._lock:
+                chunks = self._chunks.setdefault(day, [])
+                chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
+                chunks.append((chunk, signature))
+            frame.write_parquet(chunk, compression="lz4", statistics=False)
+        with self._lock:
+            for name, kind in kinds.items():
+                if kind is not None:
+                    self._columns[name] = widen(self._columns.get(name, kind), kind)
+            self.stats.received += received
+            self.stats.oversize_records += page.oversize_records
+            self.stats.oversize_rows += page.oversize_rows
+            self.stats.invalid_ts += page.invalid_ts
+            self.stats.outside_window += outside_window
+            self.stats.bytes += page.bytes
+            self._json_columns |= page.json_columns
+            self._plain_columns |= set(page.frame.columns) - page.json_columns
+
+    def finish(self, loaded_at: datetime) -> EventBatch:
+        """Deduplicate by `_record_id`, day by day, into one Parquet file stamped `_loaded_at`.
+
+        DuckDB deduplicates one day at a time, so its memory follows the largest day, not
+        the window; a day's rows stream into the batch file in small Arrow batches. Within a
+        day only the key and a row's position go through the aggregate (a `DISTINCT ON` over
+        whole rows kept every string in memory and ran out of 512 MB at 300,000 rows), the
+        key being the first 128 bits of the SHA-256 as a 16-byte integer.
+
+        Files are cast to the window's columns as the pages widened them (see `widen`), in
+        groups of files with the same columns and types: DuckDB's own `union_by_name` over
+        differing files would turn `true` beside a number into 1 and fail on a date beside
+        a number, and its schema scan of every file of the window took 500 MB for a wide
+        event whose pages each touched every day.
+        """
+        if not self._chunks:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return EventBatch(self.event_name, None, 0)
+        destination = self.directory / "batch.parquet"
+        rows = 0
+        with duckdb.connect(config=self._duckdb_config()) as connection:
+            writer: pq.ParquetWriter | None = None
+            for day in sorted(self._chunks):
+                query = _deduplicated_day(self._chunks[day], self._columns)
+                relation = connection.sql(query, params={"loaded_at": loaded_at})
+                reader = relation.to_arrow_reader(_WRITE_CHUNK_ROWS)
+                writer = writer or pq.ParquetWriter(
+                    destination, reader.schema, compression=_BATCH_COMPRESSION
+                )
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                for chunk, _ in self._chunks[day]:
+                    chunk.unlink()
+            if writer is not None:
+                writer.close()
+        # A list in one page and a string in another is text: not every value is JSON.
+        json_columns = frozenset(self._json_columns - self._plain_columns)
+        return EventBatch(self.event_name, destination, rows, json_columns)
+
+    def _duckdb_config(self) -> dict[str, str]:
+        return {
+            "memory_limit": f"{duckdb_memory_mb(len(self._columns), _DEDUPE_THREADS)}MB",
+            "temp_directory": str(self.directory / "duckdb_tmp"),
+            "preserve_insertion_order": "false",
+            "threads": str(_DEDUPE_THREADS),
+        }
+
+
+def _deduplicated_day(chunks: list[tuple[Path, Signature]], columns: dict[str, Kind]) -> str:
+    """One day's first copy of every record, with exactly the window's columns and types.
+
+    A row's position (scan, file in scan, row in file) is unique within the day; the
+    aggregate keeps each key's first position, and the rows are read again to pick those."""
+    groups: dict[Signature, list[Path]] = {}
+    for path, signature in chunks:
+        groups.setdefault(signature, []).append(path)
+    scans = list(enumerate(groups.items()))
+    keys = " UNION ALL ".join(
+        f"SELECT _record_id, {_position(index)} FROM {_scan(paths)}" for index, (_, paths) in scans
+    )
+    rows = " UNION ALL ".join(
+        f"SELECT {_casts(signature, columns)}, {_position(index)} FROM {_scan(paths)}"
+        for index, (signature, paths) in scans
+    )
+    names = ", ".join(quote_identifier(name) for name in columns)
+    return f"""
+        SELECT {names}, $loaded_at::TIMESTAMPTZ AS _loaded_at
+        FROM ({rows}) AS spooled
+        SEMI JOIN (
+            SELECT min(_position) AS _position FROM ({keys})
+            GROUP BY ('0x' || left(_record_id, 32))::UHUGEINT
+        ) AS firsts USING (_position)
+    """
+
+
+def _scan(paths: list[Path]) -> str:
+    files = ", ".join(f"'{path}'" for path in paths)
+    return f"read_parquet([{files}], union_by_name = true)"
+
+
+def _position(scan_index: int) -> str:
+    return (
+        f"({scan_index}::BIGINT << 48) + (file_index::BIGINT << 32) + file_row_number AS _position"
+    )
+
+
+def _casts(signature: Signature, columns: dict[str, Kind]) -> str:
+    present = {name for name, _ in signature}
+    return ", ".join(
+        f"CAST({quote_identifier(name) if name in present else 'NULL'} AS {_SPOOL_TYPES[kind]}) "
+        f"AS {quote_identifier(name)}"
+        for name, kind in columns.items()
+    )

@@ -1,0 +1,17 @@
+"""Day arithmetic in the CleverTap project's time zone: the unit of CleverTap's `from`/`to`,
+of our partitions and of every comparison of rows per day. It imports nothing of the
+project, so settings, assets and destinations can all use it without a cycle."""
+
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+
+def local_today(timezone: str) -> date:
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def days_between(first_day: date, last_day: date) -> Iterator[date]:
+    """Inclusive, like CleverTap's `from`/`to`."""
+    for offset in range((last_day - first_day).days + 1):
+        yield first_day + timedelta(days=offset)

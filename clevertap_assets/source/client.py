@@ -1,0 +1,475 @@
+"""CleverTap's Get Events API as a Dagster resource: the cursor flow, counts, retries and limits.
+
+The service reports most failures inside an HTTP 200 body, throttles by concurrency rather than
+by rate, and treats a re-encoded cursor as misuse, so a generic HTTP client is not enough. Every
+rule of the API (https://developer.clevertap.com/docs/get-events-api) that shapes a request or
+an answer lives here, so the assets and the connection check only see records, counts and a
+small set of exceptions.
+"""
+
+import email.utils
+import gc
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import dagster as dg
+import httpx
+import orjson
+from pydantic import Field, PrivateAttr, field_validator
+
+from clevertap_assets.settings import base_url_for, normalise_region
+
+Log = logging.Logger | dg.DagsterLogManager
+
+EVENTS_PATH = "/1/events.json"
+COUNTS_PATH = "/1/counts/events.json"
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_TRANSIENT_TRANSPORT_ERRORS = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+_MAX_ERROR_TEXT = 300
+_default_log = dg.get_dagster_logger("clevertap")
+
+
+class CleverTapError(Exception):
+    """Anything that stops a CleverTap call; subclasses name the cases a caller may handle."""
+
+
+class CleverTapAuthError(CleverTapError):
+    """Bad account id, passcode or region: retrying cannot help."""
+
+
+class ExportNotAllowedError(CleverTapError):
+    """CleverTap refuses to export this event (notification events): skip it, load the rest."""
+
+    def __init__(self, event_name: str) -> None:
+        super().__init__(
+            f"CleverTap does not allow exporting event {event_name!r} "
+            "(notification events cannot be exported)"
+        )
+        self.event_name = event_name
+
+
+class UnknownEventError(CleverTapError):
+    """The event name is not in the project; usually a casing or spelling difference."""
+
+    def __init__(self, event_name: str) -> None:
+        super().__init__(
+            f"CleverTap does not know event {event_name!r}; event names are case-sensitive, "
+            "compare with Settings > Schema > Events in the dashboard"
+        )
+        self.event_name = event_name
+
+
+class CursorExpiredError(CleverTapError):
+    """The cursor aged out: the window must be reopened and read again from the start."""
+
+    def __init__(self, event_name: str, detail: str) -> None:
+        super().__init__(
+            f"the export cursor for event {event_name!r} expired ({detail}); "
+            "reopen the window and read it again from the start"
+        )
+        self.event_name = event_name
+
+
+class CleverTapProtocolError(CleverTapError):
+    """An answer that breaks the documented flow (empty body, misuse, a cursor that repeats)."""
+
+
+@dataclass
+class FetchStats:
+    """What reading cost, reported as run metadata so slow or flaky windows are visible.
+
+    Meant for one reader at a time; give each thread its own and add them up afterwards.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    pages: int = 0
+    records: int = 0
+    bytes_received: int = 0
+    backoff_seconds: float = 0.0
+
+    def as_metadata(self) -> dict[str, int | float]:
+        return {**asdict(self), "backoff_seconds": round(self.backoff_seconds, 3)}
+
+
+class _Transient(Exception):
+    """A failure worth another try; `wait` overrides the backoff when the server says how long."""
+
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+
+
+_slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+_client_lock = threading.Lock()
+
+
+def request_slots(base_url: str, account_id: str, limit: int) -> threading.BoundedSemaphore:
+    """The process-wide gate for one account: CleverTap answers 429 beyond 3 concurrent exports
+    per account, however many resources, threads or assets share it. The first caller's limit
+    holds for the life of the process."""
+    key = (base_url, account_id)
+    with _slots_lock:
+        if key not in _slots:
+            _slots[key] = threading.BoundedSemaphore(limit)
+        return _slots[key]
+
+
+def _yyyymmdd(day: date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a `Retry-After` header (delta or HTTP date); CleverTap documents none."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _decode(response: httpx.Response) -> dict[str, Any] | None:
+    """The JSON object in a body, or None when the body is empty or not an object."""
+    if not response.content.strip():
+        return None
+    try:
+        payload = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+class CleverTapResource(dg.ConfigurableResource):
+    """One CleverTap project, read through the Get Events and Counts APIs.
+
+    An `httpx.Client` is created on first use and shared by all threads (it is thread-safe and
+    keeps connections alive); Dagster closes it after the step, other callers use `with`.
+    """
+
+    account_id: str = Field(description="CleverTap project (account) id")
+    passcode: str = Field(description="CleverTap passcode; pass EnvVar('CLEVERTAP_PASSCODE')")
+    region: str = Field("eu1", description="eu1, in1, sg1, us1, aps3, mec1, sk1 (or 'global')")
+    api_url: str | None = Field(None, description="overrides the region's host (emulator, proxy)")
+    batch_size: int = Field(5000, ge=1, le=5000)
+    max_concurrent_requests: int = Field(
+        3, ge=1, description="requests in flight per account in this process; the first set wins"
+    )
+    timeout_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff_seconds: float = Field(1.0, ge=0)
+    max_backoff_seconds: float = Field(60, ge=0)
+    throttle_wait_seconds: float = Field(30, ge=0)
+
+    _client: httpx.Client | None = PrivateAttr(default=None)
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _known_region(cls, value: object) -> object:
+        # An EnvVar is only a name until the run resolves it; the resolved value comes back here.
+        if isinstance(value, str) and not isinstance(value, dg.EnvVar):
+            return normalise_region(value)
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "passcode" else value)
+
+    @property
+    def base_url(self) -> str:
+        return base_url_for(self.region, self.api_url)
+
+    def __enter__(self) -> "CleverTapResource":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with _client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def iter_event_pages(
+        self,
+        event_name: str,
+        first_day: date,
+        last_day: date,
+        *,
+        stats: FetchStats | None = None,
+        app: bool = False,
+        events: bool = False,
+        profile: bool = True,
+        log: Log | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Each page's records of one event over whole local days, as the pages arrive.
+
+        One list per page answer (possibly empty), so a reader can stop after any page and
+        memory holds one page at a time. On `CursorExpiredError` the caller must discard what
+        it read of this window and call again.
+        """
+        if first_day > last_day:
+            raise ValueError(f"first_day {first_day} is after last_day {last_day}")
+        stats = stats if stats is not None else FetchStats()
+        log = log or _default_log
+        query = {
+            "batch_size": str(self.batch_size),
+            "app": _flag(app),
+            "events": _flag(events),
+            "profile": _flag(profile),
+        }
+        body = {"event_name": event_name, "from": _yyyymmdd(first_day), "to": _yyyymmdd(last_day)}
+        opened = self._call("POST", self._url(EVENTS_PATH, query), event_name, stats, log, body)
+        cursor = opened.get("cursor")
+        if not isinstance(cursor, str) or not cursor:
+            raise CleverTapProtocolError(
+                f"CleverTap opened no cursor for event {event_name!r} on {EVENTS_PATH}"
+            )
+        used = {cursor}
+        while True:
+            # Each answer leaves a reference cycle (httpx) holding its body. Collect the
+            # youngest generation now, while the last page is freed and before this one is
+            # parsed: it is then a few objects to walk, not a page of records, and memory
+            # does not grow when the caller pauses the cyclic collector.
+            gc.collect(0)
+            page = self._call("GET", self._cursor_url(cursor), event_name, stats, log)
+            records = page.get("records", [])
+            if not isinstance(records, list):
+                raise CleverTapProtocolError(
+                    f"CleverTap sent 'records' that is not a list for event {event_name!r}"
+                )
+            stats.pages += 1
+            stats.records += len(records)
+            yield records
+            cursor = page.get("next_cursor")
+            del page, records  # so the next request starts with this page freed
+            if not cursor:
+                return
+            if cursor in used:
+                raise CleverTapProtocolError(
+                    f"CleverTap returned a cursor already used for event {event_name!r} "
+                    f"({first_day}..{last_day}) after {stats.pages} pages; stopping instead "
+                    "of looping"
+                )
+            used.add(cursor)
+
+    def count_events(
+        self,
+        event_name: str,
+        first_day: date,
+        last_day: date,
+        *,
+        stats: FetchStats | None = None,
+        log: Log | None = None,
+    ) -> int:
+        """CleverTap's own count for a window, to reconcile what was loaded against it.
+
+        Large counts are computed in the background ("partial"), so the answer is polled with
+        the same backoff as a retry until it is final.
+        """
+        stats = stats if stats is not None else FetchStats()
+        log = log or _default_log
+        body = {"event_name": event_name, "from": _yyyymmdd(first_day), "to": _yyyymmdd(last_day)}
+        accept = ("success", "partial")
+        answer = self._call("POST", self._url(COUNTS_PATH), event_name, stats, log, body, accept)
+        polls = 0
+        while answer["status"] == "partial":
+            req_id = answer.get("req_id")
+            if req_id is None:
+                raise CleverTapProtocolError(
+                    f"CleverTap answered 'partial' without a req_id on {COUNTS_PATH}"
+                )
+            polls += 1
+            if polls > self.max_attempts:
+                raise CleverTapError(
+                    f"the count of event {event_name!r} was still partial "
+                    f"after {self.max_attempts} polls"
+                )
+            self._pause(self._backoff(polls), stats)
+            url = self._url(COUNTS_PATH, {"req_id": str(req_id)})
+            answer = self._call("GET", url, event_name, stats, log, accept=accept)
+        count = answer.get("count")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise CleverTapProtocolError(f"CleverTap answered no integer count on {COUNTS_PATH}")
+        return count
+
+    def _url(self, path: str, query: dict[str, str] | None = None) -> httpx.URL:
+        return httpx.URL(self.base_url + path, params=query)
+
+    def _cursor_url(self, cursor: str) -> httpx.URL:
+        """The cursor goes out byte for byte: it is already percent-encoded, and CleverTap
+        answers "Incorrect Usage" to a cursor encoded twice (as `params=` would do)."""
+        base = httpx.URL(self.base_url)
+        raw = base.raw_path.rstrip(b"/") + EVENTS_PATH.encode() + b"?cursor=" + cursor.encode()
+        return base.copy_with(raw_path=raw)
+
+    def _http(self) -> httpx.Client:
+        with _client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    headers={
+                        "X-CleverTap-Account-Id": self.account_id,
+                        "X-CleverTap-Passcode": self.passcode,
+                        "Content-Type": "application/json",
+                    },
+                    timeout=httpx.Timeout(self.timeout_seconds),
+                )
+            return self._client
+
+    def _call(
+        self,
+        method: str,
+        url: httpx.URL,
+        event_name: str,
+        stats: FetchStats,
+        log: Log,
+        body: dict[str, Any] | None = None,
+        accept: tuple[str, ...] = ("success",),
+    ) -> dict[str, Any]:
+        """One logical request: transient failures are retried with backoff, the rest raise."""
+        attempt = 1
+        while True:
+            try:
+                response = self._send(method, url, body, stats)
+                return self._interpret(response, url.path, event_name, accept)
+            except _Transient as transient:
+                if attempt >= self.max_attempts:
+                    raise CleverTapError(
+                        f"CleverTap {method} {url.path} for event {event_name!r} still failing "
+                        f"after {attempt} attempts; last failure: {transient.reason}"
+                    ) from None
+                delay = transient.wait if transient.wait is not None else self._backoff(attempt)
+                log.warning(
+                    f"CleverTap {method} {url.path} for event {event_name!r}: {transient.reason}; "
+                    f"retry {attempt} of {self.max_attempts - 1} in {delay:.2f} s"
+                )
+                stats.retries += 1
+                self._pause(delay, stats)
+                attempt += 1
+
+    def _send(
+        self, method: str, url: httpx.URL, body: dict[str, Any] | None, stats: FetchStats
+    ) -> httpx.Response:
+        """The account's concurrency slot is held for the request alone, never while waiting."""
+        content = orjson.dumps(body) if body is not None else None
+        with self._slot():
+            stats.requests += 1
+            try:
+                response = self._http().request(method, url, content=content)
+            except _TRANSIENT_TRANSPORT_ERRORS as exc:
+                raise _Transient(f"{type(exc).__name__} {self._scrub(str(exc))}".strip()) from None
+            except httpx.TransportError as exc:
+                raise CleverTapError(
+                    f"cannot call CleverTap at {self.base_url}: {type(exc).__name__} "
+                    f"{self._scrub(str(exc))}"
+                ) from None
+        stats.bytes_received += len(response.content)
+        return response
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        slots = request_slots(self.base_url, self.account_id, self.max_concurrent_requests)
+        with slots:
+            yield
+
+    def _interpret(
+        self, response: httpx.Response, path: str, event_name: str, accept: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Map an answer to its payload or to the failure the doc's table prescribes."""
+        if response.status_code == 401:
+            raise self._auth_error()
+        payload = _decode(response)
+        error = self._scrub(str(payload.get("error", "")) if payload else response.text)
+        if response.status_code in _RETRY_STATUSES:
+            reason = f"HTTP {response.status_code} {error}".strip()
+            raise _Transient(reason, wait=_retry_after(response))
+        if payload is None and response.is_success:
+            raise CleverTapProtocolError(
+                f"CleverTap sent an empty or non-JSON body with HTTP {response.status_code} "
+                f"on {path}; refusing to read it as 'no data'"
+            )
+        outcome = payload.get("status") if payload else None
+        if payload is not None and response.is_success and outcome in accept:
+            return payload
+        if response.is_success and outcome != "fail":
+            raise CleverTapProtocolError(
+                f"CleverTap answered status {outcome!r} on {path}, expected one of {accept}"
+            )
+        code = payload.get("code") if payload else None
+        raise self._failure(response.status_code, code, error, path, event_name)
+
+    def _failure(
+        self, status: int, code: object, error: str, path: str, event_name: str
+    ) -> Exception:
+        """The exception for a `fail` answer; `_Transient` for the kinds that clear up."""
+        lowered = error.lower()
+        if code == 401:
+            return self._auth_error()
+        if "expired" in lowered:
+            return CursorExpiredError(event_name, error)
+        if "export not allowed" in lowered:
+            return ExportNotAllowedError(event_name)
+        if "invalid event" in lowered:
+            return UnknownEventError(event_name)
+        if code == 2:
+            return _Transient(f"page not ready (code 2: {error})")
+        if code == 1:
+            return _Transient(f"throttled (code 1: {error})", wait=self.throttle_wait_seconds)
+        if code == 3:
+            return CleverTapProtocolError(
+                f"CleverTap answered 'Incorrect Usage' (code 3) on {path} for event "
+                f"{event_name!r}: the request or cursor was not as CleverTap issued it"
+            )
+        return CleverTapError(
+            f"CleverTap failed on {path} for event {event_name!r} with HTTP {status}, "
+            f"code {code}: {error or 'no error text'}"
+        )
+
+    def _auth_error(self) -> CleverTapAuthError:
+        return CleverTapAuthError(
+            f"authentication failed for account {self.account_id} at {self.base_url}; check "
+            "CLEVERTAP_ACCOUNT_ID, CLEVERTAP_PASSCODE and CLEVERTAP_REGION "
+            "(a wrong region answers 401 too)"
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, so parallel readers do not retry in step."""
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)
+
+    def _pause(self, seconds: float, stats: FetchStats) -> None:
+        stats.backoff_seconds += seconds
+        time.sleep(seconds)
+
+    def _scrub(self, text: str) -> str:
+        """Server text goes into messages; cut it short and never let the passcode through."""
+        if self.passcode:
+            text = text.replace(self.passcode, "***")
+        return " ".join(text.split())[:_MAX_ERROR_TEXT]

@@ -1,0 +1,217 @@
+"""Event assets end to end: the emulator over HTTP, the real asset code, a DuckDB file."""
+
+from dataclasses import replace
+from datetime import timedelta
+
+import duckdb
+import orjson
+import pytest
+from dagster import AssetKey
+
+from clevertap_assets.assets.events import build_event_assets
+from clevertap_assets.days import local_today
+from clevertap_assets.settings import SettingsError
+from clevertap_assets_tests.harness import EVENTS, fast_clevertap, make_pipeline, recent_days
+
+
+def daily_rows(pipeline, table: str) -> dict:
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        rows = connection.execute(
+            f'SELECT CAST(event_time AS DATE), count(*) FROM "clevertap"."{table}" GROUP BY 1'
+        ).fetchall()
+    return dict(rows)
+
+
+def query(pipeline, sql: str) -> list[tuple]:
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def columns(pipeline, table: str) -> dict[str, str]:
+    return dict(
+        query(
+            pipeline,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_name = '{table}'",
+        )
+    )
+
+
+def materialization_metadata(result, key: AssetKey) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key][:1]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_three_days_of_three_events_equal_the_truth_despite_faults(tmp_path, make_emulator):
+    emulator = make_emulator(
+        duplicate_share=0.2,
+        server_error_every=7,
+        drop_every=11,
+        page_in_progress=True,
+        records_per_day=300,
+    )
+    pipeline = make_pipeline(tmp_path, emulator)
+    first, last = recent_days(pipeline.settings, 3)
+    result = pipeline.load(first, last)
+    assert result.success
+    for event, table in zip(EVENTS, ("app_launched", "product_viewed", "charged"), strict=True):
+        assert daily_rows(pipeline, table) == pipeline.truth(event, first, last)
+    metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
+    assert metadata["duplicates_dropped"] > 0
+    assert metadata["api_retries"] > 0
+    assert metadata["rows_written"] == sum(pipeline.truth("Charged", first, last).values())
+    assert metadata["table"] == "charged"
+
+
+def test_reruns_and_overlapping_backfills_keep_each_record_once(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.3))
+    first, last = recent_days(pipeline.settings, 4)
+    assert pipeline.load(first, last - timedelta(days=1)).success
+    assert pipeline.load(first + timedelta(days=1), last).success
+    assert pipeline.load(first, last).success
+    for event, table in zip(EVENTS, ("app_launched", "product_viewed", "charged"), strict=True):
+        assert daily_rows(pipeline, table) == pipeline.truth(event, first, last)
+        (dupes,) = query(
+            pipeline, f'SELECT count(*) - count(DISTINCT _record_id) FROM "clevertap"."{table}"'
+        )[0]
+        assert dupes == 0
+
+
+def test_a_failed_run_leaves_the_loaded_days_as_they_were(tmp_path, make_emulator):
+    emulator = make_emulator()
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    before = query(pipeline, 'SELECT _record_id FROM "clevertap"."charged" ORDER BY 1')
+    emulator.add_records("Charged", last, 5)
+    emulator.set_faults(server_error_every=1)
+    assert not pipeline.load(first, last).success
+    assert query(pipeline, 'SELECT _record_id FROM "clevertap"."charged" ORDER BY 1') == before
+
+
+def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(tmp_path, make_emulator):
+    hostile = 'x"; drop table y; --'
+    events = ["App Launched", hostile]
+    pipeline = make_pipeline(
+        tmp_path, make_emulator(events=events), events=events, table_prefix="ct"
+    )
+    first, last = recent_days(pipeline.settings, 1)
+    assert pipeline.load(first, last).success
+    tables = {
+        name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
+    }
+    assert tables == {"ct_app_launched", "ct_x_drop_table_y"}
+    assert daily_rows(pipeline, "ct_x_drop_table_y") == pipeline.truth(hostile, first, last)
+    (name,) = query(pipeline, 'SELECT DISTINCT event_name FROM "clevertap"."ct_x_drop_table_y"')[0]
+    assert name == hostile
+
+
+def test_colliding_event_slugs_are_refused_at_load(tmp_path, make_emulator):
+    events = ["Added To Cart", "added-to-cart"]
+    with pytest.raises(SettingsError, match=r"'Added To Cart' and 'added-to-cart'.*added_to_cart"):
+        build_event_assets(
+            make_pipeline(tmp_path, make_emulator(events=events), events=events).settings
+        )
+
+
+def test_new_property_adds_a_column_and_drift_widens_it(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, first).success
+    assert "event_props__coupon" not in columns(pipeline, "product_viewed")
+
+    # The same project later: a new property from `last` on, then its type drifts.
+    with_coupon = make_emulator(extra_event_props={"Coupon": 10}, extra_event_props_from=last)
+    assert replace(pipeline, emulator=with_coupon).load(last, last).success
+    assert columns(pipeline, "product_viewed")["event_props__coupon"] == "BIGINT"
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"}, extra_event_props_from=first)
+    assert replace(pipeline, emulator=drifted).load(first, first).success
+
+    assert columns(pipeline, "product_viewed")["event_props__coupon"] == "VARCHAR"
+    values = query(
+        pipeline,
+        'SELECT DISTINCT event_props__coupon FROM "clevertap"."product_viewed" ORDER BY 1',
+    )
+    assert values == [("10",), ("SPRING10",)]
+    assert daily_rows(pipeline, "product_viewed") == {
+        first: drifted.true_count("Product Viewed", first),
+        last: with_coupon.true_count("Product Viewed", last),
+    }
+
+
+def test_json_mode_keeps_sections_as_json_and_the_schema_fixed(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], auto_mapping=False)
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    assert columns(pipeline, "charged") == {
+        "_record_id": "VARCHAR",
+        "event_name": "VARCHAR",
+        "ts": "BIGINT",
+        "event_time": "TIMESTAMP",
+        "event_time_utc": "TIMESTAMP WITH TIME ZONE",
+        "profile": "JSON",
+        "event_props": "JSON",
+        "session_props": "JSON",
+        "_loaded_at": "TIMESTAMP WITH TIME ZONE",
+    }
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
+    (items,) = query(pipeline, 'SELECT event_props FROM "clevertap"."charged" LIMIT 1')[0]
+    assert isinstance(orjson.loads(items)["Items"], list)
+
+
+@pytest.mark.parametrize(
+    ("limits", "first_size", "last_size"),
+    [
+        ({"max_record_bytes": 200_000, "max_row_bytes": 100_000}, 250_000, 150_000),
+        # Hevo's documented limits, 128 MiB per record and 100 MiB per row, at full size.
+        ({}, 129 * 1024 * 1024, 101 * 1024 * 1024),
+    ],
+    ids=["configured-limits", "hevo-limits"],
+)
+def test_oversize_records_and_rows_are_skipped_and_counted(
+    tmp_path, make_emulator, limits, first_size, last_size
+):
+    last = local_today("UTC")
+    first = last - timedelta(days=1)
+    oversize = {("Charged", first): first_size, ("Charged", last): last_size}
+    emulator = make_emulator(events=["Charged"], oversize_records=oversize, duplicate_share=0)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], **limits)
+    result = pipeline.load(first, last)
+    assert result.success
+    metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
+    assert (metadata["records_over_size_limit"], metadata["rows_over_size_limit"]) == (1, 1)
+    truth = pipeline.truth("Charged", first, last)
+    assert daily_rows(pipeline, "charged") == {day: count - 1 for day, count in truth.items()}
+
+
+def test_an_expired_cursor_is_reopened_and_the_window_read_again(tmp_path, make_emulator):
+    emulator = make_emulator(events=["App Launched"], cursor_expiry_pages=2, records_per_day=200)
+    pipeline = make_pipeline(tmp_path, emulator, events=["App Launched"])
+    first, last = recent_days(pipeline.settings, 3)
+    small_pages = fast_clevertap(emulator, batch_size=50)
+    result = pipeline.load(first, last, clevertap=small_pages)
+    assert result.success
+    assert emulator.stats.faults["cursor_expired"] == 1
+    assert emulator.stats.requests["open"] == 2
+    assert daily_rows(pipeline, "app_launched") == pipeline.truth("App Launched", first, last)
+
+
+def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emulator):
+    events = ["Notification Sent", "App Launched"]
+    pipeline = make_pipeline(tmp_path, make_emulator(events=events), events=events)
+    first, last = recent_days(pipeline.settings, 1)
+    result = pipeline.load(first, last)
+    assert result.success
+    assert daily_rows(pipeline, "app_launched") == pipeline.truth("App Launched", first, last)
+    tables = {
+        name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
+    }
+    assert tables == {"app_launched"}
+    observations = [
+        e.asset_observation_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert [o.metadata["skipped"].value for o in observations] == [
+        "Export not allowed for this event"
+    ]

@@ -1,0 +1,174 @@
+"""The real-time path end to end: posts through the real receiver, `webhook_inbox_sensor`,
+`webhook_events` runs into DuckDB; each acknowledged payload lands exactly once, whatever
+fails in between."""
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import duckdb
+import orjson
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    IOManager,
+    SensorResult,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
+
+from clevertap_assets.assets.webhooks import WebhookInboxResource
+from clevertap_assets.definitions import build_webhook_definitions
+from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
+from clevertap_assets.webhooks.inbox import WebhookInbox
+from clevertap_assets.webhooks.receiver import MAX_BODY_BYTES, WebhookAuth
+from clevertap_assets_tests.harness import make_pipeline
+from clevertap_assets_tests.webhooks.test_receiver import PASSWORD, USER, _basic, _post, _serving
+
+
+class CommitThenCrash(DuckDBEventIOManager):
+    """The worst moment to die: the range's rows are committed, the run is still marked failed."""
+
+    def create_io_manager(self, context) -> IOManager:
+        loader = super().create_io_manager(context)
+
+        class _Crashing(IOManager):
+            def handle_output(self, context, obj) -> None:
+                loader.handle_output(context, obj)
+                raise RuntimeError("worker killed after the warehouse commit")
+
+            def load_input(self, context) -> object:
+                return loader.load_input(context)
+
+        return _Crashing()
+
+
+def payload(n: int, profiles: int) -> dict:
+    return {
+        "targetId": 1000 + n,
+        "key_values": {"campaign": f"c{n}"},
+        "profiles": [
+            {"Identity": f"u{n}-{i}", "profileData": {"plan": "gold"}, "event_properties": {"n": n}}
+            for i in range(profiles)
+        ],
+    }
+
+
+@contextmanager
+def pipeline_with_inbox(tmp_path, emulator, **settings):
+    pipeline = make_pipeline(tmp_path, emulator, **settings)
+    warehouse = DuckDBEventIOManager(database=pipeline.settings.duckdb_path)
+    definitions = Definitions.merge(
+        build_webhook_definitions(pipeline.settings, tmp_path / "inbox.sqlite3"),
+        Definitions(resources={"warehouse_io_manager": warehouse}),
+    )
+    with instance_for_test() as instance:
+        yield pipeline, definitions, instance
+
+
+def evaluate(definitions, instance: DagsterInstance) -> SensorResult:
+    resources = {"webhook_inbox": definitions.resources["webhook_inbox"]}
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        result = definitions.resolve_sensor_def("webhook_inbox_sensor")(context)
+    for request in result.dynamic_partitions_requests or []:  # what the daemon does first
+        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    return result
+
+
+def load(pipeline, definitions, instance, result: SensorResult, io_manager=DuckDBEventIOManager):
+    """Run every requested range as the daemon would; True when all succeeded."""
+    warehouse = io_manager(database=pipeline.settings.duckdb_path)
+    outcomes = [
+        materialize(
+            definitions.assets,
+            partition_key=request.partition_key,
+            instance=instance,
+            resources={**definitions.resources, "warehouse_io_manager": warehouse},
+            raise_on_error=False,
+        ).success
+        for request in result.run_requests or []
+    ]
+    return all(outcomes)
+
+
+def rows(pipeline, sql: str) -> list[tuple]:
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_every_acknowledged_payload_lands_once_despite_crashes_and_restarts(tmp_path, emulator):
+    with pipeline_with_inbox(tmp_path, emulator, table_prefix="ct") as (pipe, defs, instance):
+        inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
+        auth = WebhookAuth(basic_user=USER, basic_password=PASSWORD)
+        good = _basic(USER, PASSWORD)
+        with _serving(inbox, auth) as url, ThreadPoolExecutor(8) as pool:
+            bodies = [orjson.dumps(payload(n, 1 + n % 3)) for n in range(24)]
+            answers = list(pool.map(lambda body: _post(url, body, good), bodies))
+            assert {a.status_code for a in answers} == {200}
+            assert _post(url, bodies[0], _basic(USER, "wrong")).status_code == 401
+            assert _post(url, b"{not json", good).status_code == 400
+            assert _post(url, b" " * (MAX_BODY_BYTES + 1), good).status_code == 413
+            assert _post(url, orjson.dumps({"is_test": True}), good).status_code == 200
+
+            first = evaluate(defs, instance)
+            assert [r.partition_key for r in first.run_requests] == ["000000000001-000000000025"]
+            assert not load(pipe, defs, instance, first, io_manager=CommitThenCrash)
+            assert rows(pipe, 'SELECT count(*) FROM "clevertap"."ct_webhook_events"') == [(48,)]
+
+            late = orjson.dumps(payload(99, 2))
+            assert _post(url, late, good).status_code == 200
+        retry = evaluate(defs, instance)
+        assert [r.partition_key for r in retry.run_requests] == [
+            "000000000001-000000000025",
+            "000000000026-000000000026",
+        ]
+        assert load(pipe, defs, instance, retry)
+
+        ids = [answer.json()["id"] for answer in answers]
+        expected = {(ids[n], i) for n in range(24) for i in range(1 + n % 3)} | {(26, 0), (26, 1)}
+        loaded = rows(pipe, 'SELECT inbox_id, profile_index FROM "clevertap"."ct_webhook_events"')
+        assert sorted(loaded) == sorted(expected)
+        assert not evaluate(defs, instance).run_requests
+        restarted = evaluate(
+            defs, instance
+        )  # a new context, no cursor: the state is the instance's
+        assert not restarted.run_requests and restarted.skip_reason
+
+        assert load(pipe, defs, instance, retry)  # a range loaded again replaces itself
+        assert len(rows(pipe, 'SELECT _record_id FROM "clevertap"."ct_webhook_events"')) == len(
+            expected
+        )
+        (columns,) = rows(
+            pipe,
+            "SELECT profile__identity, profile__profile_data__plan, event_props__n, target_id, "
+            'key_values__campaign FROM "clevertap"."ct_webhook_events" WHERE inbox_id = 26 '
+            "AND profile_index = 1",
+        )
+        assert columns == ("u99-1", "gold", 99, "1099", "c99")
+
+
+def test_json_mode_keeps_the_sections_as_json(tmp_path, emulator):
+    with pipeline_with_inbox(tmp_path, emulator, auto_mapping=False) as (pipe, defs, instance):
+        WebhookInbox(defs.resources["webhook_inbox"].path).append(orjson.dumps(payload(7, 2)))
+        assert load(pipe, defs, instance, evaluate(defs, instance))
+        types = dict(
+            rows(
+                pipe,
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'webhook_events'",
+            )
+        )
+        assert {name: types[name] for name in ("profile", "event_props", "key_values")} == {
+            "profile": "JSON",
+            "event_props": "JSON",
+            "key_values": "JSON",
+        }
+        (profile,) = rows(pipe, 'SELECT profile FROM "clevertap"."webhook_events" LIMIT 1')[0]
+        assert orjson.loads(profile)["profileData"] == {"plan": "gold"}
+
+
+def test_the_inbox_resource_points_at_the_receivers_file(tmp_path, emulator):
+    with pipeline_with_inbox(tmp_path, emulator) as (_, defs, _instance):
+        resource = defs.resources["webhook_inbox"]
+        assert isinstance(resource, WebhookInboxResource)
+        assert resource.path == str((tmp_path / "inbox.sqlite3").resolve())

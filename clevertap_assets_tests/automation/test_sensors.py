@@ -1,0 +1,73 @@
+"""`reconciliation_sensor` against the emulator: late records found, re-run, and then quiet."""
+
+from datetime import timedelta
+
+from dagster import (
+    AssetKey,
+    DagsterRun,
+    DagsterRunStatus,
+    RunRequest,
+    SkipReason,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from clevertap_assets.automation.sensors import RECONCILE_CLEVERTAP_TAG, RECONCILE_WAREHOUSE_TAG
+from clevertap_assets.days import local_today
+from clevertap_assets.definitions import build_definitions
+from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventStats
+from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from clevertap_assets_tests.assets.test_events import daily_rows
+from clevertap_assets_tests.automation.test_schedules import execute, run_range
+from clevertap_assets_tests.harness import Pipeline, fast_clevertap, make_pipeline
+
+EVENTS = ["Charged", "Notification Sent"]
+
+
+def evaluate(pipeline: Pipeline, definitions, instance) -> list[RunRequest] | SkipReason:
+    resources = {
+        "clevertap": fast_clevertap(pipeline.emulator),
+        "warehouse_stats": DuckDBEventStats(database=pipeline.settings.duckdb_path),
+    }
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        return definitions.resolve_sensor_def("reconciliation_sensor")(context)
+
+
+def test_a_day_that_changed_after_loading_is_rerun_once(tmp_path, make_emulator):
+    emulator = make_emulator(events=EVENTS)
+    pipeline = make_pipeline(tmp_path, emulator, events=EVENTS)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    first, late = today - timedelta(days=5), today - timedelta(days=3)
+    charged = AssetKey(["clevertap", "charged"])
+    with instance_for_test() as instance:
+        load_all = RunRequest(
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+                ASSET_PARTITION_RANGE_END_TAG: today.isoformat(),
+            }
+        )
+        assert execute(pipeline, definitions, load_all, instance).success
+        assert isinstance(evaluate(pipeline, definitions, instance), SkipReason)
+
+        loaded = daily_rows(pipeline, "charged")[late]
+        emulator.add_records("Charged", late, 3)
+        emulator.add_records("Charged", today, 2)  # today still moves: the schedule's to reload
+        busy = instance.add_run(
+            DagsterRun(
+                job_name="__ASSET_JOB",
+                status=DagsterRunStatus.STARTED,
+                asset_selection=frozenset([charged]),
+            )
+        )
+        assert isinstance(evaluate(pipeline, definitions, instance), SkipReason)
+        instance.report_run_failed(busy)
+
+        (rerun,) = evaluate(pipeline, definitions, instance)
+        assert run_range(rerun) == (charged, late.isoformat(), late.isoformat())
+        assert rerun.tags[RECONCILE_WAREHOUSE_TAG] == str(loaded)
+        assert rerun.tags[RECONCILE_CLEVERTAP_TAG] == str(loaded + 3)
+
+        assert execute(pipeline, definitions, rerun, instance).success
+        assert daily_rows(pipeline, "charged")[late] == emulator.true_count("Charged", late)
+        assert isinstance(evaluate(pipeline, definitions, instance), SkipReason)

@@ -1,0 +1,342 @@
+"""BigQuery end to end: the CleverTap emulator over HTTP, the real asset code, bqemulator.
+
+Outcomes are asserted by querying the emulated warehouse directly, as a user would.
+"""
+
+import base64
+import io
+from dataclasses import replace
+from datetime import timedelta
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey
+from dagster._core.storage.db_io_manager import TableSlice
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import DefaultCredentialsError
+from google.cloud import bigquery
+from google.oauth2 import service_account
+
+from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.destinations.bigquery.io_manager import (
+    BigQueryEventStats,
+    EventBatchBigQueryTypeHandler,
+    build_bigquery_resources,
+    check_bigquery_destination,
+)
+from clevertap_assets.settings import SettingsError
+from clevertap_assets_tests.bigquery_emulator import (
+    BigQueryEmulator,
+    bigquery_emulator_fixture,  # noqa: F401 (the `bigquery_emulator` fixture)
+)
+from clevertap_assets_tests.harness import EVENTS, Pipeline, make_pipeline, recent_days
+
+TABLES = ("app_launched", "product_viewed", "charged")
+STANDARD = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+@pytest.fixture(autouse=True)
+def bigquery_env(monkeypatch: pytest.MonkeyPatch, bigquery_emulator: BigQueryEmulator) -> None:
+    monkeypatch.setenv("BIGQUERY_PROJECT", bigquery_emulator.project)
+    for name in ("BIGQUERY_LOCATION", "BIGQUERY_GCP_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def bigquery_pipeline(tmp_path, emulator, bq: BigQueryEmulator, **settings) -> Pipeline:
+    return make_pipeline(
+        tmp_path, emulator, destination="bigquery", bigquery_dataset=bq.new_dataset(), **settings
+    )
+
+
+def load(pipeline: Pipeline, first, last):
+    return pipeline.load(first, last, **build_bigquery_resources(pipeline.settings))
+
+
+def name(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> str:
+    return f"`{bq.project}.{pipeline.settings.warehouse_schema}.{table}`"
+
+
+def daily_rows(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> dict:
+    return dict(
+        bq.query(f"SELECT DATE(event_time), COUNT(*) FROM {name(bq, pipeline, table)} GROUP BY 1")
+    )
+
+
+def record_ids(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> list[tuple]:
+    return bq.query(f"SELECT _record_id FROM {name(bq, pipeline, table)} ORDER BY 1")
+
+
+def duplicates(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> int:
+    sql = f"SELECT COUNT(*) - COUNT(DISTINCT _record_id) FROM {name(bq, pipeline, table)}"
+    return bq.query(sql)[0][0]
+
+
+def columns(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> dict[str, str]:
+    """Standard SQL type names (the API may answer with the legacy ones)."""
+    schema = bq.client().get_table(f"{bq.project}.{pipeline.settings.warehouse_schema}.{table}")
+    return {field.name: STANDARD.get(field.field_type, field.field_type) for field in schema.schema}
+
+
+def tables(bq: BigQueryEmulator, pipeline: Pipeline) -> set[str]:
+    dataset = f"{bq.project}.{pipeline.settings.warehouse_schema}"
+    return {table.table_id for table in bq.client().list_tables(dataset)}
+
+
+def test_three_days_of_three_events_equal_the_truth_despite_faults(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    bq = bigquery_emulator
+    emulator = make_emulator(
+        duplicate_share=0.2, server_error_every=7, drop_every=11, records_per_day=200
+    )
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq)
+    first, last = recent_days(pipeline.settings, 3)
+    result = load(pipeline, first, last)
+    assert result.success
+    stats = BigQueryEventStats(project=bq.project)
+    schema = pipeline.settings.warehouse_schema
+    for event, table in zip(EVENTS, TABLES, strict=True):
+        truth = pipeline.truth(event, first, last)
+        assert daily_rows(bq, pipeline, table) == truth
+        assert stats.daily_row_counts(schema, table, first, last) == truth
+        assert stats.duplicate_record_ids(schema, table) == 0
+    assert tables(bq, pipeline) == set(TABLES)  # no staging table left behind
+    kinds = columns(bq, pipeline, "charged")
+    assert (kinds["event_time"], kinds["event_time_utc"], kinds["_loaded_at"]) == (
+        "DATETIME",
+        "TIMESTAMP",
+        "TIMESTAMP",
+    )
+    table = bq.client().get_table(f"{bq.project}.{schema}.charged")
+    assert table.time_partitioning.field == "event_time"
+    assert stats.daily_row_counts(schema, "never_loaded", first, last) == dict.fromkeys(truth, 0)
+    duplicate_checks = [
+        check.passed
+        for check in result.get_asset_check_evaluations()
+        if check.check_name == "no_duplicate_record_ids"
+    ]
+    assert duplicate_checks == [True] * 3
+
+
+def test_reruns_and_overlapping_backfills_keep_each_record_once(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(duplicate_share=0.3), bq)
+    first, last = recent_days(pipeline.settings, 4)
+    assert load(pipeline, first, last - timedelta(days=1)).success
+    assert load(pipeline, first + timedelta(days=1), last).success
+    assert load(pipeline, first, last).success
+    for event, table in zip(EVENTS, TABLES, strict=True):
+        assert daily_rows(bq, pipeline, table) == pipeline.truth(event, first, last)
+        assert duplicates(bq, pipeline, table) == 0
+
+
+def test_a_failed_read_leaves_the_loaded_days_as_they_were(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    bq = bigquery_emulator
+    emulator = make_emulator()
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    before = record_ids(bq, pipeline, "charged")
+    emulator.add_records("Charged", last, 5)
+    emulator.set_faults(server_error_every=1)
+    assert not load(pipeline, first, last).success
+    assert record_ids(bq, pipeline, "charged") == before
+
+
+def test_a_merge_that_fails_in_bigquery_leaves_the_previous_rows(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    """The staged file reaches BigQuery, the MERGE starts deleting and inserting, and one row's
+    JSON does not parse: the statement fails as a whole and the window keeps its rows."""
+    bq = bigquery_emulator
+    emulator = make_emulator()
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=["Charged"], auto_mapping=False)
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    before = record_ids(bq, pipeline, "charged")
+    emulator.add_records("Charged", last, 5)
+
+    upload = bigquery.Client.load_table_from_file
+
+    def upload_with_a_broken_row(self, source, destination, *args, **kwargs):
+        rows = pq.read_table(source)
+        broken = rows["event_props"].to_pylist()
+        broken[-1] = "{not json"
+        rows = rows.set_column(
+            rows.schema.get_field_index("event_props"), "event_props", pa.array(broken)
+        )
+        buffer = io.BytesIO()
+        pq.write_table(rows, buffer)
+        buffer.seek(0)
+        return upload(self, buffer, destination, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "load_table_from_file", upload_with_a_broken_row)
+    result = load(pipeline, first, last)
+    assert not result.success
+    assert record_ids(bq, pipeline, "charged") == before
+    assert tables(bq, pipeline) == {"charged"}  # the staging table is dropped on failure too
+
+
+def test_table_prefix_and_hostile_event_names_get_their_own_tables(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    bq = bigquery_emulator
+    hostile = 'x"; drop table y; --'
+    events = ["App Launched", hostile]
+    pipeline = bigquery_pipeline(
+        tmp_path, make_emulator(events=events), bq, events=events, table_prefix="ct"
+    )
+    first, last = recent_days(pipeline.settings, 1)
+    assert load(pipeline, first, last).success
+    assert tables(bq, pipeline) == {"ct_app_launched", "ct_x_drop_table_y"}
+    assert daily_rows(bq, pipeline, "ct_x_drop_table_y") == pipeline.truth(hostile, first, last)
+    sql = f"SELECT DISTINCT event_name FROM {name(bq, pipeline, 'ct_x_drop_table_y')}"
+    assert bq.query(sql) == [(hostile,)]
+
+
+def test_new_property_adds_a_column_and_drift_widens_it(tmp_path, make_emulator, bigquery_emulator):
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(), bq, events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, first).success
+    assert "event_props__coupon" not in columns(bq, pipeline, "product_viewed")
+
+    # The same project later: a new property from `last` on, then its type drifts.
+    with_coupon = make_emulator(extra_event_props={"Coupon": 10}, extra_event_props_from=last)
+    assert load(replace(pipeline, emulator=with_coupon), last, last).success
+    assert columns(bq, pipeline, "product_viewed")["event_props__coupon"] == "INT64"
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"}, extra_event_props_from=first)
+    assert load(replace(pipeline, emulator=drifted), first, first).success
+
+    assert columns(bq, pipeline, "product_viewed")["event_props__coupon"] == "STRING"
+    sql = (
+        "SELECT DISTINCT event_props__coupon FROM "
+        f"{name(bq, pipeline, 'product_viewed')} ORDER BY 1"
+    )
+    assert bq.query(sql) == [("10",), ("SPRING10",)]
+    assert daily_rows(bq, pipeline, "product_viewed") == {
+        first: drifted.true_count("Product Viewed", first),
+        last: with_coupon.true_count("Product Viewed", last),
+    }
+
+
+def test_json_mode_keeps_sections_as_native_json(tmp_path, make_emulator, bigquery_emulator):
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(
+        tmp_path, make_emulator(), bq, events=["Charged"], auto_mapping=False
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    assert columns(bq, pipeline, "charged") == {
+        "_record_id": "STRING",
+        "event_name": "STRING",
+        "ts": "INT64",
+        "event_time": "DATETIME",
+        "event_time_utc": "TIMESTAMP",
+        "profile": "JSON",
+        "event_props": "JSON",
+        "session_props": "JSON",
+        "_loaded_at": "TIMESTAMP",
+    }
+    assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
+    sql = (
+        "SELECT JSON_TYPE(event_props.Items), TO_JSON_STRING(event_props) "
+        f"FROM {name(bq, pipeline, 'charged')} LIMIT 1"
+    )
+    ((items_type, props),) = bq.query(sql)
+    assert items_type == "array"
+    assert isinstance(orjson.loads(props)["Items"], list)
+
+
+def test_missing_settings_give_one_clear_error(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(), bigquery_emulator)
+    monkeypatch.delenv("BIGQUERY_PROJECT")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    with pytest.raises(SettingsError) as error:
+        build_bigquery_resources(pipeline.settings)
+    message = str(error.value)
+    assert "BIGQUERY_PROJECT is not set" in message
+    assert "GOOGLE_APPLICATION_CREDENTIALS=" in message and "no such file" in message
+
+
+def test_the_service_account_key_never_shows(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch, capfd
+):
+    secret = "PRIVATE-KEY-b7c41e"
+    key = base64.b64encode(orjson.dumps({"type": "service_account", "private_key": secret}))
+    monkeypatch.setenv("BIGQUERY_GCP_CREDENTIALS", key.decode())
+    # The emulator takes no real key; the product still decodes and hands it to Google's auth.
+    keys_seen = []
+    monkeypatch.setattr(
+        service_account.Credentials,
+        "from_service_account_info",
+        lambda info: keys_seen.append(info) or AnonymousCredentials(),
+    )
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(), bq, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 1)
+    resources = build_bigquery_resources(pipeline.settings)
+    result = pipeline.load(first, last, **resources)
+    assert result.success
+    assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
+    assert keys_seen and keys_seen[0]["private_key"] == secret
+    shown = [
+        capfd.readouterr(),
+        repr(resources),
+        [str(event) for event in result.all_events],
+        pipeline.settings.model_dump(),
+    ]
+    assert secret not in str(shown)
+    assert key.decode()[:40] not in str(shown)
+    metadata = [
+        m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == AssetKey(["clevertap", "charged"])
+    ]
+    assert metadata and secret not in str(metadata)
+
+
+def test_the_connection_check_creates_the_dataset_and_names_the_problem(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(), bigquery_emulator)
+    dataset = pipeline.settings.warehouse_schema
+    assert "created" in check_bigquery_destination(pipeline.settings)
+    assert dataset in check_bigquery_destination(pipeline.settings)
+    assert "present" in check_bigquery_destination(pipeline.settings)
+
+    def no_credentials(*_, **__):
+        raise DefaultCredentialsError("none found")
+
+    monkeypatch.setattr("google.auth.default", no_credentials)
+    with pytest.raises(ConnectionError, match="no usable Google credentials"):
+        check_bigquery_destination(pipeline.settings)
+
+
+def test_a_downstream_asset_can_read_an_event_table_back_as_a_batch(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(
+        tmp_path, make_emulator(), bq, events=["Charged"], auto_mapping=False
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    table_slice = TableSlice(
+        table="charged", schema=pipeline.settings.warehouse_schema, database=bq.project
+    )
+    batch = EventBatchBigQueryTypeHandler().load_input(None, table_slice, bq.client())
+    try:
+        assert batch.rows == sum(pipeline.truth("Charged", first, last).values())
+        assert batch.json_columns == {"profile", "event_props", "session_props"}
+        assert batch.columns()["event_time"] == Kind.TIMESTAMP
+    finally:
+        batch.discard()

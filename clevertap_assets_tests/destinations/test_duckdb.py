@@ -1,0 +1,97 @@
+"""DuckDB's stats resource, the one the event checks read: its counts against known tables.
+
+The load path itself is covered end to end in `test_event_assets` (DuckDB is the default).
+"""
+
+from datetime import date
+
+import duckdb
+import polars as pl
+from dagster import AssetIn, AssetKey, asset, materialize
+
+from clevertap_assets.assets.partitions import daily_partitions
+from clevertap_assets.definitions import build_definitions
+from clevertap_assets.destinations.duckdb.io_manager import CONNECTION_CONFIG, DuckDBEventStats
+from clevertap_assets_tests.harness import make_pipeline, recent_days
+
+
+def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.3), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+
+    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        connection.execute(
+            "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
+            "WHERE CAST(event_time AS DATE) = ? LIMIT 3",
+            [last],
+        )
+        connection.execute(
+            "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
+            "WHERE CAST(event_time AS DATE) = ? LIMIT 1",
+            [last],
+        )
+    assert stats.duplicate_record_ids("clevertap", "charged") == 4
+    truth = pipeline.truth("Charged", first, last)
+    assert stats.daily_row_counts("clevertap", "charged", first, last) == {
+        first: truth[first],
+        last: truth[last] + 4,
+    }
+
+    assert pipeline.load(last, last).success
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.daily_row_counts("clevertap", "charged", first, last) == truth
+
+
+def test_a_missing_table_has_no_rows_and_no_duplicates(tmp_path):
+    stats = DuckDBEventStats(database=str(tmp_path / "empty.duckdb"))
+    day = date(2026, 1, 1)
+    assert stats.daily_row_counts("clevertap", "charged", day, day) == {day: 0}
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+
+
+def test_a_wide_event_loads_where_the_memory_cap_alone_would_fail(tmp_path, make_emulator):
+    """300 properties: DuckDB's insert needs more than the 128 MB cap for that width."""
+    wide = {f"Property {index}": f"value {index}" for index in range(300)}
+    emulator = make_emulator(records_per_day=10_000, duplicate_share=0.0, extra_event_props=wide)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    result = pipeline.load(first, last)
+    assert result.success
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    counts = stats.daily_row_counts("clevertap", "product_viewed", first, last)
+    assert counts == pipeline.truth("Product Viewed", first, last)
+    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        (limit,) = connection.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert limit == "61.0 MiB"  # 64 MB: the wide insert's cap was not left behind
+
+
+def test_a_downstream_asset_reads_a_day_of_a_digit_led_table_as_a_frame(tmp_path, make_emulator):
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], table_prefix="2024")
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    definitions = build_definitions(pipeline.settings)
+    charged = AssetKey(["clevertap", "charged"])
+
+    @asset(partitions_def=daily_partitions(pipeline.settings), ins={"charged": AssetIn(charged)})
+    def charged_per_currency(charged: pl.DataFrame) -> None:
+        assert charged.height == pipeline.truth("Charged", first, first)[first]
+        assert charged["event_time"].dt.date().unique().to_list() == [first]
+        assert "event_props__currency" in charged.columns
+
+    result = materialize(
+        [*definitions.assets, charged_per_currency],
+        selection=[charged_per_currency.key],
+        partition_key=first.isoformat(),
+        resources=dict(definitions.resources),
+    )
+    assert result.success
+    (materialization,) = [
+        e
+        for e in pipeline.load(last, last).get_asset_materialization_events()
+        if e.asset_key == charged
+    ]
+    query = materialization.materialization.metadata["Query"].value
+    assert 'FROM "clevertap"."2024_charged" WHERE' in query

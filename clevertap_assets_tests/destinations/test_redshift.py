@@ -1,0 +1,379 @@
+"""Redshift end to end against a throwaway PostgreSQL: the emulator over HTTP, the real asset
+code, our Redshift IO manager. The only test-side change to the product is the JSON spelling
+(JSONB instead of SUPER), which is a setting of the IO manager."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from uuid import uuid4
+
+import orjson
+import psycopg
+import pyarrow as pa
+import pytest
+from dagster import AssetKey, EnvVar
+from dagster._core.storage.db_io_manager import TableSlice
+
+from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.destinations.redshift import io_manager as redshift_io_manager
+from clevertap_assets.destinations.redshift.io_manager import (
+    MAX_VARCHAR_BYTES,
+    PolarsRedshiftTypeHandler,
+    RedshiftConnection,
+    RedshiftConnectionError,
+    RedshiftDialect,
+    RedshiftEventIOManager,
+    RedshiftEventStats,
+    build_redshift_resources,
+    check_redshift_destination,
+    write_batches,
+)
+from clevertap_assets.settings import SettingsError
+from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
+from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+
+TABLES = ("app_launched", "product_viewed", "charged")
+# PostgreSQL has no SUPER, JSON_PARSE or JSON_SERIALIZE: the one dialect difference.
+POSTGRES_JSON = {
+    "json_type": "JSONB",
+    "json_parse": "%s::jsonb",
+    "json_serialize": "{column}::text",
+}
+
+
+@dataclass
+class Warehouse:
+    """One test's database on the test server, and how to read it back."""
+
+    server: PostgresServer
+    database: str
+
+    def connection(self, password: str | EnvVar | None = None) -> RedshiftConnection:
+        return RedshiftConnection(
+            host=self.server.host,
+            port=self.server.port,
+            database=self.database,
+            user=self.server.user,
+            password=password or self.server.password,
+            sslmode="disable",
+        )
+
+    def resources(self) -> dict[str, object]:
+        """What `build_redshift_resources` builds (password as an EnvVar), JSON as JSONB."""
+        connection = self.connection(EnvVar("REDSHIFT_PASSWORD"))
+        return {
+            "warehouse_io_manager": RedshiftEventIOManager(connection=connection, **POSTGRES_JSON),
+            "warehouse_stats": RedshiftEventStats(connection=connection),
+        }
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.server.conninfo(self.database)) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def daily_rows(self, table: str, schema: str = "clevertap") -> dict:
+        return dict(
+            self.query(
+                f'SELECT CAST(event_time AS DATE), count(*) FROM "{schema}"."{table}" GROUP BY 1'
+            )
+        )
+
+    def columns(self, table: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns "
+            "WHERE table_name = %s",
+            (table,),
+        )
+        return {name: f"{kind}({length})" if length else kind for name, kind, length in rows}
+
+
+@pytest.fixture
+def warehouse(
+    postgres_server: PostgresServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Warehouse]:
+    """A fresh database, and the REDSHIFT_* variables pointing at it, as a user would set them."""
+    database = postgres_server.create_database(f"t_{uuid4().hex[:12]}")
+    for name, value in {
+        "REDSHIFT_HOST": postgres_server.host,
+        "REDSHIFT_PORT": str(postgres_server.port),
+        "REDSHIFT_DATABASE": database,
+        "REDSHIFT_USER": postgres_server.user,
+        "REDSHIFT_PASSWORD": postgres_server.password,
+        "REDSHIFT_SSLMODE": "disable",
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield Warehouse(postgres_server, database)
+
+
+def materialization_metadata(result, key: AssetKey) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key][:1]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_three_days_of_three_events_equal_the_truth_despite_faults(
+    tmp_path, make_emulator, warehouse
+):
+    emulator = make_emulator(
+        duplicate_share=0.2, server_error_every=7, drop_every=11, records_per_day=300
+    )
+    pipeline = make_pipeline(tmp_path, emulator, destination="redshift")
+    first, last = recent_days(pipeline.settings, 3)
+    result = pipeline.load(first, last, **warehouse.resources())
+    assert result.success
+    for event, table in zip(EVENTS, TABLES, strict=True):
+        assert warehouse.daily_rows(table) == pipeline.truth(event, first, last)
+    metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
+    assert metadata["duplicates_dropped"] > 0
+    assert metadata["rows_written"] == sum(pipeline.truth("Charged", first, last).values())
+    assert metadata["destination_table"] == "clevertap.charged"
+    columns = warehouse.columns("charged")
+    assert columns["_record_id"] == f"character varying({MAX_VARCHAR_BYTES})"
+    assert columns["event_time"] == "timestamp without time zone"
+    assert columns["event_time_utc"] == columns["_loaded_at"] == "timestamp with time zone"
+    assert "jsonb" in columns.values()  # Charged's Items list
+    duplicate_checks = [
+        check.passed
+        for check in result.get_asset_check_evaluations()
+        if check.check_name == "no_duplicate_record_ids"
+    ]
+    assert duplicate_checks == [True, True, True]
+
+
+def test_stats_resource_counts_equal_the_truth(tmp_path, make_emulator, warehouse):
+    pipeline = make_pipeline(
+        tmp_path, make_emulator(duplicate_share=0.3), events=["Charged"], destination="redshift"
+    )
+    first, last = recent_days(pipeline.settings, 3)
+    assert pipeline.load(first + timedelta(days=1), last, **warehouse.resources()).success
+    stats = RedshiftEventStats(connection=warehouse.connection())
+    truth = pipeline.truth("Charged", first, last)
+    assert stats.daily_row_counts("clevertap", "charged", first, last) == {**truth, first: 0}
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.daily_row_counts("clevertap", "missing", first, first) == {first: 0}
+    assert stats.duplicate_record_ids("clevertap", "missing") == 0
+
+
+def test_reruns_and_overlapping_backfills_keep_each_record_once(tmp_path, make_emulator, warehouse):
+    pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.3), destination="redshift")
+    first, last = recent_days(pipeline.settings, 4)
+    resources = warehouse.resources()
+    assert pipeline.load(first, last - timedelta(days=1), **resources).success
+    assert pipeline.load(first + timedelta(days=1), last, **resources).success
+    assert pipeline.load(first, last, **resources).success
+    for event, table in zip(EVENTS, TABLES, strict=True):
+        assert warehouse.daily_rows(table) == pipeline.truth(event, first, last)
+        ((dupes,),) = warehouse.query(
+            f'SELECT count(*) - count(DISTINCT _record_id) FROM "clevertap"."{table}"'
+        )
+        assert dupes == 0
+
+
+def test_a_failed_read_leaves_the_loaded_days_as_they_were(tmp_path, make_emulator, warehouse):
+    emulator = make_emulator()
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last, **warehouse.resources()).success
+    before = warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1')
+    emulator.add_records("Charged", last, 5)
+    emulator.set_faults(server_error_every=1)
+    assert not pipeline.load(first, last, **warehouse.resources()).success
+    assert warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1') == before
+
+
+def test_a_load_killed_after_the_delete_and_schema_change_rolls_back(
+    tmp_path, make_emulator, warehouse, monkeypatch
+):
+    """The delete, a widening and a first INSERT have run when the load dies: none stays."""
+    emulator = make_emulator(extra_event_props={"Coupon": 10})
+    pipeline = make_pipeline(tmp_path, emulator, events=["Product Viewed"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last, **warehouse.resources()).success
+    read_back = (
+        'SELECT _record_id, event_props__coupon FROM "clevertap"."product_viewed" ORDER BY 1'
+    )
+    before, columns_before = warehouse.query(read_back), warehouse.columns("product_viewed")
+    assert columns_before["event_props__coupon"] == "bigint"
+
+    statements: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def dies_at_the_second_insert(self, query, *args, **kwargs):
+        statements.append(str(query).split(" ", 1)[0])
+        if statements.count("INSERT") == 2:
+            raise RuntimeError("worker killed")
+        return execute(self, query, *args, **kwargs)
+
+    drifted = make_emulator(extra_event_props={"Coupon": "X"})
+    with monkeypatch.context() as patch:
+        patch.setattr(redshift_io_manager, "DEFAULT_INSERT_ROWS", 5)
+        patch.setattr(psycopg.Connection, "execute", dies_at_the_second_insert)
+        result = replace(pipeline, emulator=drifted).load(first, last, **warehouse.resources())
+    assert not result.success
+    assert {"DELETE", "ALTER", "UPDATE"} <= set(statements[: statements.index("INSERT")])
+    assert warehouse.query(read_back) == before
+    assert warehouse.columns("product_viewed") == columns_before
+
+
+def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(
+    tmp_path, make_emulator, warehouse
+):
+    hostile = 'x"; drop table y; --'
+    events = ["App Launched", hostile]
+    pipeline = make_pipeline(
+        tmp_path,
+        make_emulator(events=events),
+        events=events,
+        table_prefix="ct",
+        destination="redshift",
+        redshift_schema="ct_schema",
+    )
+    first, last = recent_days(pipeline.settings, 1)
+    assert pipeline.load(first, last, **warehouse.resources()).success
+    tables = warehouse.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'ct_schema'"
+    )
+    assert {name for (name,) in tables} == {"ct_app_launched", "ct_x_drop_table_y"}
+    assert warehouse.daily_rows("ct_x_drop_table_y", "ct_schema") == pipeline.truth(
+        hostile, first, last
+    )
+    ((name,),) = warehouse.query('SELECT DISTINCT event_name FROM "ct_schema"."ct_x_drop_table_y"')
+    assert name == hostile
+
+
+def test_new_property_adds_a_column_and_drift_widens_it(tmp_path, make_emulator, warehouse):
+    pipeline = make_pipeline(
+        tmp_path, make_emulator(), events=["Product Viewed"], destination="redshift"
+    )
+    first, last = recent_days(pipeline.settings, 3)
+    middle = first + timedelta(days=1)
+    resources = warehouse.resources()
+    assert pipeline.load(first, first, **resources).success
+    assert "event_props__coupon" not in warehouse.columns("product_viewed")
+
+    # The same project later: a new property, then its type drifts to double, then to text.
+    stages = [(last, 10, "bigint"), (middle, 2.5, "double precision"), (first, "SPRING10", None)]
+    emulators = {}
+    for day, value, expected in stages:
+        emulators[day] = make_emulator(
+            extra_event_props={"Coupon": value}, extra_event_props_from=day
+        )
+        assert replace(pipeline, emulator=emulators[day]).load(day, day, **resources).success
+        column = warehouse.columns("product_viewed")["event_props__coupon"]
+        assert column == (expected or f"character varying({MAX_VARCHAR_BYTES})")
+
+    values = warehouse.query(
+        'SELECT DISTINCT event_props__coupon FROM "clevertap"."product_viewed" ORDER BY 1'
+    )
+    assert values == [("10",), ("2.5",), ("SPRING10",)]
+    assert warehouse.daily_rows("product_viewed") == {
+        day: emulators[day].true_count("Product Viewed", day) for day in (first, middle, last)
+    }
+
+
+def test_json_mode_keeps_sections_as_native_json_and_reads_back_as_text(
+    tmp_path, make_emulator, warehouse
+):
+    pipeline = make_pipeline(
+        tmp_path, make_emulator(), events=["Charged"], auto_mapping=False, destination="redshift"
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last, **warehouse.resources()).success
+    text = f"character varying({MAX_VARCHAR_BYTES})"
+    assert warehouse.columns("charged") == {
+        "_record_id": text,
+        "event_name": text,
+        "ts": "bigint",
+        "event_time": "timestamp without time zone",
+        "event_time_utc": "timestamp with time zone",
+        "profile": "jsonb",
+        "event_props": "jsonb",
+        "session_props": "jsonb",
+        "_loaded_at": "timestamp with time zone",
+    }
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+    ((kind,),) = warehouse.query(
+        """SELECT DISTINCT jsonb_typeof(event_props -> 'Items') FROM "clevertap"."charged" """
+    )
+    assert kind == "array"
+
+    handler = PolarsRedshiftTypeHandler(RedshiftDialect(**POSTGRES_JSON))
+    with warehouse.connection().connect() as connection:
+        frame = handler.load_input(None, TableSlice("charged", "clevertap"), connection)
+    assert frame.height == sum(pipeline.truth("Charged", first, last).values())
+    assert isinstance(orjson.loads(frame["event_props"][0])["Items"], list)
+
+
+def test_over_long_text_is_truncated_and_over_long_json_stored_as_null(warehouse):
+    long_text = "é" * MAX_VARCHAR_BYTES  # 2 bytes each: twice the limit
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "note": ["short\x00ok", long_text, None],
+            "items": ["[1]", "[" + "1," * MAX_VARCHAR_BYTES + "1]", None],
+        }
+    )
+    kinds = {"note": Kind.TEXT, "items": Kind.JSON}
+    table_slice = TableSlice("limits", "clevertap")
+    with warehouse.connection().connect() as connection:
+        connection.execute("CREATE SCHEMA clevertap")
+        _, counts = write_batches(
+            connection, RedshiftDialect(**POSTGRES_JSON), table_slice, kinds, [batch]
+        )
+        connection.commit()
+    assert (counts.text_values_truncated, counts.json_values_nulled) == (1, 1)
+    rows = warehouse.query(
+        'SELECT note, octet_length(note), items::text FROM "clevertap"."limits" ORDER BY 2'
+    )
+    assert rows[0] == ("shortok", 7, "[1]")
+    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, None)  # cut before a split character
+    assert rows[2] == (None, None, None)
+
+
+def test_missing_settings_name_every_variable(tmp_path, emulator, monkeypatch):
+    for name in ("REDSHIFT_HOST", "REDSHIFT_DATABASE", "REDSHIFT_USER", "REDSHIFT_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
+    with pytest.raises(SettingsError) as caught:
+        build_redshift_resources(settings)
+    for name in ("REDSHIFT_HOST", "REDSHIFT_DATABASE", "REDSHIFT_USER", "REDSHIFT_PASSWORD"):
+        assert name in str(caught.value)
+    monkeypatch.setenv("REDSHIFT_HOST", "h")
+    monkeypatch.setenv("REDSHIFT_DATABASE", "d")
+    monkeypatch.setenv("REDSHIFT_USER", "u")
+    monkeypatch.setenv("REDSHIFT_PASSWORD", "p")
+    monkeypatch.setenv("REDSHIFT_PORT", "54x9")
+    with pytest.raises(SettingsError, match="REDSHIFT_PORT='54x9'"):
+        build_redshift_resources(settings)
+
+
+def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulator, warehouse):
+    settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
+    password = warehouse.server.password
+    resources = build_redshift_resources(settings)
+    assert password not in repr(resources)
+    assert password not in repr(warehouse.connection())
+
+    assert check_redshift_destination(settings) == (
+        f"Redshift OK: postgres@127.0.0.1:{warehouse.server.port}/{warehouse.database}, "
+        "schema 'clevertap' ready"
+    )
+    assert warehouse.query(
+        "SELECT 1 FROM information_schema.schemata WHERE schema_name = 'clevertap'"
+    )
+
+    wrong = "not-" + password
+    with pytest.raises(RedshiftConnectionError) as caught:
+        warehouse.connection(wrong).connect()
+    assert "password authentication failed" in str(caught.value)
+    assert wrong not in str(caught.value) and password not in str(caught.value)
+
+
+def test_the_password_never_reaches_logs_or_metadata(tmp_path, make_emulator, warehouse, capfd):
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 1)
+    result = pipeline.load(first, last, **warehouse.resources())
+    assert result.success
+    password = warehouse.server.password
+    for event in result.all_events:
+        assert password not in repr(event)
+    captured = capfd.readouterr()
+    assert password not in captured.out + captured.err

@@ -1,0 +1,327 @@
+"""Snowflake end to end: the emulator over HTTP, the real asset code and IO manager, fakesnow.
+
+fakesnow answers the Snowflake Python connector (and `write_pandas`) from an in-memory
+DuckDB, so the same statements production sends run here; outcomes are asserted by
+querying the fake warehouse directly.
+"""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from functools import partialmethod
+
+import duckdb
+import orjson
+import pandas as pd
+import pytest
+import snowflake.connector
+from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
+
+from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.destinations.snowflake import io_manager as snowflake_io_manager
+from clevertap_assets.destinations.snowflake.io_manager import (
+    SnowflakeEventIOManager,
+    build_snowflake_resources,
+    check_snowflake_destination,
+)
+from clevertap_assets.settings import SettingsError
+from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
+
+try:
+    import fakesnow
+except ImportError:  # pragma: no cover - the message is the point
+    pytest.fail(
+        "fakesnow is required for the Snowflake tests: .venv/bin/pip install 'fakesnow==0.12.1'",
+        pytrace=False,
+    )
+
+PASSWORD = "pw-5ecr3t-never-logged"
+DATABASE = "ANALYTICS"
+ENV = {
+    "SNOWFLAKE_ACCOUNT": "fake-account",
+    "SNOWFLAKE_USER": "loader",
+    "SNOWFLAKE_PASSWORD": PASSWORD,
+    "SNOWFLAKE_DATABASE": DATABASE.lower(),
+    "SNOWFLAKE_WAREHOUSE": "loading",
+    "SNOWFLAKE_ROLE": "clevertap_loader",
+}
+TABLES = ("APP_LAUNCHED", "PRODUCT_VIEWED", "CHARGED")
+
+
+@pytest.fixture
+def fake_snowflake(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh fake warehouse, reached through the same environment variables as production."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    targets = ["dagster_snowflake_pandas.snowflake_pandas_type_handler.write_pandas"]
+    with fakesnow.patch(extra_targets=targets):
+        yield
+
+
+def query(sql: str, params: tuple = ()) -> list[tuple]:
+    with snowflake.connector.connect(
+        account="fake-account", user="loader", password=PASSWORD, database=DATABASE
+    ) as connection:
+        return connection.cursor().execute(sql, params).fetchall()
+
+
+def daily_rows(table: str, schema: str = "CLEVERTAP") -> dict:
+    return dict(
+        query(f'SELECT CAST(EVENT_TIME AS DATE), COUNT(*) FROM "{schema}"."{table}" GROUP BY 1')
+    )
+
+
+def columns(table: str) -> dict[str, str]:
+    return dict(
+        query(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM ANALYTICS.INFORMATION_SCHEMA.COLUMNS "
+            "WHERE TABLE_SCHEMA = 'CLEVERTAP' AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            (table,),
+        )
+    )
+
+
+def snowflake_pipeline(tmp_path, emulator, **settings):
+    return make_pipeline(tmp_path, emulator, destination="snowflake", **settings)
+
+
+def load(pipeline, first, last):
+    """A run with the resources production builds from the environment."""
+    return pipeline.load(first, last, **build_snowflake_resources(pipeline.settings))
+
+
+def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
+    tmp_path, make_emulator, fake_snowflake, capfd
+):
+    emulator = make_emulator(
+        duplicate_share=0.2, server_error_every=7, drop_every=11, records_per_day=300
+    )
+    pipeline = snowflake_pipeline(tmp_path, emulator)
+    first, last = recent_days(pipeline.settings, 3)
+    result = load(pipeline, first, last)
+    assert result.success
+    with build_resources(build_snowflake_resources(pipeline.settings)) as resources:
+        stats = resources.warehouse_stats
+        for event, table in zip(EVENTS, TABLES, strict=True):
+            truth = pipeline.truth(event, first, last)
+            assert daily_rows(table) == truth
+            assert stats.daily_row_counts("clevertap", table.lower(), first, last) == truth
+            assert stats.duplicate_record_ids("clevertap", table.lower()) == 0
+        assert stats.daily_row_counts("clevertap", "no_such_table", first, first) == {first: 0}
+
+    charged = columns("CHARGED")
+    assert charged["EVENT_TIME"] == "TIMESTAMP_NTZ"
+    assert charged["EVENT_TIME_UTC"] == charged["_LOADED_AT"] == "TIMESTAMP_TZ"
+    assert "VARIANT" in charged.values()  # Items, a list, stays JSON
+    on_duckdb = make_pipeline(tmp_path, emulator)
+    assert on_duckdb.load(first, last).success
+    with duckdb.connect(on_duckdb.settings.duckdb_path, read_only=True) as connection:
+        duckdb_columns = connection.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'charged'"
+        ).fetchall()
+    assert {name.upper() for (name,) in duckdb_columns} == set(charged)
+
+    logged = capfd.readouterr()
+    assert PASSWORD not in logged.out + logged.err + repr(result.all_events)
+
+
+def test_reruns_and_overlapping_backfills_keep_each_record_once(
+    tmp_path, make_emulator, fake_snowflake, monkeypatch
+):
+    # Small chunks, so every load stages its batch through many `write_pandas` calls.
+    monkeypatch.setattr(EventBatch, "iter_arrow", partialmethod(EventBatch.iter_arrow, 25))
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(duplicate_share=0.3))
+    first, last = recent_days(pipeline.settings, 4)
+    assert load(pipeline, first, last - timedelta(days=1)).success
+    assert load(pipeline, first + timedelta(days=1), last).success
+    assert load(pipeline, first, last).success
+    for event, table in zip(EVENTS, TABLES, strict=True):
+        assert daily_rows(table) == pipeline.truth(event, first, last)
+        assert query(
+            f'SELECT COUNT(*) - COUNT(DISTINCT _RECORD_ID) FROM "CLEVERTAP"."{table}"'
+        ) == [(0,)]
+
+
+@pytest.mark.parametrize("fault", ["api", "staging", "insert"])
+def test_a_failed_load_leaves_the_loaded_days_as_they_were(
+    tmp_path, make_emulator, fake_snowflake, monkeypatch, capfd, fault
+):
+    emulator = make_emulator()
+    pipeline = snowflake_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    before = query('SELECT _RECORD_ID FROM "CLEVERTAP"."CHARGED" ORDER BY 1')
+    emulator.add_records("Charged", last, 5)
+    if fault == "api":
+        emulator.set_faults(server_error_every=1)
+    elif fault == "staging":  # the load stops after the first chunk was copied in
+        monkeypatch.setattr(EventBatch, "iter_arrow", _first_chunk_then_fail(EventBatch.iter_arrow))
+    else:  # the INSERT fails after the window's DELETE, inside the transaction
+        monkeypatch.setattr(snowflake_io_manager, "_insert_expression", lambda *_: "NO_SUCH")
+    assert not load(pipeline, first, last).success
+    assert query('SELECT _RECORD_ID FROM "CLEVERTAP"."CHARGED" ORDER BY 1') == before
+    logged = capfd.readouterr()
+    assert PASSWORD not in logged.out + logged.err
+
+
+def _first_chunk_then_fail(iter_arrow):
+    def chunks(batch, *args, **kwargs):
+        yield next(iter_arrow(batch, *args, **kwargs))
+        raise ConnectionError("connection to Snowflake lost")
+
+    return chunks
+
+
+def test_table_prefix_and_hostile_event_names(tmp_path, make_emulator, fake_snowflake):
+    hostile = 'x"; drop table y; --'
+    events = ["App Launched", hostile]
+    emulator = make_emulator(events=events)
+    pipeline = snowflake_pipeline(tmp_path, emulator, events=events, table_prefix="ct")
+    first, last = recent_days(pipeline.settings, 1)
+    assert load(pipeline, first, last).success
+    tables = query(
+        "SELECT TABLE_NAME FROM ANALYTICS.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = 'CLEVERTAP'"
+    )
+    assert {name for (name,) in tables} == {"CT_APP_LAUNCHED", "CT_X_DROP_TABLE_Y"}
+    assert daily_rows("CT_X_DROP_TABLE_Y") == pipeline.truth(hostile, first, last)
+    assert query('SELECT DISTINCT EVENT_NAME FROM "CLEVERTAP"."CT_X_DROP_TABLE_Y"') == [(hostile,)]
+
+
+def test_new_property_adds_a_column_and_drift_widens_it(tmp_path, make_emulator, fake_snowflake):
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, first).success
+    assert "EVENT_PROPS__COUPON" not in columns("PRODUCT_VIEWED")
+
+    with_coupon = make_emulator(extra_event_props={"Coupon": 10}, extra_event_props_from=last)
+    assert load(replace(pipeline, emulator=with_coupon), last, last).success
+    assert columns("PRODUCT_VIEWED")["EVENT_PROPS__COUPON"] == "NUMBER"
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"}, extra_event_props_from=first)
+    assert load(replace(pipeline, emulator=drifted), first, first).success
+
+    assert columns("PRODUCT_VIEWED")["EVENT_PROPS__COUPON"] == "TEXT"
+    values = query(
+        'SELECT DISTINCT EVENT_PROPS__COUPON FROM "CLEVERTAP"."PRODUCT_VIEWED" ORDER BY 1'
+    )
+    assert values == [("10",), ("SPRING10",)]
+    assert daily_rows("PRODUCT_VIEWED") == {
+        first: drifted.true_count("Product Viewed", first),
+        last: with_coupon.true_count("Product Viewed", last),
+    }
+
+
+WIDENING_STEPS = (
+    'ALTER TABLE "CLEVERTAP"."CHARGED" ADD COLUMN "TS$WIDENING" VARCHAR',
+    'UPDATE "CLEVERTAP"."CHARGED" SET "TS$WIDENING" = "TS"::VARCHAR',
+    'ALTER TABLE "CLEVERTAP"."CHARGED" DROP COLUMN "TS"',
+)
+
+
+@pytest.mark.parametrize(
+    ("steps_done", "ts_type"),
+    [(2, "NUMBER"), (3, "TEXT")],
+    ids=["killed-before-drop", "killed-before-rename"],
+)
+def test_a_widening_cut_short_is_repaired_by_the_next_load(
+    tmp_path, make_emulator, fake_snowflake, steps_done, ts_type
+):
+    """Before the drop the original still holds every value and the copy is dropped; after
+    it, the copy holds every value and gets the original's name back."""
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    for statement in WIDENING_STEPS[:steps_done]:
+        query(statement)
+    assert load(pipeline, last, last).success
+    assert "TS$WIDENING" not in columns("CHARGED")
+    assert columns("CHARGED")["TS"] == ts_type
+    assert query('SELECT COUNT(*) FROM "CLEVERTAP"."CHARGED" WHERE "TS" IS NULL') == [(0,)]
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+
+def test_json_mode_keeps_sections_as_variant_and_the_schema_fixed(
+    tmp_path, make_emulator, fake_snowflake
+):
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"], auto_mapping=False)
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    assert columns("CHARGED") == {
+        "_RECORD_ID": "TEXT",
+        "EVENT_NAME": "TEXT",
+        "TS": "NUMBER",
+        "EVENT_TIME": "TIMESTAMP_NTZ",
+        "EVENT_TIME_UTC": "TIMESTAMP_TZ",
+        "PROFILE": "VARIANT",
+        "EVENT_PROPS": "VARIANT",
+        "SESSION_PROPS": "VARIANT",
+        "_LOADED_AT": "TIMESTAMP_TZ",
+    }
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+    ((props,),) = query('SELECT EVENT_PROPS FROM "CLEVERTAP"."CHARGED" LIMIT 1')
+    assert isinstance(orjson.loads(props)["Items"], list)
+
+
+def test_dataframe_assets_replace_partitions_and_read_lower_case_columns(fake_snowflake):
+    """Dagster's pandas path still works on this IO manager: write, rerun, read back."""
+    days = DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @asset(
+        partitions_def=days,
+        io_manager_key="warehouse_io_manager",
+        metadata={"schema": "clevertap", "table": "orders", "partition_expr": "event_time"},
+    )
+    def orders(context) -> pd.DataFrame:
+        start = context.partition_time_window.start.replace(tzinfo=None)
+        return pd.DataFrame({"event_time": [start, start], "amount": [1, 2]})
+
+    @asset(partitions_def=days, ins={"orders": AssetIn()})
+    def total(orders: pd.DataFrame) -> None:
+        assert list(orders.columns) == ["event_time", "amount"]
+        assert orders["amount"].sum() == 3
+
+    resources = {
+        "warehouse_io_manager": SnowflakeEventIOManager(
+            database=DATABASE, account="fake-account", user="loader", password=PASSWORD
+        ),
+        "io_manager": SnowflakeEventIOManager(
+            database=DATABASE, account="fake-account", user="loader", password=PASSWORD
+        ),
+    }
+    for _ in range(2):
+        assert materialize([orders, total], partition_key="2024-01-02", resources=resources).success
+    assert query('SELECT COUNT(*) FROM "CLEVERTAP"."ORDERS"') == [(2,)]
+
+
+def test_connection_check_reports_and_creates_the_schema(tmp_path, make_emulator, fake_snowflake):
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), snowflake_schema="events_raw")
+    line = check_snowflake_destination(pipeline.settings)
+    assert line.startswith("Snowflake OK")
+    assert "ANALYTICS.EVENTS_RAW created" in line
+    assert PASSWORD not in line
+    assert "ANALYTICS.EVENTS_RAW present" in check_snowflake_destination(pipeline.settings)
+
+
+def test_missing_settings_are_named_in_one_message(tmp_path, make_emulator, monkeypatch):
+    for name in (*ENV, "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SNOWFLAKE_USER", "loader")
+    pipeline = snowflake_pipeline(tmp_path, make_emulator())
+    with pytest.raises(SettingsError) as error:
+        build_snowflake_resources(pipeline.settings)
+    message = str(error.value)
+    for name in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_DATABASE", "SNOWFLAKE_PASSWORD"):
+        assert name in message
+    assert "SNOWFLAKE_USER" not in message
+    assert "SNOWFLAKE_PRIVATE_KEY_PATH" in message
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SNOWFLAKE_PRIVATE_KEY_PATH", "/keys/rsa_key.p8")
+    with pytest.raises(SettingsError, match="only one of"):
+        build_snowflake_resources(pipeline.settings)
+
+
+def test_resources_show_variable_names_not_secrets(tmp_path, make_emulator, fake_snowflake):
+    resources = build_snowflake_resources(snowflake_pipeline(tmp_path, make_emulator()).settings)
+    assert PASSWORD not in repr(resources)
+    assert "SNOWFLAKE_PASSWORD" in repr(resources["warehouse_io_manager"])

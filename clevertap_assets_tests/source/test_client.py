@@ -1,0 +1,472 @@
+"""The CleverTap client against the emulator over real HTTP: the cursor flow, every row of the
+failure table in the shared API notes, the per-account concurrency limit, counts, and that the
+passcode never leaks into messages, reprs or logs."""
+
+import logging
+import threading
+import time
+import types
+from collections.abc import Callable
+from datetime import date, timedelta
+
+import dagster as dg
+import httpx
+import orjson
+import pytest
+
+from clevertap_assets.source.client import (
+    CleverTapAuthError,
+    CleverTapError,
+    CleverTapProtocolError,
+    CleverTapResource,
+    CursorExpiredError,
+    ExportNotAllowedError,
+    FetchStats,
+    UnknownEventError,
+)
+
+PASSCODE = "pc-TOP-SECRET-4711"
+WRONG_PASSCODE = "wrong-SECRET-0815"
+ACCOUNT = "TEST-ACCOUNT"
+EVENTS = [
+    "App Launched",
+    "Product Viewed",
+    "Charged",
+    "Added To Cart",
+    "Checkout Started",
+    "UTM Visited",
+    "Notification Sent",
+]
+DAY = date(2024, 3, 1)
+FAST = {
+    "backoff_seconds": 0.005,
+    "max_backoff_seconds": 0.02,
+    "throttle_wait_seconds": 0.01,
+    "timeout_seconds": 5,
+}
+
+
+@pytest.fixture
+def start(make_emulator) -> Callable[..., object]:
+    """An emulator holding the test's account and a distinctive passcode to hunt for."""
+
+    def _start(**config: object) -> object:
+        return make_emulator(account_id=ACCOUNT, passcode=PASSCODE, events=EVENTS, **config)
+
+    return _start
+
+
+def client_for(emulator, **overrides: object) -> CleverTapResource:
+    settings = {"account_id": ACCOUNT, "passcode": PASSCODE, "api_url": emulator.url, **FAST}
+    return CleverTapResource(**{**settings, **overrides})
+
+
+def read_all(client: CleverTapResource, event: str, first: date, last: date, **kw) -> list[dict]:
+    with client:
+        return [
+            record for page in client.iter_event_pages(event, first, last, **kw) for record in page
+        ]
+
+
+def canonical(record: dict) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def assert_no_secret(caplog: pytest.LogCaptureFixture, *texts: object) -> None:
+    for secret in (PASSCODE, WRONG_PASSCODE):
+        assert secret not in caplog.text
+        for text in texts:
+            assert secret not in str(text)
+            assert secret not in repr(text)
+
+
+def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "retry" in r.getMessage()
+    ]
+
+
+# --- the cursor flow -------------------------------------------------------------------------
+
+
+def test_multi_day_window_returns_every_record_including_duplicates(start) -> None:
+    emulator = start(duplicate_share=0.1)
+    first, last = DAY, DAY + timedelta(days=2)
+    stats = FetchStats()
+    records = read_all(client_for(emulator, batch_size=7), "Charged", first, last, stats=stats)
+
+    days = [first + timedelta(days=n) for n in range(3)]
+    truth = [canonical(r) for d in days for r in emulator.true_records("Charged", d, events=False)]
+    # Exports repeat some records; the emulator repeats round(share * n) of a day's n records.
+    duplicates = sum(int(emulator.true_count("Charged", d) * 0.1 + 0.5) for d in days)
+    assert {canonical(r) for r in records} == set(truth)
+    assert len(records) == len(truth) + duplicates > len(truth)
+    assert stats.records == len(records) and stats.pages > 1 and stats.retries == 0
+    assert stats.bytes_received > 0 and stats.requests == stats.pages + 1
+    assert emulator.stats.open_params[-1] == {
+        "batch_size": "7",
+        "app": "false",
+        "events": "false",
+        "profile": "true",
+    }
+    assert emulator.stats.open_bodies[-1] == {
+        "event_name": "Charged",
+        "from": 20240301,
+        "to": 20240303,
+    }
+
+
+def test_pages_stream_one_request_at_a_time(start) -> None:
+    emulator = start()
+    client = client_for(emulator, batch_size=5)
+    with client:
+        pages = client.iter_event_pages("App Launched", DAY, DAY)
+        assert isinstance(pages, types.GeneratorType)
+        assert emulator.stats.requests["open"] == 0
+        first = next(pages)
+        assert 0 < len(first) <= 5
+        assert emulator.stats.requests["open"] == 1 and emulator.stats.requests["page"] == 1
+        rest = list(pages)
+    assert emulator.stats.requests["page"] == 1 + len(rest) > 2
+
+
+def test_cursor_is_sent_exactly_as_issued(start) -> None:
+    """The emulator's cursors are percent-encoded like CleverTap's; re-encoding them (what
+    `params=` does) is answered with code 3, so a complete read proves they went out verbatim."""
+    emulator = start()
+    headers = {"X-CleverTap-Account-Id": ACCOUNT, "X-CleverTap-Passcode": PASSCODE}
+    body = {"event_name": "App Launched", "from": 20240301, "to": 20240301}
+    with httpx.Client(base_url=emulator.url, headers=headers) as raw:
+        cursor = raw.post("/1/events.json", params={"batch_size": 5}, json=body).json()["cursor"]
+        reencoded = raw.get("/1/events.json", params={"cursor": cursor}).json()
+    assert "%" in cursor
+    assert reencoded["code"] == 3
+
+    records = read_all(client_for(emulator, batch_size=5), "App Launched", DAY, DAY)
+    assert len(records) >= emulator.true_count("App Launched", DAY)
+
+
+def test_final_page_with_records_and_no_cursor_ends_the_read(start) -> None:
+    emulator = start(final_page="records", duplicate_share=0.0)
+    records = read_all(client_for(emulator, batch_size=9), "Product Viewed", DAY, DAY)
+    assert len(records) == emulator.true_count("Product Viewed", DAY)
+
+
+def test_a_cursor_that_repeats_is_an_error_not_a_loop(start, caplog) -> None:
+    emulator = start(repeat_cursor=True)
+    with pytest.raises(CleverTapProtocolError, match="already used") as failure:
+        read_all(client_for(emulator, batch_size=5), "App Launched", DAY, DAY)
+    assert emulator.stats.requests["page"] == 1
+    assert_no_secret(caplog, failure.value)
+
+
+# --- retried faults --------------------------------------------------------------------------
+
+
+def test_page_in_progress_code_2_retries_the_same_cursor(start, caplog) -> None:
+    emulator = start(page_in_progress=True, duplicate_share=0.0)
+    stats = FetchStats()
+    with caplog.at_level(logging.DEBUG):
+        records = read_all(client_for(emulator, batch_size=10), "Charged", DAY, DAY, stats=stats)
+    assert len(records) == emulator.true_count("Charged", DAY)
+    assert emulator.stats.faults["in_progress"] == stats.retries == stats.pages > 1
+    assert any("code 2" in message for message in retry_warnings(caplog))
+    assert_no_secret(caplog)
+
+
+def test_throttled_code_1_waits_the_throttle_time(start, caplog) -> None:
+    emulator = start(throttle_every=3, duplicate_share=0.0)
+    stats = FetchStats()
+    client = client_for(emulator, batch_size=10, throttle_wait_seconds=0.03, backoff_seconds=0)
+    with caplog.at_level(logging.WARNING):
+        records = read_all(client, "Charged", DAY, DAY, stats=stats)
+    assert len(records) == emulator.true_count("Charged", DAY)
+    throttled = emulator.stats.faults["throttled"]
+    assert throttled == stats.retries > 0
+    assert stats.backoff_seconds == pytest.approx(0.03 * throttled)
+    assert any("code 1" in message for message in retry_warnings(caplog))
+    assert_no_secret(caplog)
+
+
+@pytest.mark.parametrize("fault", ["server_error_every", "drop_every"])
+def test_server_errors_and_dropped_connections_are_retried(start, caplog, fault) -> None:
+    emulator = start(**{fault: 2}, duplicate_share=0.0)
+    stats = FetchStats()
+    with caplog.at_level(logging.WARNING):
+        records = read_all(client_for(emulator, batch_size=10), "Charged", DAY, DAY, stats=stats)
+    assert len(records) == emulator.true_count("Charged", DAY)
+    served = emulator.stats.faults["server_error" if fault == "server_error_every" else "dropped"]
+    assert served == stats.retries > 0
+    expected = (
+        ("HTTP 500", "HTTP 503") if fault == "server_error_every" else ("RemoteProtocolError",)
+    )
+    for token in expected:
+        assert any(token in message for message in retry_warnings(caplog))
+    assert_no_secret(caplog)
+
+
+def test_too_many_concurrent_429_is_retried_and_honours_retry_after(start, caplog) -> None:
+    emulator = start(max_concurrent=1, retry_after=0.05, delay_seconds=0.02, duplicate_share=0.0)
+    client = client_for(emulator, batch_size=10, max_concurrent_requests=3)
+    results: dict[str, int] = {}
+    stats = {event: FetchStats() for event in EVENTS[:3]}
+
+    def read(event: str) -> None:
+        pages = client.iter_event_pages(event, DAY, DAY, stats=stats[event])
+        results[event] = sum(len(page) for page in pages)
+
+    with caplog.at_level(logging.WARNING), client:
+        run_threads(read, EVENTS[:3])
+    assert results == {event: emulator.true_count(event, DAY) for event in EVENTS[:3]}
+    retries = sum(s.retries for s in stats.values())
+    assert emulator.stats.rate_limited == retries > 0
+    assert sum(s.backoff_seconds for s in stats.values()) == pytest.approx(0.05 * retries)
+    assert any("HTTP 429" in message for message in retry_warnings(caplog))
+    assert_no_secret(caplog)
+
+
+# --- the concurrency limit -------------------------------------------------------------------
+
+
+def run_threads(target: Callable[[str], None], events: list[str]) -> None:
+    errors: list[BaseException] = []
+
+    def guarded(event: str) -> None:
+        try:
+            target(event)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(event,)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+
+
+def test_never_more_than_three_requests_in_flight_per_account(start) -> None:
+    """Six readers, each with its own resource (as separate assets would have): the limit is
+    process-wide per account, so the emulator never sees a fourth request nor serves a 429."""
+    emulator = start(delay_seconds=0.02, duplicate_share=0.0)
+    exportable = [event for event in EVENTS if not event.startswith("Notification")]
+    counts: dict[str, int] = {}
+
+    def read(event: str) -> None:
+        counts[event] = len(read_all(client_for(emulator, batch_size=8), event, DAY, DAY))
+
+    run_threads(read, exportable)
+    assert counts == {event: emulator.true_count(event, DAY) for event in exportable}
+    assert 2 <= emulator.stats.max_in_flight <= 3
+    assert emulator.stats.rate_limited == 0
+
+
+# --- failures that stop the read -------------------------------------------------------------
+
+
+def test_wrong_passcode_fails_fast_with_a_clear_message(start, caplog) -> None:
+    emulator = start()
+    client = client_for(emulator, passcode=WRONG_PASSCODE)
+    with caplog.at_level(logging.DEBUG), pytest.raises(CleverTapAuthError) as failure:
+        read_all(client, "App Launched", DAY, DAY)
+    message = str(failure.value)
+    assert f"authentication failed for account {ACCOUNT} at {emulator.url}" in message
+    for variable in ("CLEVERTAP_ACCOUNT_ID", "CLEVERTAP_PASSCODE", "CLEVERTAP_REGION"):
+        assert variable in message
+    assert emulator.stats.requests["unauthorized"] == 1
+    assert_no_secret(caplog, failure.value)
+
+
+def test_notification_events_raise_export_not_allowed(start) -> None:
+    emulator = start()
+    with pytest.raises(ExportNotAllowedError) as failure:
+        read_all(client_for(emulator), "Notification Sent", DAY, DAY)
+    assert failure.value.event_name == "Notification Sent"
+    assert emulator.stats.requests["open"] == 1
+
+
+def test_unknown_event_names_the_event_and_case_sensitivity(start) -> None:
+    emulator = start()
+    with pytest.raises(UnknownEventError, match=r"'app launched'.*case-sensitive"):
+        read_all(client_for(emulator), "app launched", DAY, DAY)
+    assert emulator.stats.requests["open"] == 1
+
+
+def test_incorrect_usage_code_3_is_not_retried(start, monkeypatch) -> None:
+    emulator = start()
+
+    def reencoded(self: CleverTapResource, cursor: str) -> httpx.URL:
+        return httpx.URL(self.base_url + "/1/events.json", params={"cursor": cursor})
+
+    monkeypatch.setattr(CleverTapResource, "_cursor_url", reencoded)
+    with pytest.raises(CleverTapProtocolError, match=r"Incorrect Usage.*code 3"):
+        read_all(client_for(emulator), "App Launched", DAY, DAY)
+    assert emulator.stats.requests["page"] == 1
+
+
+def test_an_empty_body_is_an_error_naming_the_path(start) -> None:
+    emulator = start()
+    client = client_for(emulator, api_url=emulator.url + "/not-clevertap")
+    with pytest.raises(CleverTapProtocolError, match=r"empty.*/not-clevertap/1/events.json"):
+        read_all(client, "App Launched", DAY, DAY)
+
+
+def test_an_expired_cursor_raises_cursor_expired(start) -> None:
+    emulator = start(cursor_expiry_pages=2)
+    pages: list[list[dict]] = []
+    client = client_for(emulator, batch_size=5)
+    with client, pytest.raises(CursorExpiredError, match="App Launched"):
+        pages.extend(client.iter_event_pages("App Launched", DAY, DAY))
+    assert len(pages) == 2
+    reread = read_all(client, "App Launched", DAY, DAY)
+    assert len(reread) >= emulator.true_count("App Launched", DAY)
+
+
+def test_timeouts_are_retried_then_reported(start, caplog) -> None:
+    emulator = start(delay_seconds=0.3)
+    client = client_for(emulator, timeout_seconds=0.05, max_attempts=3)
+    with caplog.at_level(logging.WARNING), pytest.raises(CleverTapError) as failure:
+        read_all(client, "App Launched", DAY, DAY)
+    assert "after 3 attempts" in str(failure.value) and "Timeout" in str(failure.value)
+    assert len(retry_warnings(caplog)) == 2
+    assert_no_secret(caplog, failure.value)
+
+
+def test_giving_up_says_what_kept_failing(start) -> None:
+    emulator = start(server_error_every=1)
+    with pytest.raises(CleverTapError, match=r"/1/events.json.*after 4 attempts.*HTTP 50[03]"):
+        read_all(client_for(emulator, max_attempts=4), "App Launched", DAY, DAY)
+    assert emulator.stats.faults["server_error"] == 4
+
+
+# --- counts ----------------------------------------------------------------------------------
+
+
+def test_count_events_answers_at_once(start) -> None:
+    emulator = start()
+    with client_for(emulator) as client:
+        count = client.count_events("Charged", DAY, DAY + timedelta(days=1))
+    assert count == emulator.true_count("Charged", DAY) + emulator.true_count(
+        "Charged", DAY + timedelta(days=1)
+    )
+
+
+def test_count_events_polls_a_partial_answer(start) -> None:
+    emulator = start(counts_partial=True, counts_partial_polls=2, server_error_every=3)
+    stats = FetchStats()
+    with client_for(emulator) as client:
+        count = client.count_events("Charged", DAY, DAY, stats=stats)
+    assert count == emulator.true_count("Charged", DAY)
+    assert emulator.stats.requests["count_poll"] == 3
+    assert stats.retries == emulator.stats.faults["server_error"] > 0
+
+
+def test_count_events_gives_up_on_an_endless_partial(start) -> None:
+    emulator = start(counts_partial=True, counts_partial_polls=100)
+    with (
+        client_for(emulator, max_attempts=3) as client,
+        pytest.raises(CleverTapError, match="still partial"),
+    ):
+        client.count_events("Charged", DAY, DAY)
+
+
+# --- the passcode stays secret ---------------------------------------------------------------
+
+
+def test_repr_and_str_hide_the_passcode() -> None:
+    client = CleverTapResource(account_id=ACCOUNT, passcode=PASSCODE, region="in1")
+    assert PASSCODE not in repr(client) and PASSCODE not in str(client)
+    assert "passcode='***'" in repr(client) and ACCOUNT in repr(client)
+    assert client.base_url == "https://in1.api.clevertap.com"
+
+
+def test_region_is_validated_with_the_settings_rules() -> None:
+    assert CleverTapResource(account_id=ACCOUNT, passcode=PASSCODE, region="Global").region == "eu1"
+    with pytest.raises(ValueError, match="not a CleverTap region"):
+        CleverTapResource(account_id=ACCOUNT, passcode=PASSCODE, region="mars")
+
+
+FAILURES: dict[str, tuple[dict, dict, str, type[Exception]]] = {
+    # name: (emulator faults, client overrides, event, expected exception)
+    "401": ({}, {"passcode": WRONG_PASSCODE}, "App Launched", CleverTapAuthError),
+    "export not allowed": ({}, {}, "Notification Sent", ExportNotAllowedError),
+    "unknown event": ({}, {}, "Nope", UnknownEventError),
+    "empty body": ({}, {"api_url": "/elsewhere"}, "App Launched", CleverTapProtocolError),
+    "5xx exhausted": ({"server_error_every": 1}, {}, "App Launched", CleverTapError),
+    "dropped exhausted": ({"drop_every": 1}, {}, "App Launched", CleverTapError),
+    "throttled exhausted": ({"throttle_every": 1}, {}, "App Launched", CleverTapError),
+    "in progress exhausted": (
+        {"page_in_progress": True},
+        {"max_attempts": 1},
+        "App Launched",
+        CleverTapError,
+    ),
+    "429 exhausted": ({"max_concurrent": 0}, {}, "App Launched", CleverTapError),
+    "timeout": ({"delay_seconds": 0.2}, {"timeout_seconds": 0.02}, "App Launched", CleverTapError),
+    "expired": ({"cursor_expiry_pages": 1}, {"batch_size": 5}, "App Launched", CursorExpiredError),
+}
+
+
+@pytest.mark.parametrize("name", FAILURES)
+def test_no_failure_reveals_the_passcode(start, caplog, name: str) -> None:
+    faults, overrides, event, expected = FAILURES[name]
+    emulator = start(**faults)
+    if "api_url" in overrides:
+        overrides = {**overrides, "api_url": emulator.url + overrides["api_url"]}
+    client = client_for(emulator, **{"max_attempts": 2, **overrides})
+    with caplog.at_level(logging.DEBUG), pytest.raises(expected) as failure:
+        read_all(client, event, DAY, DAY)
+    emulator.set_faults(counts_partial=True, counts_partial_polls=100)
+    with caplog.at_level(logging.DEBUG), pytest.raises(CleverTapError) as count_failure, client:
+        client.count_events("Nope" if name == "unknown event" else event, DAY, DAY)
+    assert_no_secret(caplog, failure.value, count_failure.value, client, failure.value.__cause__)
+
+
+def test_the_passcode_stays_out_of_dagster_runs(start, monkeypatch) -> None:
+    """Inside a run the EnvVar is resolved to the value: the resource's repr, the logs and the
+    event log must still not show it."""
+    emulator = start()
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", PASSCODE)
+
+    @dg.op
+    def read_one_day(context: dg.OpExecutionContext, clevertap: CleverTapResource) -> int:
+        context.log.info(f"using {clevertap!r}")
+        stats = FetchStats()
+        total = sum(
+            len(p)
+            for p in clevertap.iter_event_pages("Charged", DAY, DAY, stats=stats, log=context.log)
+        )
+        context.add_output_metadata(stats.as_metadata())
+        return total
+
+    @dg.job
+    def read_job() -> None:
+        read_one_day()
+
+    resource = CleverTapResource(
+        account_id=ACCOUNT, passcode=dg.EnvVar("CLEVERTAP_PASSCODE"), api_url=emulator.url, **FAST
+    )
+    with dg.instance_for_test() as instance:
+        result = read_job.execute_in_process(resources={"clevertap": resource}, instance=instance)
+        assert result.success
+        assert result.output_for_node("read_one_day") >= emulator.true_count("Charged", DAY)
+        logged = [str(record) for record in instance.all_logs(result.run_id)]
+    assert any("passcode='***'" in line for line in logged)
+    assert not any(PASSCODE in line for line in logged)
+
+
+def test_a_slow_reader_does_not_hold_a_request_slot(start) -> None:
+    """Slots are held per request, not per page stream: three idle generators do not block a
+    fourth reader."""
+    emulator = start()
+    clients = [client_for(emulator, batch_size=5) for _ in range(4)]
+    idle = [c.iter_event_pages("App Launched", DAY, DAY) for c in clients[:3]]
+    for pages in idle:
+        next(pages)
+    started = time.monotonic()
+    assert read_all(clients[3], "Charged", DAY, DAY)
+    assert time.monotonic() - started < 5
+    for client in clients:
+        client.close()

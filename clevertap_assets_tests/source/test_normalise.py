@@ -1,0 +1,110 @@
+import hashlib
+from datetime import UTC, datetime
+
+import orjson
+import polars as pl
+
+from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
+
+RECORD = {
+    "profile": {
+        "objectId": "__068b9a97",
+        "identity": "604c604a",
+        "all_identities": ["604c604a", "x@example.com"],
+        "phone": 911111111111,
+        "profileData": {"signupon": "$D_1615618122", "rating": 5},
+    },
+    "session_props": {"session_source": "Direct"},
+    "ts": 20250607130935,
+    "event_props": {"Fare": 5149, "Leave Date": "$D_1749670800", "CT Source": "API"},
+}
+
+
+def options(**overrides: object) -> NormaliseOptions:
+    values = {
+        "event_name": "Flight Booked",
+        "timezone": "Asia/Kolkata",
+        "auto_mapping": True,
+        "max_record_bytes": 1_000_000,
+        "max_row_bytes": 1_000_000,
+    }
+    return NormaliseOptions(**{**values, **overrides})
+
+
+def test_record_id_is_sha256_of_sorted_compact_json():
+    frame = normalise_page([RECORD], options()).frame
+    canonical = orjson.dumps(RECORD, option=orjson.OPT_SORT_KEYS)
+    assert b" " not in canonical.replace(b"Leave Date", b"").replace(b"CT Source", b"")
+    assert frame["_record_id"].to_list() == [hashlib.sha256(canonical).hexdigest()]
+
+
+def test_auto_mapping_flattens_leaves_into_snake_case_paths():
+    frame = normalise_page([RECORD], options()).frame
+    row = frame.row(0, named=True)
+    assert row["profile__object_id"] == "__068b9a97"
+    assert row["profile__profile_data__rating"] == 5
+    assert row["event_props__ct_source"] == "API"
+    assert row["event_props__fare"] == 5149
+    assert row["session_props__session_source"] == "Direct"
+    assert orjson.loads(row["profile__all_identities"]) == ["604c604a", "x@example.com"]
+    assert row["event_props__leave_date"] == datetime(2025, 6, 11, 19, 40)
+    assert frame.columns[:5] == ["_record_id", "event_name", "ts", "event_time", "event_time_utc"]
+
+
+def test_event_time_is_local_and_utc_is_derived():
+    row = normalise_page([RECORD], options()).frame.row(0, named=True)
+    assert row["ts"] == 20250607130935
+    assert row["event_time"] == datetime(2025, 6, 7, 13, 9, 35)
+    assert row["event_time_utc"] == datetime(2025, 6, 7, 7, 39, 35, tzinfo=UTC)
+
+
+def test_epoch_seconds_and_milliseconds_become_local_times():
+    records = [{**RECORD, "ts": 1749301775}, {**RECORD, "ts": 1749301775000}]
+    frame = normalise_page(records, options()).frame
+    assert frame["event_time"].to_list() == [datetime(2025, 6, 7, 18, 39, 35)] * 2
+
+
+def test_drifting_types_widen_within_a_page():
+    records = [RECORD, {**RECORD, "event_props": {"Fare": "free"}}]
+    frame = normalise_page(records, options()).frame
+    assert frame.schema["event_props__fare"] == pl.String
+    assert frame["event_props__fare"].to_list() == ["5149", "free"]
+
+
+def test_bool_beside_number_takes_the_slow_path_and_keeps_both():
+    records = [RECORD, {**RECORD, "event_props": {"Fare": True}}]
+    frame = normalise_page(records, options()).frame
+    assert frame["event_props__fare"].to_list() == ["5149", "true"]
+    assert frame["profile__object_id"].to_list() == ["__068b9a97"] * 2
+
+
+def test_object_beside_scalar_takes_the_slow_path_and_keeps_both():
+    records = [RECORD, {**RECORD, "event_props": {"Fare": {"amount": 12}}}]
+    frame = normalise_page(records, options()).frame
+    assert frame["event_props__fare"].to_list() == [5149, None]
+    assert frame["event_props__fare__amount"].to_list() == [None, 12]
+
+
+def test_same_name_after_snake_case_is_coalesced():
+    record = {**RECORD, "event_props": {"Fare": 1, "fare": 2}}
+    frame = normalise_page([record], options()).frame
+    assert frame["event_props__fare"].to_list() == ["1"]
+
+
+def test_json_mode_keeps_sections_as_received():
+    page = normalise_page(
+        [RECORD, {"ts": 20250607000000, "profile": {"objectId": "b"}}], options(auto_mapping=False)
+    )
+    assert page.frame.columns[5:] == ["profile", "event_props", "session_props"]
+    assert orjson.loads(page.frame["event_props"][0]) == RECORD["event_props"]
+    assert page.frame["session_props"][1] is None
+    assert page.json_columns == {"profile", "event_props", "session_props"}
+
+
+def test_size_limits_and_bad_timestamps_skip_only_the_offending_records():
+    big = {**RECORD, "event_props": {"blob": "x" * 5_000}}
+    no_ts = {**RECORD, "ts": "soon"}
+    page = normalise_page([RECORD, big, no_ts], options(max_record_bytes=4_000))
+    assert (page.frame.height, page.oversize_records, page.invalid_ts) == (1, 1, 1)
+    page = normalise_page([RECORD, big], options(max_row_bytes=2_000))
+    assert (page.frame.height, page.oversize_rows, page.oversize_records) == (1, 1, 0)
