@@ -1,22 +1,27 @@
-"""Assembles the code location from the settings; every piece is built in its own module."""
+"""Assembles the code location from the settings; every piece is built in its own module.
+
+Nothing happens at import: `defs` is a `@dg.definitions` loader that Dagster calls when it
+loads the code location, so importing this module reads no environment and no events CSV,
+and the CLI's demo can build its own DuckDB definitions without the user's destination.
+A bad setting still fails the code location, with the settings' one clear message."""
 
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import Definitions, definitions
 
-from clevertap_assets.connection_check import connection_check_job
-from clevertap_assets.event_assets import build_event_assets
-from clevertap_assets.event_checks import build_event_checks
-from clevertap_assets.resources import build_resources
-from clevertap_assets.schedules import build_ingestion_schedule
-from clevertap_assets.sensors import build_reconciliation_sensor, build_webhook_inbox_sensor
-from clevertap_assets.settings import PipelineSettings, load_settings
-from clevertap_assets.webhook_assets import (
-    WEBHOOK_INBOX,
-    WebhookInboxResource,
-    build_webhook_asset,
+from clevertap_assets.assets.checks import build_event_checks
+from clevertap_assets.assets.events import build_event_assets
+from clevertap_assets.assets.webhooks import WebhookInboxResource, build_webhook_asset
+from clevertap_assets.automation.schedules import build_ingestion_schedule
+from clevertap_assets.automation.sensors import (
+    build_reconciliation_sensor,
+    build_webhook_inbox_sensor,
 )
-from clevertap_assets.webhook_inbox import inbox_path_from_env
+from clevertap_assets.connection_check import connection_check_job
+from clevertap_assets.keys import WEBHOOK_INBOX
+from clevertap_assets.resources import build_resources
+from clevertap_assets.settings import PipelineSettings, load_settings
+from clevertap_assets.webhooks.inbox import inbox_path_from_env
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
@@ -48,4 +53,6 @@ def build_code_location(settings: PipelineSettings) -> Definitions:
     )
 
 
-defs = build_code_location(load_settings())
+@definitions
+def defs() -> Definitions:
+    return build_code_location(load_settings())

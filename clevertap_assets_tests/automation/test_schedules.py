@@ -1,0 +1,209 @@
+"""`ingestion_schedule`: the frequency rules, and what a tick asks for on a real instance."""
+
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    Definitions,
+    ExecuteInProcessResult,
+    RunRequest,
+    build_schedule_context,
+    instance_for_test,
+    materialize,
+)
+
+from clevertap_assets.automation.schedules import cron_for_interval
+from clevertap_assets.connection_check import check_connection
+from clevertap_assets.days import local_today
+from clevertap_assets.definitions import build_definitions
+from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from clevertap_assets.settings import INGESTION_FREQUENCIES, SettingsError
+from clevertap_assets_tests.assets.test_events import daily_rows
+from clevertap_assets_tests.harness import Pipeline, fast_clevertap, make_pipeline
+
+MODULE = "clevertap_assets.definitions"
+
+ALLOWED = {
+    "30m": "*/30 * * * *",
+    "1h": "0 * * * *",
+    "2h": "0 */2 * * *",
+    "6h": "0 */6 * * *",
+    "12h": "0 */12 * * *",
+    "23h": "0 */23 * * *",
+    "24h": "0 0 * * *",
+}
+REFUSED = ["5m", "1.5h", "90m", "25h", "0h", "60m", "daily", ""]
+
+
+def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
+    (key,) = request.asset_selection or ()
+    return (
+        key,
+        request.tags[ASSET_PARTITION_RANGE_START_TAG],
+        request.tags[ASSET_PARTITION_RANGE_END_TAG],
+    )
+
+
+def execute(
+    pipeline: Pipeline, definitions: Definitions, request: RunRequest, instance: DagsterInstance
+) -> ExecuteInProcessResult:
+    """What the run worker does with a requested run: its assets, over its tags' days."""
+    return materialize(
+        [*(definitions.assets or []), *(definitions.asset_checks or [])],
+        selection=request.asset_selection,
+        tags=request.tags,
+        instance=instance,
+        resources={**(definitions.resources or {}), "clevertap": fast_clevertap(pipeline.emulator)},
+        raise_on_error=False,
+    )
+
+
+def tick(definitions: Definitions, instance: DagsterInstance, timezone: str) -> list[RunRequest]:
+    schedule = definitions.resolve_schedule_def("ingestion_schedule")
+    now = datetime.now(ZoneInfo(timezone))
+    context = build_schedule_context(instance=instance, scheduled_execution_time=now)
+    return list(schedule.evaluate_tick(context).run_requests or [])
+
+
+def mark_loaded(instance: DagsterInstance, key: AssetKey, days: list[date]) -> None:
+    for day in days:
+        instance.report_runless_asset_event(AssetMaterialization(key, partition=day.isoformat()))
+
+
+@pytest.mark.parametrize("frequency", sorted(ALLOWED))
+def test_allowed_frequencies_give_their_cron(tmp_path, emulator, frequency):
+    pipeline = make_pipeline(tmp_path, emulator, ingestion_frequency=frequency)
+    schedule = build_definitions(pipeline.settings).resolve_schedule_def("ingestion_schedule")
+    assert schedule.cron_schedule == ALLOWED[frequency]
+    assert schedule.execution_timezone == pipeline.settings.timezone
+    assert schedule.default_status.value == "RUNNING"
+
+
+def test_every_whole_hour_is_allowed_and_every_hour_fires():
+    for hours in range(1, 24):
+        cron = cron_for_interval(timedelta(hours=hours))
+        assert cron.startswith("0 ") and cron.endswith(" * * *")
+
+
+@pytest.mark.parametrize("frequency", REFUSED)
+def test_refused_frequencies_name_what_is_allowed(tmp_path, emulator, frequency):
+    with pytest.raises(SettingsError) as refused:
+        make_pipeline(tmp_path, emulator, ingestion_frequency=frequency)
+    assert str(refused.value) == (
+        f"INGESTION_FREQUENCY={frequency!r} is not allowed; use {INGESTION_FREQUENCIES}"
+    )
+
+
+def test_a_refused_frequency_stops_the_definitions_and_the_connection_check(tmp_path, monkeypatch):
+    monkeypatch.setattr("clevertap_assets.settings.load_dotenv", lambda **_: False)
+    csv = tmp_path / "events.csv"
+    csv.write_text("Event Name\nCharged\n", encoding="utf-8")
+    monkeypatch.setenv("CLEVERTAP_EVENTS_CSV", str(csv))
+    monkeypatch.setenv("INGESTION_FREQUENCY", "90m")
+    loading = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", MODULE],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert loading.returncode != 0
+    message = f"INGESTION_FREQUENCY='90m' is not allowed; use {INGESTION_FREQUENCIES}"
+    assert message in loading.stdout + loading.stderr
+    assert check_connection().failure == message
+
+
+def test_first_tick_loads_the_history_window_then_today_and_the_lookback(tmp_path, emulator):
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], history_days=5)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    key = AssetKey(["clevertap", "charged"])
+    with instance_for_test() as instance:
+        (first_tick,) = tick(definitions, instance, pipeline.settings.timezone)
+        first_day = today - timedelta(days=4)
+        assert run_range(first_tick) == (key, first_day.isoformat(), today.isoformat())
+
+        assert execute(pipeline, definitions, first_tick, instance).success
+        assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first_day, today)
+        (next_tick,) = tick(definitions, instance, pipeline.settings.timezone)
+        yesterday = today - timedelta(days=1)
+        assert run_range(next_tick) == (key, yesterday.isoformat(), today.isoformat())
+
+
+def test_a_start_date_before_the_history_window_stays_for_manual_backfills(tmp_path, emulator):
+    today = local_today(emulator.config.timezone)
+    start = today - timedelta(days=20)
+    pipeline = make_pipeline(
+        tmp_path, emulator, events=["Charged"], history_days=5, start_date=start
+    )
+    definitions = build_definitions(pipeline.settings)
+    (asset,) = definitions.assets or []
+    assert asset.partitions_def.get_first_partition_key() == start.isoformat()
+    with instance_for_test() as instance:
+        (first_tick,) = tick(definitions, instance, pipeline.settings.timezone)
+    history_start = today - timedelta(days=4)
+    key = AssetKey(["clevertap", "charged"])
+    assert run_range(first_tick) == (key, history_start.isoformat(), today.isoformat())
+
+
+def test_missing_days_become_their_own_ranges_per_event(tmp_path, emulator):
+    pipeline = make_pipeline(tmp_path, emulator, history_days=10, lookback_days=2)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    days = [today - timedelta(days=n) for n in range(10)]
+    charged, launched = AssetKey(["clevertap", "charged"]), AssetKey(["clevertap", "app_launched"])
+    viewed = AssetKey(["clevertap", "product_viewed"])
+    with instance_for_test() as instance:
+        mark_loaded(instance, launched, days)
+        mark_loaded(instance, viewed, days)
+        mark_loaded(instance, charged, [d for d in days if d not in (days[5], days[6], days[8])])
+        ranges = {run_range(r) for r in tick(definitions, instance, pipeline.settings.timezone)}
+    recent = (days[2].isoformat(), today.isoformat())
+    assert ranges == {
+        (charged, days[8].isoformat(), days[8].isoformat()),
+        (charged, days[6].isoformat(), days[5].isoformat()),
+        (charged, *recent),
+        (launched, *recent),
+        (viewed, *recent),
+    }
+
+
+def test_no_pile_up_behind_a_run_still_in_progress(tmp_path, emulator):
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged", "App Launched"])
+    definitions = build_definitions(pipeline.settings)
+    charged, launched = AssetKey(["clevertap", "charged"]), AssetKey(["clevertap", "app_launched"])
+    with instance_for_test() as instance:
+        for status in (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTED):
+            run = instance.add_run(
+                DagsterRun(
+                    job_name="__ASSET_JOB", status=status, asset_selection=frozenset([charged])
+                )
+            )
+            assert {run_range(r)[0] for r in tick(definitions, instance, "UTC")} == {launched}
+            instance.report_run_failed(run)
+        assert {run_range(r)[0] for r in tick(definitions, instance, "UTC")} == {charged, launched}
+
+
+def test_an_event_clevertap_refuses_gets_only_the_recent_days(tmp_path, make_emulator):
+    events = ["Notification Sent"]
+    pipeline = make_pipeline(tmp_path, make_emulator(events=events), events=events)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today("UTC")
+    key = AssetKey(["clevertap", "notification_sent"])
+    with instance_for_test() as instance:
+        (first_tick,) = tick(definitions, instance, "UTC")
+        assert execute(pipeline, definitions, first_tick, instance).success
+        assert instance.fetch_observations(key, limit=1).records
+        (later,) = tick(definitions, instance, "UTC")
+    yesterday = today - timedelta(days=1)
+    assert run_range(later) == (key, yesterday.isoformat(), today.isoformat())
