@@ -17,7 +17,20 @@ WEBHOOK_INBOX = "webhook_inbox"
 """Resource key of the webhook inbox the receiver fills."""
 
 CLEVERTAP_POOL = "clevertap_api"
-"""The concurrency pool of every export step (CleverTap allows 3 exports per account)."""
+"""Prefix of the export steps' concurrency pools (CleverTap allows 3 exports per account)."""
+
+
+def clevertap_pool(account_id: str | None) -> str:
+    """The pool of one CleverTap account's export steps, `clevertap_api/<account id>`.
+
+    CleverTap's limit of 3 concurrent exports is per account, so pipelines of different
+    accounts on one instance get a pool (and the instance's default limit of 3) each, while
+    two pipelines of one account share theirs. The account id is not a secret; the passcode
+    never goes near a pool name. Without an account id nothing can export, and the steps
+    fall back to the bare prefix.
+    """
+    return f"{CLEVERTAP_POOL}/{account_id}" if account_id else CLEVERTAP_POOL
+
 
 PARTITION_NAME_TAG = "dagster/partition"
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -102,6 +102,9 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     pipeline_name: str = Field("clevertap", validation_alias="CLEVERTAP_PIPELINE_NAME")
+    # Not secret (it names the account's concurrency pool); the passcode is read only as an
+    # EnvVar inside runs.
+    account_id: str | None = Field(None, validation_alias="CLEVERTAP_ACCOUNT_ID")
     region: str = Field("eu1", validation_alias="CLEVERTAP_REGION")
     api_url: str | None = Field(None, validation_alias="CLEVERTAP_API_URL")
     timezone: str = Field("UTC", validation_alias="CLEVERTAP_TIMEZONE")
@@ -134,6 +137,18 @@ class PipelineSettings(BaseSettings):
         if not slug(value):
             raise SettingsError(
                 f"CLEVERTAP_PIPELINE_NAME={value!r} needs at least one letter or digit"
+            )
+        return value
+
+    @field_validator("account_id", mode="before")
+    @classmethod
+    def _account_id(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str) and (not value.strip() or any(c.isspace() for c in value)):
+            raise SettingsError(
+                f"CLEVERTAP_ACCOUNT_ID={value!r} contains whitespace; copy the Project ID "
+                "from Settings > Project in the CleverTap dashboard"
             )
         return value
 

@@ -78,6 +78,10 @@ def test_api_url_overrides_the_region_host():
         ),
         ({"exclude_events": "charged"}, "CLEVERTAP_EXCLUDE_EVENTS names events that are not in"),
         ({"destination": "oracle"}, "DESTINATION='oracle'"),
+        (
+            {"account_id": "W9R-486 4W5Z"},
+            "CLEVERTAP_ACCOUNT_ID='W9R-486 4W5Z' contains whitespace; copy the Project ID",
+        ),
         ({"history_days": 0}, "CLEVERTAP_HISTORY_DAYS=0"),
         ({"start_date": "2026-13-01"}, "CLEVERTAP_START_DATE='2026-13-01'"),
         ({"start_date": "2999-01-01"}, "CLEVERTAP_START_DATE='2999-01-01' is after today"),

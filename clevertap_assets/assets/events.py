@@ -28,7 +28,7 @@ from dagster import (
 
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
-from clevertap_assets.keys import CLEVERTAP_POOL, WAREHOUSE_IO_MANAGER
+from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, clevertap_pool
 from clevertap_assets.naming import slug, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
 from clevertap_assets.source.client import (
@@ -91,7 +91,7 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
         partitions_def=daily_partitions(settings),
         backfill_policy=BackfillPolicy.single_run(),
         io_manager_key=WAREHOUSE_IO_MANAGER,
-        pool=CLEVERTAP_POOL,
+        pool=clevertap_pool(settings.account_id),
         output_required=False,
         kinds={"clevertap", settings.destination},
         metadata={

@@ -106,6 +106,16 @@ def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(tmp_pa
     assert name == hostile
 
 
+def test_each_clevertap_account_exports_in_its_own_pool(tmp_path, make_emulator):
+    """CleverTap's limit of 3 exports is per account: the pool is the account's, and never
+    carries the passcode."""
+    emulator = make_emulator()
+    pipeline = make_pipeline(tmp_path, emulator, account_id="W9R-486-4W5Z")
+    pools = {asset.op.pool for asset in build_event_assets(pipeline.settings)}
+    assert pools == {"clevertap_api/W9R-486-4W5Z"}
+    assert not any(emulator.config.passcode in pool for pool in pools)
+
+
 def test_colliding_event_slugs_are_refused_at_load(tmp_path, make_emulator):
     events = ["Added To Cart", "added-to-cart"]
     with pytest.raises(SettingsError, match=r"'Added To Cart' and 'added-to-cart'.*added_to_cart"):
