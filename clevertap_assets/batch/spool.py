@@ -3,9 +3,18 @@
 Pages are spooled to Parquet as they arrive and deduplicated by DuckDB when the window is
 complete, so neither the asset nor the IO manager ever holds the window in memory, and every
 destination receives the same already-typed, duplicate-free file to load in chunks.
+
+Every spool and batch file lives in a folder of its own under one directory the project owns
+(`CLEVERTAP_SPOOL_DIR`, default `<system temp>/clevertap_assets`), named after the process that
+made it: `clevertap_<pid>_<process start ms>_<random>`. A failed read removes its folder, the IO
+manager removes a batch's folder whether the load commits or fails, and a process killed before
+either (`kill -9`, out of memory) leaves one that the next spool made on the host removes, since
+its owner is gone. Nothing leaks past the next run.
 """
 
 import math
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -22,7 +31,11 @@ import pyarrow.parquet as pq
 
 from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
 from clevertap_assets.naming import quote_identifier
+from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import NormalisedPage
+
+SPOOL_DIR_ENV = "CLEVERTAP_SPOOL_DIR"
+_SPOOL_NAME = re.compile(r"^clevertap_(\d+)_(\d+)_")
 
 LOAD_CHUNK_ROWS = 50_000
 _WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
@@ -92,8 +105,34 @@ class EventBatch:
         return pl.scan_parquet(self.path).head(rows).collect()
 
 
+def spool_root() -> Path:
+    """The one directory every spool folder of this host lives under."""
+    configured = os.environ.get(SPOOL_DIR_ENV)
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / "clevertap_assets"
+
+
+def remove_stale_spools(root: Path) -> list[Path]:
+    """Remove the folders whose owning process is gone (or whose pid now names another
+    process); return them. Folders of live processes, and anything not named like a spool,
+    stay."""
+    removed = []
+    for folder in root.glob("clevertap_*"):
+        owner = _SPOOL_NAME.match(folder.name)
+        if owner is None or process_alive(int(owner[1]), int(owner[2]) / 1000):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 def _scratch_directory() -> Path:
-    return Path(tempfile.mkdtemp(prefix="clevertap_"))
+    """A new folder owned by this process; made after clearing what dead processes left."""
+    root = spool_root()
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_spools(root)
+    pid = os.getpid()
+    owner = f"clevertap_{pid}_{int(start_time(pid) * 1000)}_"
+    return Path(tempfile.mkdtemp(prefix=owner, dir=root))
 
 
 @contextmanager

@@ -36,6 +36,15 @@ class NamedTableDbIOManager(DbIOManager):
         table = (output_context.definition_metadata or {}).get("table")
         return table_slice._replace(table=table) if table else table_slice
 
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        """The batch's folder goes whatever happens, also when the load fails before it
+        reaches the type handler (the connection refused, say, by a DuckDB file lock)."""
+        try:
+            super().handle_output(context, obj)
+        finally:
+            if isinstance(obj, EventBatch):
+                obj.discard()
+
 
 @dataclass(frozen=True)
 class SchemaChange:
