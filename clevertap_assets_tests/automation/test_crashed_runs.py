@@ -35,7 +35,7 @@ from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions, build_webhook_definitions
 from clevertap_assets.emulator.server import CleverTapEmulator
-from clevertap_assets.keys import CLEVERTAP_POOL
+from clevertap_assets.keys import clevertap_pool
 from clevertap_assets.resources import build_resources
 from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets_tests.assets.test_events import daily_rows
@@ -135,6 +135,7 @@ def test_a_killed_run_is_failed_and_the_schedule_requests_its_days_again(
     first = today - timedelta(days=2)
     key = AssetKey(["clevertap", "charged"])
     env = pipeline_env(pipeline, dagster_home, tmp_path)
+    pool = clevertap_pool(emulator.config.account_id)
     emulator.set_faults(page_in_progress=True)  # the export opens, then its pages never come
 
     with DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -147,7 +148,7 @@ def test_a_killed_run_is_failed_and_the_schedule_requests_its_days_again(
             kill_process_group(process)
         assert killed is not None
         assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.STARTED
-        assert instance.event_log_storage.get_concurrency_info(CLEVERTAP_POOL).claimed_slots
+        assert instance.event_log_storage.get_concurrency_info(pool).claimed_slots
         (leaked,) = spool_folders(tmp_path)
 
         emulator.set_faults(page_in_progress=False)
@@ -155,7 +156,7 @@ def test_a_killed_run_is_failed_and_the_schedule_requests_its_days_again(
         assert run_range(request) == (key, first.isoformat(), today.isoformat())
         failed = instance.get_run_by_id(killed.run_id)
         assert failed.status == DagsterRunStatus.FAILURE
-        assert not instance.event_log_storage.get_concurrency_info(CLEVERTAP_POOL).claimed_slots
+        assert not instance.event_log_storage.get_concurrency_info(pool).claimed_slots
 
         monkeypatch.setenv(SPOOL_DIR_ENV, env[SPOOL_DIR_ENV])
         assert execute(pipeline, definitions, request, instance).success
