@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -25,6 +26,7 @@ import orjson
 from pydantic import Field, PrivateAttr, field_validator
 
 from clevertap_assets.settings import base_url_for, normalise_region
+from clevertap_assets.source.slots import default_slots_root, request_slot
 
 Log = logging.Logger | dg.DagsterLogManager
 
@@ -99,6 +101,15 @@ class FetchStats:
     bytes_received: int = 0
     backoff_seconds: float = 0.0
 
+    @classmethod
+    def combined(cls, parts: list["FetchStats"]) -> "FetchStats":
+        """The sum of several readers' stats (one per cursor)."""
+        total = cls()
+        for part in parts:
+            for name, value in asdict(part).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
     def as_metadata(self) -> dict[str, int | float]:
         return {**asdict(self), "backoff_seconds": round(self.backoff_seconds, 3)}
 
@@ -112,20 +123,7 @@ class _Transient(Exception):
         self.wait = wait
 
 
-_slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
-_slots_lock = threading.Lock()
 _client_lock = threading.Lock()
-
-
-def request_slots(base_url: str, account_id: str, limit: int) -> threading.BoundedSemaphore:
-    """The process-wide gate for one account: CleverTap answers 429 beyond 3 concurrent exports
-    per account, however many resources, threads or assets share it. The first caller's limit
-    holds for the life of the process."""
-    key = (base_url, account_id)
-    with _slots_lock:
-        if key not in _slots:
-            _slots[key] = threading.BoundedSemaphore(limit)
-        return _slots[key]
 
 
 def _yyyymmdd(day: date) -> int:
@@ -176,7 +174,15 @@ class CleverTapResource(dg.ConfigurableResource):
     api_url: str | None = Field(None, description="overrides the region's host (emulator, proxy)")
     batch_size: int = Field(5000, ge=1, le=5000)
     max_concurrent_requests: int = Field(
-        3, ge=1, description="requests in flight per account in this process; the first set wins"
+        3,
+        ge=1,
+        description="requests in flight per account, across every thread, step and run on "
+        "this machine (CleverTap answers 429 beyond 3); also the cursors a window is read with",
+    )
+    request_slots_dir: str | None = Field(
+        None,
+        description="where the per-account request slots (lock files) live; every process "
+        "reading the account must see the same directory (default: a folder in the temp dir)",
     )
     timeout_seconds: float = Field(60, gt=0)
     max_attempts: int = Field(8, ge=1)
@@ -395,8 +401,8 @@ class CleverTapResource(dg.ConfigurableResource):
 
     @contextmanager
     def _slot(self) -> Iterator[None]:
-        slots = request_slots(self.base_url, self.account_id, self.max_concurrent_requests)
-        with slots:
+        root = Path(self.request_slots_dir) if self.request_slots_dir else default_slots_root()
+        with request_slot(root, self.base_url, self.account_id, self.max_concurrent_requests):
             yield
 
     def _interpret(
