@@ -15,3 +15,17 @@ def days_between(first_day: date, last_day: date) -> Iterator[date]:
     """Inclusive, like CleverTap's `from`/`to`."""
     for offset in range((last_day - first_day).days + 1):
         yield first_day + timedelta(days=offset)
+
+
+def day_ranges(first_day: date, last_day: date, parts: int) -> list[tuple[date, date]]:
+    """The inclusive window cut into at most `parts` consecutive ranges of whole days, as even
+    as days allow, earliest first: each range is read through its own cursor."""
+    days = (last_day - first_day).days + 1
+    parts = max(1, min(parts, days))
+    ranges = []
+    start = first_day
+    for index in range(parts):
+        length = days // parts + (1 if index < days % parts else 0)
+        ranges.append((start, start + timedelta(days=length - 1)))
+        start += timedelta(days=length)
+    return ranges

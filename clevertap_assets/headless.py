@@ -18,7 +18,7 @@ def load_days(
     resources: Mapping[str, object] | None = None,
     log_level: str = "INFO",
 ) -> ExecuteInProcessResult:
-    """Every selected event over the days, each read through a single cursor (single-run
+    """Every selected event over the days, each as one export of the whole range (single-run
     backfill policy), with the event checks; `resources` replaces some of the defaults."""
     definitions = build_definitions(settings)
     return materialize(

@@ -1,15 +1,17 @@
 """The asset factory: one daily-partitioned asset per selected CleverTap event.
 
-An asset run reads its whole window of days through one cursor (a single-run backfill of
-thirty days is one export, not thirty), normalises page by page into a Parquet spool, and
-hands the IO manager one deduplicated batch that replaces exactly those days.
+An asset run reads its whole window of days as one export (a single-run backfill of thirty
+days is not thirty runs), cut into up to three ranges of days, each through its own cursor so
+that CleverTap's three request slots per account stay busy while pages are parsed; it
+normalises page by page into a Parquet spool, and hands the IO manager one deduplicated batch
+that replaces exactly those days.
 """
 
 import gc
+import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +23,7 @@ from dagster import (
     AssetObservation,
     AssetsDefinition,
     BackfillPolicy,
+    DagsterLogManager,
     MetadataValue,
     Output,
     asset,
@@ -28,6 +31,7 @@ from dagster import (
 
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
+from clevertap_assets.days import day_ranges
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, clevertap_pool
 from clevertap_assets.naming import slug, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
@@ -47,9 +51,9 @@ from clevertap_assets.source.normalise import (
 PROGRESS_EVERY_SECONDS = 10.0
 CURSOR_REOPENS = 3
 SPOOL_THREADS = 2
-"""Pages normalised at once, behind the reader: polars and the Parquet writer release the
+"""Pages normalised at once, behind the cursors: polars and the Parquet writer release the
 GIL for most of a page, so two pages in flight keep both cores of a small machine busy,
-and memory holds at most this many pages plus the one being read."""
+and memory holds at most this many pages plus the one each cursor is reading."""
 
 
 def event_asset_key(settings: PipelineSettings, event_name: str) -> AssetKey:
@@ -170,37 +174,27 @@ def _read_window_once(
     )
     window_start = datetime.combine(first_day, datetime.min.time())
     window_end = datetime.combine(last_day + timedelta(days=1), datetime.min.time())
-    fetch = FetchStats()
-    started = last_report = time.monotonic()
+    spans = day_ranges(first_day, last_day, clevertap.max_concurrent_requests)
+    fetches = [FetchStats() for _ in spans]
+    started = time.monotonic()
     with (
         EventSpool(event_name=event_name) as spool,
         _cyclic_gc_paused(),
-        ThreadPoolExecutor(SPOOL_THREADS, thread_name_prefix="clevertap-spool") as spooler,
+        _PageHandoff(spool, options, window_start, window_end) as handoff,
+        ThreadPoolExecutor(len(spans), thread_name_prefix="clevertap-cursor") as readers,
     ):
-        pages = clevertap.iter_event_pages(
-            event_name, first_day, last_day, stats=fetch, log=context.log
-        )
-        pending: deque[Future[None]] = deque()
-        for records in pages:
-            if len(pending) == SPOOL_THREADS:
-                pending.popleft().result()
-            page = canonicalise_page(records, options)
-            pending.append(
-                spooler.submit(
-                    _spool_page, spool, page, len(records), options, window_start, window_end
-                )
+        cursors = [
+            readers.submit(
+                _read_span, clevertap, event_name, span, fetch, options, handoff, context.log
             )
-            del records, page  # the spool thread holds the page; the dicts can go now
-            if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
-                last_report = time.monotonic()
-                context.log.info(
-                    f"{event_name}: {fetch.pages} pages, {spool.stats.received:,} records so far"
-                )
-        while pending:
-            pending.popleft().result()
+            for span, fetch in zip(spans, fetches, strict=True)
+        ]
+        _await_cursors(context, event_name, cursors, handoff, spool, fetches)
+        handoff.finish()
         read_seconds = time.monotonic() - started
         batch = spool.finish(loaded_at=datetime.now(UTC))
     seconds = time.monotonic() - started
+    fetch = FetchStats.combined(fetches)
     stats = spool.stats
     skipped = stats.oversize_records + stats.oversize_rows + stats.invalid_ts
     _warn_skipped(context, settings, event_name, stats)
@@ -214,6 +208,7 @@ def _read_window_once(
         "rows_over_size_limit": stats.oversize_rows,
         "records_with_invalid_ts": stats.invalid_ts,
         "records_outside_window": stats.outside_window,
+        "api_cursors": len(spans),
         "api_pages": fetch.pages,
         "api_requests": fetch.requests,
         "api_retries": fetch.retries,
@@ -226,6 +221,105 @@ def _read_window_once(
     return batch, read
 
 
+class _PageHandoff:
+    """Cursor threads hand their canonical pages to the spool threads here.
+
+    At most `SPOOL_THREADS` pages wait or are being spooled: a cursor that gets ahead blocks
+    until one is done, so memory holds those pages plus one per cursor. A failed page stops
+    every cursor (`stopped`) and is raised by `finish`.
+    """
+
+    def __init__(
+        self,
+        spool: EventSpool,
+        options: NormaliseOptions,
+        window_start: datetime,
+        window_end: datetime,
+    ) -> None:
+        self._spool = spool
+        self._options = options
+        self._window = (window_start, window_end)
+        self._pool = ThreadPoolExecutor(SPOOL_THREADS, thread_name_prefix="clevertap-spool")
+        self._room = threading.Semaphore(SPOOL_THREADS)
+        self._failures: list[BaseException] = []
+        self.stopped = threading.Event()
+
+    def __enter__(self) -> "_PageHandoff":
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.stopped.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, page: CanonicalPage, received: int) -> None:
+        self._room.acquire()
+        future = self._pool.submit(
+            _spool_page, self._spool, page, received, self._options, *self._window
+        )
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        self._room.release()
+        failure = None if future.cancelled() else future.exception()
+        if failure is not None:
+            self._failures.append(failure)
+            self.stopped.set()
+
+    def finish(self) -> None:
+        """Wait for the pages handed over; the first failure, if any, is raised."""
+        self._pool.shutdown(wait=True)
+        if self._failures:
+            raise self._failures[0]
+
+
+def _read_span(
+    clevertap: CleverTapResource,
+    event_name: str,
+    span: tuple[date, date],
+    fetch: FetchStats,
+    options: NormaliseOptions,
+    handoff: _PageHandoff,
+    log: DagsterLogManager,
+) -> None:
+    """One cursor over its range of days, on its own thread: while it waits for CleverTap,
+    the other cursors' pages are parsed and spooled."""
+    for records in clevertap.iter_event_pages(event_name, *span, stats=fetch, log=log):
+        if handoff.stopped.is_set():
+            return  # another cursor or a page failed; that failure is what the run reports
+        page = canonicalise_page(records, options)
+        received = len(records)
+        del records  # the spool thread holds the page; the dicts can go now
+        handoff.submit(page, received)
+
+
+def _await_cursors(
+    context: AssetExecutionContext,
+    event_name: str,
+    cursors: list[Future[None]],
+    handoff: _PageHandoff,
+    spool: EventSpool,
+    fetches: list[FetchStats],
+) -> None:
+    """Wait for every cursor, logging progress; the first failure stops the others and is
+    raised (an expired cursor then reopens the whole window)."""
+    try:
+        while True:
+            done, pending = wait(cursors, PROGRESS_EVERY_SECONDS, FIRST_EXCEPTION)
+            for cursor in done:
+                cursor.result()
+            if not pending:
+                return
+            pages = sum(fetch.pages for fetch in fetches)
+            context.log.info(
+                f"{event_name}: {pages} pages through {len(cursors)} cursors, "
+                f"{spool.stats.received:,} records so far"
+            )
+    except BaseException:
+        handoff.stopped.set()
+        raise
+
+
 def _spool_page(
     spool: EventSpool,
     canonical: CanonicalPage,
@@ -234,7 +328,7 @@ def _spool_page(
     window_start: datetime,
     window_end: datetime,
 ) -> None:
-    """Runs on a spool thread while the reader downloads and parses the next page."""
+    """Runs on a spool thread while the cursors download and parse the next pages."""
     page = normalise_page(canonical, options)
     in_window = page.frame.filter(
         pl.col("event_time").is_between(window_start, window_end, closed="left")

@@ -1,5 +1,8 @@
 """Event assets end to end: the emulator over HTTP, the real asset code, a DuckDB file."""
 
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from datetime import timedelta
 
@@ -61,6 +64,85 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(tmp_path, mak
     assert metadata["api_retries"] > 0
     assert metadata["rows_written"] == sum(pipeline.truth("Charged", first, last).values())
     assert metadata["table"] == "charged"
+
+
+_RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from datetime import date
+
+    from clevertap_assets.headless import load_days
+    from clevertap_assets.settings import load_settings
+    from clevertap_assets.source.client import CleverTapResource
+
+    url, account, passcode, csv, duckdb_path, timezone, first, last, slots = sys.argv[1:]
+    settings = load_settings(
+        events_csv=csv, api_url=url, duckdb_path=duckdb_path, timezone=timezone, history_days=7
+    )
+    clevertap = CleverTapResource(
+        account_id=account, passcode=passcode, api_url=url, request_slots_dir=slots, batch_size=40
+    )
+    print("ready", flush=True)
+    sys.stdin.readline()  # both runs start reading together
+    result = load_days(
+        settings, date.fromisoformat(first), date.fromisoformat(last), {"clevertap": clevertap}
+    )
+    sys.exit(0 if result.success else 1)
+    """
+)
+
+
+def test_overlapping_runs_in_two_processes_share_the_accounts_three_request_slots(
+    tmp_path, make_emulator
+):
+    """Two runs at once, as two Dagster run processes, each reading its window through three
+    cursors: six cursors, yet the emulator (which refuses nothing itself here, so an excess
+    would show rather than be retried away) never holds more than three requests, and each
+    warehouse equals the truth once per record."""
+    emulator = make_emulator(
+        events=["Charged"], max_concurrent=None, delay_seconds=0.05, records_per_day=400
+    )  # 40 records a page: each cursor waits on some twenty requests, so the runs overlap
+    pipelines = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pipelines.append(make_pipeline(tmp_path / name, emulator, events=["Charged"]))
+    first, last = recent_days(pipelines[0].settings, 6)
+    config = emulator.config
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _RUN_IN_ITS_OWN_PROCESS,
+                emulator.url,
+                config.account_id,
+                config.passcode,
+                str(pipeline.settings.events_csv),
+                pipeline.settings.duckdb_path,
+                config.timezone,
+                first.isoformat(),
+                last.isoformat(),
+                str(tmp_path / "slots"),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for pipeline in pipelines
+    ]
+    assert [run.stdout.readline() for run in runs] == ["ready\n", "ready\n"]
+    for run in runs:
+        run.stdin.write("go\n")
+        run.stdin.flush()
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    assert emulator.stats.requests["open"] == 2 * 3
+    assert emulator.stats.max_in_flight == 3
+    for pipeline in pipelines:
+        assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
+        (dupes,) = query(
+            pipeline, 'SELECT count(*) - count(DISTINCT _record_id) FROM "clevertap"."charged"'
+        )[0]
+        assert dupes == 0
 
 
 def test_reruns_and_overlapping_backfills_keep_each_record_once(tmp_path, make_emulator):
@@ -202,7 +284,8 @@ def test_an_expired_cursor_is_reopened_and_the_window_read_again(tmp_path, make_
     result = pipeline.load(first, last, clevertap=small_pages)
     assert result.success
     assert emulator.stats.faults["cursor_expired"] == 1
-    assert emulator.stats.requests["open"] == 2
+    # Three days, three cursors: one expired, and the whole window was opened again.
+    assert emulator.stats.requests["open"] == 2 * 3
     assert daily_rows(pipeline, "app_launched") == pipeline.truth("App Launched", first, last)
 
 

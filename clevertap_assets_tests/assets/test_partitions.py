@@ -2,8 +2,10 @@
 
 from datetime import date, timedelta
 
+import pytest
+
 from clevertap_assets.assets.partitions import daily_partitions
-from clevertap_assets.days import days_between, local_today
+from clevertap_assets.days import day_ranges, days_between, local_today
 from clevertap_assets_tests.harness import make_pipeline
 
 TODAY = date(2026, 11, 27)
@@ -35,3 +37,12 @@ def test_days_between_is_inclusive_like_clevertaps_from_and_to():
     assert list(days_between(TODAY, TODAY)) == [TODAY]
     assert len(list(days_between(date(2026, 10, 29), TODAY))) == 30
     assert list(days_between(TODAY, TODAY - timedelta(days=1))) == []
+
+
+@pytest.mark.parametrize("days,parts,lengths", [(29, 3, [10, 10, 9]), (2, 3, [1, 1]), (1, 3, [1])])
+def test_day_ranges_cover_the_window_once_in_at_most_parts_ranges(days, parts, lengths):
+    last = TODAY + timedelta(days=days - 1)
+    ranges = day_ranges(TODAY, last, parts)
+    assert [(end - start).days + 1 for start, end in ranges] == lengths
+    covered = [day for start, end in ranges for day in days_between(start, end)]
+    assert covered == list(days_between(TODAY, last))
