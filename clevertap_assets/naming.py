@@ -5,7 +5,9 @@ run of other characters, Hevo's `<prefix>_<table>`) live in one place and every 
 agrees on them.
 """
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -48,3 +50,41 @@ def quote_identifier(name: str) -> str:
     collides with a keyword (`order`, `group`) valid.
     """
     return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class ColumnRules:
+    """What one destination accepts as a column name, beyond our slugs' plain ASCII."""
+
+    max_bytes: int
+    letter_first: bool = False
+    lower_case: bool = False
+
+
+BIGQUERY_COLUMNS = ColumnRules(max_bytes=300, letter_first=True)
+"""A letter or `_` first, at most 300 characters; Parquet loads take no flexible names by
+default (https://cloud.google.com/bigquery/docs/schemas#column_names,
+https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet)."""
+SNOWFLAKE_COLUMNS = ColumnRules(max_bytes=255)
+"""At most 255 characters (https://docs.snowflake.com/en/sql-reference/identifiers-syntax)."""
+REDSHIFT_COLUMNS = ColumnRules(max_bytes=127, lower_case=True)
+"""At most 127 bytes, longer names are truncated, and names fold to lower case
+(https://docs.aws.amazon.com/redshift/latest/dg/r_names.html)."""
+_HASH_CHARACTERS = 8
+
+
+def destination_column(name: str, rules: ColumnRules) -> str:
+    """A column name the destination stores exactly as given, so the same property always
+    maps to the same column: `_` before a leading digit where a letter must come first, and a
+    name over the limit cut short, followed by a hash of the whole name, so that two long
+    names alike in their first bytes stay two columns."""
+    if rules.lower_case:
+        name = name.lower()
+    if rules.letter_first and name[:1].isdigit():
+        name = "_" + name
+    encoded = name.encode()
+    if len(encoded) <= rules.max_bytes:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:_HASH_CHARACTERS]
+    head = encoded[: rules.max_bytes - _HASH_CHARACTERS - 1].decode(errors="ignore")
+    return f"{head}_{digest}"

@@ -32,6 +32,26 @@ INSTALL_HINT = (
 SERVER_USER = "postgres"
 SUPERUSER = "postgres"
 _FAST_UNSAFE_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+REDSHIFT_LIKE = """
+ALTER DATABASE {database} SET default_transaction_isolation = 'serializable';
+CREATE DOMAIN super AS jsonb;
+CREATE FUNCTION json_parse(text) RETURNS super LANGUAGE sql IMMUTABLE STRICT
+    AS $$ SELECT $1::jsonb $$;
+CREATE FUNCTION json_serialize(super) RETURNS text LANGUAGE sql IMMUTABLE STRICT
+    AS $$ SELECT $1::text $$;
+"""
+"""A database that behaves as a provisioned Redshift cluster where PostgreSQL can:
+
+- every transaction SERIALIZABLE, the default of clusters created before mid-2024
+  (https://docs.aws.amazon.com/redshift/latest/dg/c_serial_isolation.html): writers that
+  cannot be serialized fail (Redshift's error 1023, PostgreSQL's SQLSTATE 40001), so a loader
+  that passes here locks and retries as AWS documents
+  (https://docs.aws.amazon.com/redshift/latest/dg/c_serial_isolation-serializable-isolation-troubleshooting.html);
+- `SUPER`, `JSON_PARSE(text)` and `JSON_SERIALIZE(super)` as Redshift spells them
+  (https://docs.aws.amazon.com/redshift/latest/dg/JSON_PARSE.html), so the Redshift IO
+  manager runs its production SQL unchanged.
+
+Per database, not per server: the same server also stands in for Dagster's run storage."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,14 @@ class PostgresServer:
             connection.execute(
                 psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname))
             )
+        return dbname
+
+    def create_redshift_database(self, dbname: str) -> str:
+        """A database set up as `REDSHIFT_LIKE` describes."""
+        self.create_database(dbname)
+        with self.admin_connect(dbname) as connection:
+            database = psycopg.sql.Identifier(dbname).as_string(connection)
+            connection.execute(REDSHIFT_LIKE.format(database=database))
         return dbname
 
 

@@ -1,6 +1,6 @@
-"""Redshift end to end against a throwaway PostgreSQL: the emulator over HTTP, the real asset
-code, our Redshift IO manager. The only test-side change to the product is the JSON spelling
-(JSONB instead of SUPER), which is a setting of the IO manager."""
+"""Redshift end to end against a throwaway PostgreSQL set up as a provisioned cluster behaves
+where PostgreSQL can (SERIALIZABLE, SUPER, JSON_PARSE: `postgres_server.REDSHIFT_LIKE`): the
+emulator over HTTP, the real asset code, our Redshift IO manager with its production SQL."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -17,6 +17,7 @@ from dagster._core.storage.db_io_manager import TableSlice
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.destinations.redshift import io_manager as redshift_io_manager
 from clevertap_assets.destinations.redshift.io_manager import (
+    MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
     PolarsRedshiftTypeHandler,
     RedshiftConnection,
@@ -33,12 +34,6 @@ from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
 from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
 
 TABLES = ("app_launched", "product_viewed", "charged")
-# PostgreSQL has no SUPER, JSON_PARSE or JSON_SERIALIZE: the one dialect difference.
-POSTGRES_JSON = {
-    "json_type": "JSONB",
-    "json_parse": "%s::jsonb",
-    "json_serialize": "{column}::text",
-}
 
 
 @dataclass
@@ -62,7 +57,7 @@ class Warehouse:
         """What `build_redshift_resources` builds (password as an EnvVar), JSON as JSONB."""
         connection = self.connection(EnvVar("REDSHIFT_PASSWORD"))
         return {
-            "warehouse_io_manager": RedshiftEventIOManager(connection=connection, **POSTGRES_JSON),
+            "warehouse_io_manager": RedshiftEventIOManager(connection=connection),
             "warehouse_stats": RedshiftEventStats(connection=connection),
         }
 
@@ -92,7 +87,7 @@ def warehouse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Warehouse]:
     """A fresh database, and the REDSHIFT_* variables pointing at it, as a user would set them."""
-    database = postgres_server.create_database(f"t_{uuid4().hex[:12]}")
+    database = postgres_server.create_redshift_database(f"t_{uuid4().hex[:12]}")
     for name, value in {
         "REDSHIFT_HOST": postgres_server.host,
         "REDSHIFT_PORT": str(postgres_server.port),
@@ -296,36 +291,39 @@ def test_json_mode_keeps_sections_as_native_json_and_reads_back_as_text(
     )
     assert kind == "array"
 
-    handler = PolarsRedshiftTypeHandler(RedshiftDialect(**POSTGRES_JSON))
+    handler = PolarsRedshiftTypeHandler(RedshiftDialect())
     with warehouse.connection().connect() as connection:
         frame = handler.load_input(None, TableSlice("charged", "clevertap"), connection)
     assert frame.height == sum(pipeline.truth("Charged", first, last).values())
     assert isinstance(orjson.loads(frame["event_props"][0])["Items"], list)
 
 
-def test_over_long_text_is_truncated_and_over_long_json_stored_as_null(warehouse):
+def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse):
+    """VARCHAR holds 65,535 bytes; SUPER holds 16 MB
+    (https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
     long_text = "é" * MAX_VARCHAR_BYTES  # 2 bytes each: twice the limit
+    long_json = "[" + "1," * MAX_VARCHAR_BYTES + "1]"  # twice VARCHAR's limit, kept whole
+    too_long_json = '["' + "x" * MAX_SUPER_BYTES + '"]'
     batch = pa.RecordBatch.from_pydict(
         {
-            "note": ["short\x00ok", long_text, None],
-            "items": ["[1]", "[" + "1," * MAX_VARCHAR_BYTES + "1]", None],
+            "note": ["short\x00ok", long_text, None, None],
+            "items": ["[1]", long_json, None, too_long_json],
         }
     )
     kinds = {"note": Kind.TEXT, "items": Kind.JSON}
     table_slice = TableSlice("limits", "clevertap")
     with warehouse.connection().connect() as connection:
         connection.execute("CREATE SCHEMA clevertap")
-        _, counts = write_batches(
-            connection, RedshiftDialect(**POSTGRES_JSON), table_slice, kinds, [batch]
-        )
+        _, counts = write_batches(connection, RedshiftDialect(), table_slice, kinds, [batch])
         connection.commit()
     assert (counts.text_values_truncated, counts.json_values_nulled) == (1, 1)
     rows = warehouse.query(
-        'SELECT note, octet_length(note), items::text FROM "clevertap"."limits" ORDER BY 2'
+        'SELECT note, octet_length(note), jsonb_array_length(items) FROM "clevertap"."limits" '
+        "ORDER BY 2, 3"
     )
-    assert rows[0] == ("shortok", 7, "[1]")
-    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, None)  # cut before a split character
-    assert rows[2] == (None, None, None)
+    assert rows[0] == ("shortok", 7, 1)
+    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, MAX_VARCHAR_BYTES + 1)  # text cut, JSON whole
+    assert rows[2:] == [(None, None, None), (None, None, None)]
 
 
 def test_missing_settings_name_every_variable(tmp_path, emulator, monkeypatch):

@@ -8,20 +8,32 @@ size, read chunk by chunk from the batch's Parquet file; loads far beyond a few 
 day would stage the Parquet in S3 and `COPY` it (future work).
 
 Redshift's `VARCHAR` holds at most 65,535 bytes (its `TEXT` is only `VARCHAR(256)`), so text
-columns are `VARCHAR(65535)`; longer text is cut at a character boundary and JSON too long
-for `JSON_PARSE` is stored as NULL, both counted in the materialization metadata.
+columns are `VARCHAR(65535)`; longer text is cut at a character boundary. JSON goes into
+`SUPER`, which holds up to 16 MB; larger JSON is stored as NULL. Both are counted in the
+materialization metadata.
 
-How JSON is spelled (`SUPER`, `JSON_PARSE`, `JSON_SERIALIZE`) is the one difference from the
-PostgreSQL server the tests run against; it is a setting of the IO manager, and only the test
-fixture changes it.
+Names: Redshift folds identifiers to lower case, quoted ones too, unless
+`enable_case_sensitive_identifier` is on (off by default), and its catalog answers in lower
+case. So every schema, table and column name is lower-cased here before it is used, or a
+`TABLE_PREFIX=CT` table would be created as `ct_charged` and then not found by its catalog
+lookup for `CT_charged`.
+
+Concurrency: provisioned clusters created before mid-2024 run every transaction
+SERIALIZABLE. Two loads of one event at once (a schedule tick beside a backfill) would then
+fail one of them with a serializable isolation violation (error 1023). As AWS documents, each
+load locks its table as the first statement of its transaction, and a load that still meets
+a conflict (or a concurrent first load's `CREATE`) is retried from the start, a few times
+with a growing, jittered pause.
 """
 
 import os
+import random
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from itertools import chain
+from itertools import chain, islice
 
 import polars as pl
 import psycopg
@@ -51,10 +63,17 @@ from clevertap_assets.destinations.common import (
     window_where,
 )
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
-from clevertap_assets.naming import quote_identifier
+from clevertap_assets.naming import (
+    REDSHIFT_COLUMNS,
+    ColumnRules,
+    destination_column,
+    quote_identifier,
+)
 from clevertap_assets.settings import PipelineSettings, SettingsError
 
 MAX_VARCHAR_BYTES = 65_535
+MAX_SUPER_BYTES = 16 * 1024 * 1024
+"""SUPER's limit per value (https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
 # Redshift's bind-parameter ceiling per statement (PostgreSQL's is 65,535).
 MAX_BIND_PARAMETERS = 32_767
 # Redshift refuses statements over 16 MB; stay well below it, estimated from Arrow sizes.
@@ -94,6 +113,20 @@ REQUIRED_VARIABLES = {
     "REDSHIFT_PASSWORD": "that user's password",
 }
 PASSWORD_VARIABLE = "REDSHIFT_PASSWORD"
+
+
+LOAD_ATTEMPTS = 5
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+_CONFLICT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "23505",  # unique_violation: two first loads creating one schema or table in the catalog
+        "42P06",  # duplicate_schema
+        "42P07",  # duplicate_table
+    }
+)
 
 
 class RedshiftConnectionError(ConnectionError):
@@ -138,11 +171,9 @@ class RedshiftConnection(ConfigurableResource):
 
 @dataclass(frozen=True)
 class RedshiftDialect:
-    """Redshift's SQL for each kind, with JSON's spelling configurable (see module docstring).
+    """Redshift's SQL for each kind, and its rules for column names."""
 
-    `json_parse` wraps one parameter written `%s`; `json_serialize` wraps `{column}`.
-    """
-
+    columns: ColumnRules = REDSHIFT_COLUMNS
     json_type: str = "SUPER"
     json_parse: str = "JSON_PARSE(%s)"
     json_serialize: str = "JSON_SERIALIZE({column})"
@@ -176,9 +207,11 @@ class RedshiftDialect:
 
 
 def table_columns(connection: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
-    """Column name to catalog type, in table order; empty when the table does not exist."""
+    """Column name to catalog type, in table order; empty when the table does not exist. A
+    column of a domain type reports the domain's name (how PostgreSQL-based stand-ins spell
+    `SUPER`); Redshift's own types have no domain."""
     rows = connection.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
+        "SELECT column_name, COALESCE(domain_name, data_type) FROM information_schema.columns "
         "WHERE table_schema = %t AND table_name = %t ORDER BY ordinal_position",
         [schema, table],
     ).fetchall()
@@ -197,9 +230,48 @@ def _target(table_slice: TableSlice) -> str:
     return qualified_name(table_slice._replace(database=None))
 
 
+def lower_case(table_slice: TableSlice) -> TableSlice:
+    """Names as Redshift stores them (see the module docstring)."""
+    return table_slice._replace(
+        schema=table_slice.schema.lower(),
+        table=table_slice.table.lower(),
+        columns=[column.lower() for column in table_slice.columns or []] or None,
+    )
+
+
+def schema_exists(connection: psycopg.Connection, schema: str) -> bool:
+    return bool(
+        connection.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %t", [schema]
+        ).fetchone()
+    )
+
+
+def create_schema(connection: psycopg.Connection, schema: str) -> None:
+    """Create the schema if missing and commit. Looked up first, since a user may use a
+    schema it may not create. Several loads creating it at the same moment race in the
+    catalog even with `IF NOT EXISTS`: one wins, the others fail on a duplicate key and find
+    the winner's schema there."""
+    if not schema_exists(connection, schema):
+        try:
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+            connection.rollback()
+            if not schema_exists(connection, schema):
+                raise
+    connection.commit()
+
+
+def is_concurrency_conflict(error: psycopg.Error) -> bool:
+    """A load that failed only because another one ran beside it, and may simply run again."""
+    message = str(error).lower()
+    return error.sqlstate in _CONFLICT_SQLSTATES or "serializable isolation violation" in message
+
+
 class RedshiftDbClient(DbClient):
-    """One transaction per load: the window's DELETE, any schema change and every INSERT
-    commit together or not at all, so a failed load leaves the previous rows in place."""
+    """One transaction per load: the table's LOCK, the window's DELETE, any schema change and
+    every INSERT commit together or not at all, so a failed load leaves the previous rows in
+    place and two loads of one table run one after the other."""
 
     def __init__(self, connection: RedshiftConnection) -> None:
         self._connection = connection
@@ -222,15 +294,23 @@ class RedshiftDbClient(DbClient):
     def delete_table_slice(
         self, context: OutputContext, table_slice: TableSlice, connection: psycopg.Connection
     ) -> None:
-        # Checked, not caught: a failed statement would abort the whole transaction.
-        if not table_columns(connection, table_slice.schema, table_slice.table):
+        """`LOCK` is the transaction's first statement, before anything reads: a SERIALIZABLE
+        transaction's view is fixed by its first read, so locking later would still leave it
+        blind to a load that committed while it waited. A table that does not exist yet is
+        created by the type handler; the failed LOCK is rolled back, nothing else had run."""
+        target = _target(table_slice)
+        try:
+            connection.execute(f"LOCK TABLE {target}")
+        except psycopg.errors.UndefinedTable:
+            connection.rollback()
             return
-        connection.execute(f"DELETE FROM {_target(table_slice)}{window_where(table_slice)}")
+        connection.execute(f"DELETE FROM {target}{window_where(table_slice)}")
 
     def ensure_schema_exists(
         self, context: OutputContext, table_slice: TableSlice, connection: psycopg.Connection
     ) -> None:
-        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
+        """In a transaction of its own (see `create_schema`), so the load's begins afresh."""
+        create_schema(connection, table_slice.schema)
 
     @staticmethod
     def get_select_statement(table_slice: TableSlice) -> str:
@@ -258,7 +338,8 @@ def _fit_strings(array: pa.Array, is_json: bool, counts: FitCounts) -> pa.Array:
     """NUL characters are dropped (no PostgreSQL-protocol text may hold them); over-long
     text is cut, and over-long JSON, which cannot be cut, becomes NULL."""
     array = pc.replace_substring(array, "\x00", "")
-    too_long = pc.fill_null(pc.greater(pc.binary_length(array), MAX_VARCHAR_BYTES), False)
+    limit = MAX_SUPER_BYTES if is_json else MAX_VARCHAR_BYTES
+    too_long = pc.fill_null(pc.greater(pc.binary_length(array), limit), False)
     over = pc.sum(too_long).as_py() or 0
     if not over:
         return array
@@ -315,7 +396,9 @@ def write_batches(
     batches: Iterable[pa.RecordBatch],
 ) -> tuple[SchemaChange, FitCounts]:
     """Create or evolve the table for the incoming columns, then insert every batch, all in
-    the caller's transaction."""
+    the caller's transaction. Columns are named by Redshift's rules (`REDSHIFT_COLUMNS`)."""
+    names = {name: destination_column(name, dialect.columns) for name in incoming}
+    incoming = {names[name]: kind for name, kind in incoming.items()}
     target = _target(table_slice)
     existing = existing_kinds(connection, dialect, table_slice)
     change = plan_schema_change(existing, incoming)
@@ -330,6 +413,7 @@ def write_batches(
     by_lower = {name.lower(): kind for name, kind in targets.items()}
     counts = FitCounts()
     for batch in batches:
+        batch = batch.rename_columns([names[name] for name in batch.schema.names])
         arrays = [
             _column_values(batch.column(name), incoming[name], by_lower[name.lower()], counts)
             for name in batch.schema.names
@@ -369,9 +453,11 @@ def iter_slice_arrow(
     table_slice: TableSlice,
     chunk_rows: int = LOAD_CHUNK_ROWS,
 ) -> Iterator[pa.Table]:
-    """A table slice in typed chunks through a server-side cursor, so reads stay bounded too;
-    JSON comes back as JSON text, as every other destination gives it. At least one chunk,
-    empty if the slice is."""
+    """A table slice in typed chunks, streamed (libpq's chunked rows), so reads stay bounded
+    too; JSON comes back as JSON text, as every other destination gives it. At least one
+    chunk, empty if the slice is. No named cursor: psycopg declares it over the extended
+    protocol, which Redshift has refused for DECLARE, and Redshift materialises every cursor's
+    result on its leader node."""
     kinds = existing_kinds(connection, dialect, table_slice)
     names = list(table_slice.columns or kinds)
     schema = pa.schema([(name, _ARROW_TYPES[kinds[name]]) for name in names])
@@ -382,11 +468,11 @@ def iter_slice_arrow(
         for n in names
     )
     yielded = False
-    with connection.cursor(name="clevertap_read") as cursor:
-        cursor.execute(_select(expressions, table_slice))
-        while rows := cursor.fetchmany(chunk_rows):
+    with connection.cursor() as cursor:
+        rows = cursor.stream(_select(expressions, table_slice), size=chunk_rows)
+        while chunk := list(islice(rows, chunk_rows)):
             yielded = True
-            yield pa.Table.from_pylist([dict(zip(names, row, strict=True)) for row in rows], schema)
+            yield pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in chunk], schema)
     if not yielded:
         yield schema.empty_table()
 
@@ -404,17 +490,15 @@ class EventBatchRedshiftTypeHandler(DbTypeHandler[EventBatch]):
         obj: EventBatch,
         connection: psycopg.Connection,
     ) -> dict:
-        try:
-            incoming = obj.columns()
-            if not incoming:
-                return load_metadata(obj, table_slice, SchemaChange({}, {}))
-            change, counts = write_batches(
-                connection, self._dialect, table_slice, incoming, obj.iter_arrow()
-            )
-            _warn_fitted(context, counts)
-            return {**load_metadata(obj, table_slice, change), **vars(counts)}
-        finally:
-            obj.discard()
+        """The batch's files stay until `RedshiftEventDbIOManager` is done retrying."""
+        incoming = obj.columns()
+        if not incoming:
+            return load_metadata(obj, table_slice, SchemaChange({}, {}))
+        change, counts = write_batches(
+            connection, self._dialect, table_slice, incoming, obj.iter_arrow()
+        )
+        _warn_fitted(context, counts)
+        return {**load_metadata(obj, table_slice, change), **vars(counts)}
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection: psycopg.Connection
@@ -445,8 +529,8 @@ def _warn_fitted(context: OutputContext, counts: FitCounts) -> None:
         )
     if counts.json_values_nulled:
         context.log.warning(
-            f"{counts.json_values_nulled} JSON values were longer than {MAX_VARCHAR_BYTES:,} "
-            "bytes, which JSON_PARSE cannot take, and were stored as NULL"
+            f"{counts.json_values_nulled} JSON values were longer than {MAX_SUPER_BYTES:,} "
+            "bytes, the most a SUPER value holds, and were stored as NULL"
         )
 
 
@@ -482,24 +566,53 @@ class PolarsRedshiftTypeHandler(DbTypeHandler[pl.DataFrame]):
         return [pl.DataFrame]
 
 
-class RedshiftEventIOManager(ConfigurableIOManagerFactory):
-    """Loads CleverTap event batches into Redshift; downstream assets read polars DataFrames.
+class RedshiftEventDbIOManager(NamedTableDbIOManager):
+    """Names in lower case, and a load that met a concurrent one retried from the start (see
+    the module docstring); a batch's files are removed once the load is done, either way."""
 
-    The JSON settings exist for PostgreSQL-compatible test servers (JSONB, `%s::jsonb`,
-    `{column}::text`); on Redshift keep the defaults.
-    """
+    def _get_table_slice(
+        self, context: OutputContext | InputContext, output_context: OutputContext
+    ) -> TableSlice:
+        return lower_case(super()._get_table_slice(context, output_context))
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        try:
+            for attempt in range(1, LOAD_ATTEMPTS + 1):
+                try:
+                    return super().handle_output(context, obj)
+                except psycopg.Error as error:
+                    if attempt == LOAD_ATTEMPTS or not is_concurrency_conflict(error):
+                        raise
+                    pause = retry_pause(attempt)
+                    context.log.warning(
+                        f"load met a concurrent one ({str(error).strip()}); retrying in "
+                        f"{pause:.1f}s (attempt {attempt + 1} of {LOAD_ATTEMPTS})"
+                    )
+                    time.sleep(pause)
+        finally:
+            if isinstance(obj, EventBatch):
+                obj.discard()
+
+
+def retry_pause(attempt: int) -> float:
+    """Exponential, capped, with full jitter, so two loads that met do not meet again."""
+    return random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt))
+
+
+class RedshiftEventIOManager(ConfigurableIOManagerFactory):
+    """Loads CleverTap event batches into Redshift; downstream assets read polars DataFrames."""
 
     connection: RedshiftConnection
     schema_: str | None = Field(default=None, alias="schema")
-    json_type: str = "SUPER"
-    json_parse: str = Field("JSON_PARSE(%s)", description="SQL around one parameter, `%s`.")
-    json_serialize: str = Field(
-        "JSON_SERIALIZE({column})", description="SQL turning `{column}` into JSON text."
+    max_identifier_bytes: int = Field(
+        REDSHIFT_COLUMNS.max_bytes,
+        description="Redshift's limit; PostgreSQL-based stand-ins keep only 63 bytes.",
     )
 
     def create_io_manager(self, context) -> DbIOManager:
-        dialect = RedshiftDialect(self.json_type, self.json_parse, self.json_serialize)
-        return NamedTableDbIOManager(
+        rules = replace(REDSHIFT_COLUMNS, max_bytes=self.max_identifier_bytes)
+        dialect = RedshiftDialect(columns=rules)
+        return RedshiftEventDbIOManager(
             db_client=RedshiftDbClient(self.connection),
             database=self.connection.database,
             schema=self.schema_,
@@ -521,10 +634,11 @@ class RedshiftEventStats(ConfigurableResource, EventTableStats):
         self, schema: str, table: str, first_day: date, last_day: date
     ) -> dict[date, int]:
         counts = dict.fromkeys(days_between(first_day, last_day), 0)
+        table_slice = lower_case(TableSlice(table=table, schema=schema))
         with self._connect() as connection:
-            if not table_columns(connection, schema, table):
+            if not table_columns(connection, table_slice.schema, table_slice.table):
                 return counts
-            target = _target(TableSlice(table=table, schema=schema))
+            target = _target(table_slice)
             rows = connection.execute(
                 f"SELECT CAST(event_time AS DATE), count(*) FROM {target} "
                 "WHERE event_time >= %t AND event_time < %t GROUP BY 1",
@@ -533,10 +647,11 @@ class RedshiftEventStats(ConfigurableResource, EventTableStats):
         return {**counts, **dict(rows)}
 
     def duplicate_record_ids(self, schema: str, table: str) -> int:
+        table_slice = lower_case(TableSlice(table=table, schema=schema))
         with self._connect() as connection:
-            if not table_columns(connection, schema, table):
+            if not table_columns(connection, table_slice.schema, table_slice.table):
                 return 0
-            target = _target(TableSlice(table=table, schema=schema))
+            target = _target(table_slice)
             (duplicates,) = connection.execute(
                 f"SELECT count(*) - count(DISTINCT _record_id) FROM {target}"
             ).fetchone()
@@ -585,11 +700,10 @@ def check_redshift_destination(settings: PipelineSettings) -> str:
     connection = RedshiftConnection(
         **_connection_settings(), password=os.environ[PASSWORD_VARIABLE]
     )
-    schema = settings.warehouse_schema
+    schema = settings.warehouse_schema.lower()
     with connection.connect() as session:
         try:
-            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
-            session.commit()
+            create_schema(session, schema)
         except psycopg.Error as exc:
             raise RedshiftConnectionError(
                 f"logged in to Redshift {connection.describe()} but cannot create schema "
