@@ -40,10 +40,15 @@ class NamedTableDbIOManager(DbIOManager):
         """The batch's folder goes whatever happens, also when the load fails before it
         reaches the type handler (the connection refused, say, by a DuckDB file lock)."""
         try:
-            super().handle_output(context, obj)
+            self.store(context, obj)
         finally:
             if isinstance(obj, EventBatch):
                 obj.discard()
+
+    def store(self, context: OutputContext, obj: object) -> None:
+        """One load of the output; a destination may run it again (Redshift retries a load
+        that met a concurrent one), the batch's files staying until `handle_output` ends."""
+        super().handle_output(context, obj)
 
 
 @dataclass(frozen=True)

@@ -490,7 +490,6 @@ class EventBatchRedshiftTypeHandler(DbTypeHandler[EventBatch]):
         obj: EventBatch,
         connection: psycopg.Connection,
     ) -> dict:
-        """The batch's files stay until `RedshiftEventDbIOManager` is done retrying."""
         incoming = obj.columns()
         if not incoming:
             return load_metadata(obj, table_slice, SchemaChange({}, {}))
@@ -568,30 +567,26 @@ class PolarsRedshiftTypeHandler(DbTypeHandler[pl.DataFrame]):
 
 class RedshiftEventDbIOManager(NamedTableDbIOManager):
     """Names in lower case, and a load that met a concurrent one retried from the start (see
-    the module docstring); a batch's files are removed once the load is done, either way."""
+    the module docstring)."""
 
     def _get_table_slice(
         self, context: OutputContext | InputContext, output_context: OutputContext
     ) -> TableSlice:
         return lower_case(super()._get_table_slice(context, output_context))
 
-    def handle_output(self, context: OutputContext, obj: object) -> None:
-        try:
-            for attempt in range(1, LOAD_ATTEMPTS + 1):
-                try:
-                    return super().handle_output(context, obj)
-                except psycopg.Error as error:
-                    if attempt == LOAD_ATTEMPTS or not is_concurrency_conflict(error):
-                        raise
-                    pause = retry_pause(attempt)
-                    context.log.warning(
-                        f"load met a concurrent one ({str(error).strip()}); retrying in "
-                        f"{pause:.1f}s (attempt {attempt + 1} of {LOAD_ATTEMPTS})"
-                    )
-                    time.sleep(pause)
-        finally:
-            if isinstance(obj, EventBatch):
-                obj.discard()
+    def store(self, context: OutputContext, obj: object) -> None:
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            try:
+                return super().store(context, obj)
+            except psycopg.Error as error:
+                if attempt == LOAD_ATTEMPTS or not is_concurrency_conflict(error):
+                    raise
+                pause = retry_pause(attempt)
+                context.log.warning(
+                    f"load met a concurrent one ({str(error).strip()}); retrying in "
+                    f"{pause:.1f}s (attempt {attempt + 1} of {LOAD_ATTEMPTS})"
+                )
+                time.sleep(pause)
 
 
 def retry_pause(attempt: int) -> float:
