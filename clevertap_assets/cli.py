@@ -18,7 +18,7 @@ def _check(args: argparse.Namespace) -> int:
 def _emulator(args: argparse.Namespace) -> int:
     from clevertap_assets.emulator.server import serve_forever
 
-    serve_forever(host=args.host, port=args.port)
+    serve_forever(host=args.host, port=args.port, latency_seconds=args.latency_ms / 1000)
     return 0
 
 
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulator = commands.add_parser("emulator", help="serve the local CleverTap emulator")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="added to every request, like the live API's round trip (e.g. 250)",
+    )
     emulator.set_defaults(run=_emulator)
 
     demo = commands.add_parser(

@@ -113,7 +113,7 @@ class EmulatorConfig:
     server_error_every: int = 0
     throttle_every: int = 0
     drop_every: int = 0
-    delay_seconds: float = 0.0
+    delay_seconds: float = 0.0  # latency of every request, held while it counts as in flight
     page_in_progress: bool = False
     cursor_expiry_pages: int = 0
     cursor_expiry_times: int | None = 1
@@ -1021,9 +1021,10 @@ class _Server(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
-def serve_forever(host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve_forever(host: str = "127.0.0.1", port: int = 8765, latency_seconds: float = 0.0) -> None:
     """`clevertap-assets emulator`: serve until Ctrl-C, in the project's time zone and with the
-    project's events CSV, so the demo's settings work against it unchanged."""
+    project's events CSV, so the demo's settings work against it unchanged. `latency_seconds`
+    is added to every request, as the live API's few hundred milliseconds per round trip."""
     from dotenv import load_dotenv
 
     load_dotenv(override=False)
@@ -1033,10 +1034,14 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8765) -> None:
         port=port,
         timezone=os.environ.get("CLEVERTAP_TIMEZONE") or "UTC",
         events=read_event_names(Path(csv_path)) if csv_path else None,
+        delay_seconds=latency_seconds,
     )
     emulator = CleverTapEmulator(config)
     url = emulator.start()
-    print(f"CleverTap emulator listening on {url} (time zone {config.timezone})")
+    print(
+        f"CleverTap emulator listening on {url} (time zone {config.timezone}, "
+        f"{latency_seconds * 1000:g} ms added to every request)"
+    )
     print("Use these demo settings:")
     print(f"  CLEVERTAP_API_URL={url}")
     print(f"  CLEVERTAP_ACCOUNT_ID={config.account_id}")

@@ -383,6 +383,23 @@ def test_more_than_three_in_flight_get_429_with_optional_retry_after(
     assert all(r.status_code == 200 for r in _concurrent_opens(emulator, 5))
 
 
+def test_max_in_flight_counts_the_accounts_export_requests_held_at_once(
+    make_emulator: MakeEmulator,
+) -> None:
+    """The count the concurrency tests assert on: each request is in flight for its whole
+    latency, so N opens at once are N, however the server's threads are scheduled; a request
+    refused for its credentials is not the account's and is not counted."""
+    emulator = make_emulator(delay_seconds=0.3, max_concurrent=None)
+    assert all(r.status_code == 200 for r in _concurrent_opens(emulator, 5))
+    assert emulator.stats.max_in_flight == 5 and emulator.stats.in_flight == 0
+    emulator.reset_stats()
+    with client(emulator, passcode="wrong") as http:
+        assert http.post("/1/events.json", json={}).status_code == 401
+    for _ in range(2):
+        export(emulator, "Charged", DAY, DAY)
+    assert emulator.stats.max_in_flight == 1
+
+
 def test_server_errors_throttling_and_drops_every_nth_request(emulator: CleverTapEmulator) -> None:
     body = {"event_name": "Charged", "from": ymd(DAY), "to": ymd(DAY)}
     with client(emulator) as http:
