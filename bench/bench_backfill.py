@@ -1,18 +1,26 @@
 """Benchmark: a single-run backfill of one event over 30 days, emulator to DuckDB.
 
     .venv/bin/python bench/bench_backfill.py [--sizes 10000,100000] [--days 30] [--profile]
+        [--latency-ms 250] [--cursors 1,3] [--repeat 3] [--quickhouse PYTHON]
 
 Each size runs in two fresh processes: the emulator, with every page pre-rendered before the
 clock starts (so the server is not what is measured, and its memory and CPU are not ours), and
 the pipeline, which runs the real asset through `load_days` into a new DuckDB file and reports
 its own peak RSS. The parent only starts them and prints the table; it imports none of the
 pipeline, so its numbers cannot leak into the children's.
+
+`--cursors 1,3 --repeat 3` alternates runs of each contender against one emulator (one
+cursor is the read path before issue 14) and prints their medians; `--quickhouse PYTHON`
+adds quickhouse's CleverTap source into CSV, run by that interpreter (a venv with
+`pip install quickhouse==0.21`), as a contender.
 """
 
 import argparse
 import cProfile
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,8 +28,8 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import timedelta
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,9 +41,9 @@ RESULTS = REPO / "bench" / "results"
 DEFAULT_EVENT = "Charged"
 PRERENDER_CACHE_BYTES = 64 << 30  # no eviction: every page of the window stays rendered
 WARM_PASS_MAX_SHARE = 0.2  # a second prerender pass slower than this means pages were evicted
-TARGET_RECORDS_PER_SECOND = 100_000
 TARGET_PEAK_RSS_MB = 400
-TARGET_MEMORY_RATIO = 1.25
+TARGET_MEMORY_RATIO = 1.1
+QUICKHOUSE = "quickhouse"
 
 
 @dataclass(frozen=True)
@@ -64,14 +72,18 @@ class Measured:
     peak_rss_mb: float
     before_run_rss_mb: float
     success: bool
+    process_seconds: float = 0.0
+    max_in_flight: int = 0
+    load_average: float = 0.0
 
 
 # --- the emulator process -----------------------------------------------------------------
 
 
-def serve(records_per_day: int, days: int, event: str) -> None:
-    """Render the whole window, report, then serve until stdin closes (the parent's signal)."""
-    from clevertap_assets.days import days_between, local_today
+def serve(records_per_day: int, days: int, event: str, latency: float, cursors: list[int]) -> None:
+    """Render every page the contenders will ask for, report, then answer "stats" lines with
+    the requests seen since the last ones, until stdin closes (the parent's signal)."""
+    from clevertap_assets.days import day_ranges, days_between, local_today
     from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
 
     config = EmulatorConfig(
@@ -80,14 +92,24 @@ def serve(records_per_day: int, days: int, event: str) -> None:
     emulator = CleverTapEmulator(config)
     last = local_today(config.timezone)
     first = last - timedelta(days=days - 1)
-    # The client asks for profiles without app fields or event summaries: the same pages.
-    flags = {"app": False, "events": False, "profile": True}
-    started = time.monotonic()
-    emulator.prerender(event, first, last, **flags)
-    rendered = time.monotonic() - started
-    started = time.monotonic()
-    emulator.prerender(event, first, last, **flags)
-    warm = time.monotonic() - started
+    # Our client asks for profiles without app fields or event summaries, through one cursor
+    # per range of days; quickhouse sends only batch_size (the API's defaults: summaries on).
+    windows = [
+        (span, {"app": False, "events": False, "profile": True})
+        for parts in cursors
+        for span in day_ranges(first, last, parts)
+    ]
+    windows.append(((first, last), {"app": False, "events": True, "profile": True}))
+
+    def render_all() -> float:
+        started = time.monotonic()
+        for (start, end), flags in windows:
+            emulator.prerender(event, start, end, **flags)
+        return time.monotonic() - started
+
+    rendered = render_all()
+    warm = render_all()
+    emulator.set_faults(delay_seconds=latency)
     served = Served(
         url=emulator.start(),
         account_id=config.account_id,
@@ -97,7 +119,10 @@ def serve(records_per_day: int, days: int, event: str) -> None:
         warm_pass_seconds=round(warm, 2),
     )
     print(json.dumps(asdict(served)), flush=True)
-    sys.stdin.read()
+    for _ in sys.stdin:
+        stats = emulator.stats
+        print(json.dumps({"max_in_flight": stats.max_in_flight, **stats.requests}), flush=True)
+        emulator.reset_stats()
     emulator.stop()
 
 
@@ -105,7 +130,13 @@ def serve(records_per_day: int, days: int, event: str) -> None:
 
 
 def run_pipeline(
-    served: Served, days: int, event: str, workdir: Path, profile: Path | None, rss_timeline: Path
+    served: Served,
+    days: int,
+    event: str,
+    cursors: int,
+    workdir: Path,
+    profile: Path | None,
+    rss_timeline: Path,
 ) -> None:
     """The real asset, resources and IO manager; only the CleverTap account points elsewhere."""
     from dagster import BetaWarning
@@ -127,7 +158,11 @@ def run_pipeline(
         history_days=days,
     )
     clevertap = CleverTapResource(
-        account_id=served.account_id, passcode=served.passcode, api_url=served.url
+        account_id=served.account_id,
+        passcode=served.passcode,
+        api_url=served.url,
+        max_concurrent_requests=cursors,
+        request_slots_dir=str(workdir / "slots"),
     )
     last = local_today(settings.timezone)
     first = last - timedelta(days=days - 1)
@@ -212,11 +247,17 @@ def _child(role: str, *args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), f"--role={role}", *args]
 
 
-def bench_size(records_per_day: int, days: int, event: str, profile: bool) -> Measured:
-    """One size: a fresh emulator, warmed, then a fresh pipeline process against it."""
-    common = (f"--days={days}", f"--event={event}")
+def bench_size(args: argparse.Namespace, records_per_day: int) -> dict[str, list[Measured]]:
+    """One size: a fresh emulator, warmed, then each contender in its own fresh process,
+    alternating, `repeat` times, so a change in the machine's load falls on all of them."""
+    common = (f"--days={args.days}", f"--event={args.event}")
+    serve_args = (f"--sizes={records_per_day}", f"--latency-ms={args.latency_ms}")
+    contenders = [f"cursors={n}" for n in _cursors(args)]
+    if args.quickhouse:
+        contenders.append(QUICKHOUSE)
+    runs: dict[str, list[Measured]] = {name: [] for name in contenders}
     with subprocess.Popen(
-        _child("serve", f"--sizes={records_per_day}", *common),
+        _child("serve", *serve_args, f"--cursors={args.cursors}", *common),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -226,79 +267,163 @@ def bench_size(records_per_day: int, days: int, event: str, profile: bool) -> Me
             served = Served(**json.loads(emulator.stdout.readline()))
             print(
                 f"  emulator: {served.expected_rows:,} distinct records rendered in "
-                f"{served.prerender_seconds}s (warm pass {served.warm_pass_seconds}s)",
+                f"{served.prerender_seconds}s (warm pass {served.warm_pass_seconds}s), "
+                f"{args.latency_ms:g} ms per request",
                 flush=True,
             )
             if served.warm_pass_seconds > WARM_PASS_MAX_SHARE * served.prerender_seconds:
                 print("  warning: the warm pass re-rendered pages; the cache is too small")
-            measured = _run_child(served, records_per_day, days, event, common, profile)
+            for _ in range(args.repeat):
+                for name in contenders:
+                    load = os.getloadavg()[0]
+                    measured = _run_contender(args, name, served, records_per_day, common)
+                    emulator.stdin.write("stats\n")
+                    emulator.stdin.flush()
+                    seen = json.loads(emulator.stdout.readline())
+                    measured = replace(
+                        measured, max_in_flight=seen["max_in_flight"], load_average=load
+                    )
+                    runs[name].append(measured)
+                    _print_run(name, measured, served.expected_rows)
         finally:
             emulator.stdin.close()
             emulator.wait(timeout=30)
-    if measured.rows_written != served.expected_rows:
-        print(
-            f"  warning: {measured.rows_written:,} rows written, {served.expected_rows:,} expected"
-        )
-    return measured
+    return runs
 
 
-def _run_child(
-    served: Served,
-    records_per_day: int,
-    days: int,
-    event: str,
-    common: Sequence[str],
-    profile: bool,
+def _cursors(args: argparse.Namespace) -> list[int]:
+    return [int(n) for n in args.cursors.split(",")]
+
+
+def _run_contender(
+    args: argparse.Namespace, name: str, served: Served, records_per_day: int, common: Sequence[str]
 ) -> Measured:
     with tempfile.TemporaryDirectory(prefix="bench_backfill_") as workdir:
+        if name == QUICKHOUSE:
+            return _run_quickhouse(args, served, Path(workdir))
         RESULTS.mkdir(parents=True, exist_ok=True)
         extra = [
+            f"--{name}",
             f"--workdir={workdir}",
             f"--served={json.dumps(asdict(served))}",
             f"--rss-to={RESULTS / f'rss_{records_per_day}.tsv'}",
         ]
-        if profile:
+        if args.profile:
             extra.append(f"--profile-to={RESULTS / f'profile_{records_per_day}.pstats'}")
+        started = time.monotonic()
         output = subprocess.run(
             _child("run", *common, *extra), capture_output=True, text=True, cwd=REPO, check=False
         )
+        process_seconds = time.monotonic() - started
     if output.returncode != 0:
         sys.stderr.write(output.stderr[-4000:])
         raise SystemExit(f"pipeline process failed for {records_per_day} records a day")
-    return Measured(**json.loads(output.stdout.strip().splitlines()[-1]))
+    measured = Measured(**json.loads(output.stdout.strip().splitlines()[-1]))
+    return replace(measured, process_seconds=process_seconds)
 
 
-def print_table(results: dict[int, Measured]) -> None:
-    header = ("per day", "records", "rows", "step s", "read s", "dedupe s", "load s")
-    header += ("records/s", "RSS before", "peak RSS MB")
+_QUICKHOUSE_RUN = """
+import json, resource, sys
+import quickhouse as qh
+url, account, passcode, event, first, last, out = sys.argv[1:]
+columns = [("ts", "TIMESTAMP"), ("profile", "JSON", "profile"),
+           ("event_props", "JSON", "event_props"), ("session_props", "JSON", "session_props")]
+source = qh.CleverTap(account_id=account, passcode=passcode, event_name=event, base_url=url,
+                      columns=columns, from_date=first, to_date=last)
+result = qh.sync(source, qh.Csv(out), dest_table="events", mode="full")
+print(json.dumps({"rows": result.rows_read,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _run_quickhouse(args: argparse.Namespace, served: Served, workdir: Path) -> Measured:
+    """quickhouse 0.21's CleverTap source (one cursor) into CSV files: every record's ts,
+    profile, event and session properties, the whole process timed as ours is."""
+    last_day = datetime.now(UTC).date()  # the emulator's zone, as in `serve`
+    first, last = (last_day - timedelta(days=args.days - 1)).isoformat(), last_day.isoformat()
+    command = [
+        args.quickhouse,
+        "-c",
+        _QUICKHOUSE_RUN,
+        served.url,
+        served.account_id,
+        served.passcode,
+        args.event,
+        first,
+        last,
+        str(workdir / "csv"),
+    ]
+    started = time.monotonic()
+    output = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    if output.returncode != 0:
+        sys.stderr.write(output.stderr[-4000:])
+        raise SystemExit("the quickhouse run failed")
+    reported = json.loads(output.stdout.strip().splitlines()[-1])
+    return Measured(
+        records=reported["rows"],
+        rows_written=reported["rows"],
+        bytes_received=0,
+        api_pages=0,
+        step_seconds=seconds,
+        read_seconds=seconds,
+        dedupe_seconds=0.0,
+        peak_rss_mb=reported["peak_rss_mb"],
+        before_run_rss_mb=0.0,
+        success=True,
+        process_seconds=seconds,
+    )
+
+
+def _print_run(name: str, m: Measured, expected_rows: int) -> None:
+    print(
+        f"  {name:>10}: {m.records:,} records in {m.process_seconds:.1f} s whole process "
+        f"({m.records / m.process_seconds:,.0f}/s; step {m.step_seconds:.1f} s), "
+        f"peak RSS {m.peak_rss_mb:.0f} MB, max {m.max_in_flight} in flight, "
+        f"load {m.load_average:.1f}",
+        flush=True,
+    )
+    if name != QUICKHOUSE and m.rows_written != expected_rows:
+        print(f"  warning: {m.rows_written:,} rows written, {expected_rows:,} expected")
+
+
+def print_table(results: dict[int, dict[str, list[Measured]]]) -> None:
+    """Medians per size and contender; whole-process records/s is what a user waits for."""
+    header = ("per day", "contender", "runs", "records", "process s", "step s", "read s")
+    header += ("records/s", "step rec/s", "peak RSS MB", "in flight", "load")
     print("\n" + " | ".join(f"{h:>11}" for h in header))
-    for per_day, m in results.items():
-        load = m.step_seconds - m.read_seconds - m.dedupe_seconds
-        cells = (
-            f"{per_day:,}",
-            f"{m.records:,}",
-            f"{m.rows_written:,}",
-            f"{m.step_seconds:.1f}",
-            f"{m.read_seconds:.1f}",
-            f"{m.dedupe_seconds:.1f}",
-            f"{load:.1f}",
-            f"{m.records / m.step_seconds:,.0f}",
-            f"{m.before_run_rss_mb:.0f}",
-            f"{m.peak_rss_mb:.0f}",
-        )
-        print(" | ".join(f"{c:>11}" for c in cells))
+    for per_day, runs in results.items():
+        for name, measured in runs.items():
+
+            def median(field: str, measured: list[Measured] = measured) -> float:
+                return statistics.median(getattr(m, field) for m in measured)
+
+            records = median("records")
+            cells = (
+                f"{per_day:,}",
+                name,
+                str(len(measured)),
+                f"{records:,.0f}",
+                f"{median('process_seconds'):.1f}",
+                f"{median('step_seconds'):.1f}",
+                f"{median('read_seconds'):.1f}",
+                f"{statistics.median(m.records / m.process_seconds for m in measured):,.0f}",
+                f"{statistics.median(m.records / m.step_seconds for m in measured):,.0f}",
+                f"{median('peak_rss_mb'):.0f}",
+                f"{max(m.max_in_flight for m in measured)}",
+                f"{median('load_average'):.1f}",
+            )
+            print(" | ".join(f"{c:>11}" for c in cells))
     sizes = sorted(results)
     if len(sizes) > 1:
-        small, large = results[sizes[0]], results[sizes[-1]]
-        print(
-            f"\nmemory ratio {sizes[-1] // sizes[0]}x records: "
-            f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x peak RSS "
-            f"(target <= {TARGET_MEMORY_RATIO}x)"
-        )
-    print(
-        f"targets: >= {TARGET_RECORDS_PER_SECOND:,} records/s for the asset step, "
-        f"peak RSS < {TARGET_PEAK_RSS_MB} MB"
-    )
+        for name in results[sizes[0]]:
+            small = statistics.median(m.peak_rss_mb for m in results[sizes[0]][name])
+            large = statistics.median(m.peak_rss_mb for m in results[sizes[-1]][name])
+            print(
+                f"memory ratio {sizes[-1] // sizes[0]}x records, {name}: {large / small:.2f}x "
+                f"peak RSS (target <= {TARGET_MEMORY_RATIO}x)"
+            )
+    print(f"target: peak RSS <= {TARGET_PEAK_RSS_MB} MB; records/s are medians of alternating runs")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -306,6 +431,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="10000,100000", help="records a day, comma-separated")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--event", default=DEFAULT_EVENT)
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="added by the emulator to every request"
+    )
+    parser.add_argument(
+        "--cursors", default="3", help="cursors per window (= requests in flight), e.g. 1,3"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="alternating runs per contender")
+    parser.add_argument("--quickhouse", help="a Python with quickhouse 0.21, as a contender")
     parser.add_argument(
         "--profile", action="store_true", help=f"cProfile each pipeline run into {RESULTS}"
     )
@@ -321,17 +454,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     if args.role == "serve":
-        serve(sizes[0], args.days, args.event)
+        serve(sizes[0], args.days, args.event, args.latency_ms / 1000, _cursors(args))
         return 0
     if args.role == "run":
         profile = Path(args.profile_to) if args.profile_to else None
         served = Served(**json.loads(args.served))
-        run_pipeline(served, args.days, args.event, Path(args.workdir), profile, Path(args.rss_to))
+        (cursors,) = _cursors(args)
+        workdir, rss = Path(args.workdir), Path(args.rss_to)
+        run_pipeline(served, args.days, args.event, cursors, workdir, profile, rss)
         return 0
-    results: dict[int, Measured] = {}
+    results: dict[int, dict[str, list[Measured]]] = {}
     for per_day in sizes:
         print(f"{per_day:,} records a day x {args.days} days of {args.event!r}:", flush=True)
-        results[per_day] = bench_size(per_day, args.days, args.event, args.profile)
+        results[per_day] = bench_size(args, per_day)
     print_table(results)
     return 0
 
