@@ -1,13 +1,19 @@
 """The spool: pages in any order and of any types become one deduplicated, consistently typed
 batch file (real Parquet files and a real DuckDB)."""
 
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.batch.spool import EventSpool
+from clevertap_assets.batch.spool import SPOOL_DIR_ENV, EventSpool, remove_stale_spools
 from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
+from clevertap_assets_tests.harness import make_pipeline, recent_days
 
 OPTIONS = NormaliseOptions(
     event_name="Charged",
@@ -87,3 +93,40 @@ def test_a_list_in_one_page_and_text_in_another_is_text_not_json():
     batch.discard()
     assert columns["event_props__items"] == Kind.TEXT
     assert values == ['[{"a":1}]', "none"]
+
+
+def test_a_load_that_fails_before_the_io_manager_writes_leaves_no_folder(
+    tmp_path, emulator, monkeypatch
+):
+    """The warehouse refuses the load before our type handler runs (Dagster's delete of the
+    window fails on a table of that name made by someone else): the spool was complete and
+    handed over, and its folder still goes with the failed step."""
+    monkeypatch.setenv(SPOOL_DIR_ENV, str(tmp_path / "spools"))
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    with duckdb.connect(pipeline.settings.duckdb_path) as connection:
+        connection.execute("CREATE SCHEMA clevertap; CREATE TABLE clevertap.charged (x INTEGER)")
+    first, last = recent_days(pipeline.settings, 2)
+    result = pipeline.load(first, last)
+    assert not result.success
+    assert "event_time" in str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert list((tmp_path / "spools").glob("clevertap_*")) == []
+
+
+def test_folders_of_dead_processes_go_and_live_ones_stay(tmp_path, monkeypatch):
+    """A real process makes a spool and is killed; the next spool removes its folder only."""
+    monkeypatch.setenv(SPOOL_DIR_ENV, str(tmp_path))
+    script = "from clevertap_assets.batch.spool import EventSpool; print(EventSpool('x').directory)"
+    dead = Path(
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ},
+        ).stdout.strip()
+    )
+    assert dead.exists()
+    alive = EventSpool("y").directory  # the next spool on the host
+    assert alive.exists() and not dead.exists()
+    assert remove_stale_spools(tmp_path) == []
+    assert alive.exists()
