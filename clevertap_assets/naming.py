@@ -7,6 +7,8 @@ agrees on them.
 
 import hashlib
 import re
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -88,3 +90,44 @@ def destination_column(name: str, rules: ColumnRules) -> str:
     digest = hashlib.sha256(encoded).hexdigest()[:_HASH_CHARACTERS]
     head = encoded[: rules.max_bytes - _HASH_CHARACTERS - 1].decode(errors="ignore")
     return f"{head}_{digest}"
+
+
+class ColumnNames:
+    """Which property key path owns which column, so colliding keys never share one.
+
+    `CT Source`, `ct_source` and `ct-source` all read `ct_source` as SQL names, yet they are
+    three properties with three values. The first path seen for a name gets the plain name;
+    every other path whose plain name is taken gets `<name>_<8 hex of SHA-256 of its path>`.
+    Which path came first is only stable if it is remembered: the assets load the record of
+    their previous materialization (`ColumnNames(record)`) and publish the updated one, so
+    a key keeps its column across pages, runs and days. Shared by the spool threads of a run.
+    """
+
+    def __init__(self, record: Mapping[str, Sequence[str]] | None = None) -> None:
+        self._by_path: dict[tuple[str, ...], str] = {}
+        self._taken: set[str] = set()
+        self._lock = threading.Lock()
+        for column, path in (record or {}).items():
+            self._by_path[tuple(path)] = column
+            self._taken.add(column)
+
+    def column_for(self, path: Sequence[str]) -> str:
+        key = tuple(path)
+        with self._lock:
+            known = self._by_path.get(key)
+            if known is not None:
+                return known
+            plain = "__".join(column_name(part) for part in key)
+            name = plain if plain not in self._taken else f"{plain}_{_path_digest(key)}"
+            self._by_path[key] = name
+            self._taken.add(name)
+            return name
+
+    def record(self) -> dict[str, list[str]]:
+        """Column name to the key path it holds, for the asset's metadata."""
+        with self._lock:
+            return {column: list(path) for path, column in sorted(self._by_path.items())}
+
+
+def _path_digest(path: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x1f".join(path).encode()).hexdigest()[:_HASH_CHARACTERS]

@@ -24,6 +24,7 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     DagsterLogManager,
+    JsonMetadataValue,
     MetadataValue,
     Output,
     asset,
@@ -33,7 +34,7 @@ from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
 from clevertap_assets.days import day_ranges
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, clevertap_pool
-from clevertap_assets.naming import slug, table_name
+from clevertap_assets.naming import ColumnNames, slug, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
 from clevertap_assets.source.client import (
     CleverTapResource,
@@ -111,9 +112,10 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
         window = context.partition_time_window
         first_day = window.start.date()
         last_day = (window.end - timedelta(days=1)).date()
+        names = recorded_column_names(context)
         try:
             batch, read = _read_window(
-                context, clevertap, settings, event_name, first_day, last_day
+                context, clevertap, settings, event_name, first_day, last_day, names
             )
         except ExportNotAllowedError:
             context.log.warning(
@@ -134,6 +136,18 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
     return _event_asset
 
 
+COLUMN_KEYS = "column_keys"
+"""Output metadata: every data column and the property key path it holds (see ColumnNames)."""
+
+
+def recorded_column_names(context: AssetExecutionContext) -> ColumnNames:
+    """The columns the asset's keys were given so far, from its latest materialization."""
+    latest = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = latest.asset_materialization if latest else None
+    recorded = (materialization.metadata if materialization else {}).get(COLUMN_KEYS)
+    return ColumnNames(recorded.value if isinstance(recorded, JsonMetadataValue) else None)
+
+
 def _read_window(
     context: AssetExecutionContext,
     clevertap: CleverTapResource,
@@ -141,12 +155,15 @@ def _read_window(
     event_name: str,
     first_day: date,
     last_day: date,
+    names: ColumnNames,
 ) -> tuple[EventBatch, dict]:
     """Read and spool the window; an expired cursor means reopening and reading it all again,
     with the partial spool thrown away."""
     for attempt in range(1, CURSOR_REOPENS + 1):
         try:
-            return _read_window_once(context, clevertap, settings, event_name, first_day, last_day)
+            return _read_window_once(
+                context, clevertap, settings, event_name, first_day, last_day, names
+            )
         except CursorExpiredError:
             if attempt == CURSOR_REOPENS:
                 raise
@@ -164,6 +181,7 @@ def _read_window_once(
     event_name: str,
     first_day: date,
     last_day: date,
+    names: ColumnNames,
 ) -> tuple[EventBatch, dict]:
     options = NormaliseOptions(
         event_name=event_name,
@@ -171,6 +189,7 @@ def _read_window_once(
         auto_mapping=settings.auto_mapping,
         max_record_bytes=settings.max_record_bytes,
         max_row_bytes=settings.max_row_bytes,
+        column_names=names,
     )
     window_start = datetime.combine(first_day, datetime.min.time())
     window_end = datetime.combine(last_day + timedelta(days=1), datetime.min.time())
@@ -217,6 +236,7 @@ def _read_window_once(
         "dedupe_seconds": round(seconds - read_seconds, 3),
         "rows_per_second": round(batch.rows / seconds, 1) if seconds else 0.0,
         "window": f"{first_day}..{last_day}",
+        COLUMN_KEYS: MetadataValue.json(names.record()),
     }
     return batch, read
 

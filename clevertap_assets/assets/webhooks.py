@@ -34,14 +34,15 @@ from dagster import (
     AssetsDefinition,
     ConfigurableResource,
     DynamicPartitionsDefinition,
+    MetadataValue,
     Output,
     asset,
 )
 
-from clevertap_assets.assets.events import event_asset_key
+from clevertap_assets.assets.events import COLUMN_KEYS, event_asset_key, recorded_column_names
 from clevertap_assets.batch.spool import EventBatch, EventSpool
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER
-from clevertap_assets.naming import table_name
+from clevertap_assets.naming import ColumnNames, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
 from clevertap_assets.source.normalise import JSON_SECTIONS, NormaliseOptions, normalise_page
 from clevertap_assets.webhooks.inbox import InboxEntry, WebhookInbox, expand_entry
@@ -115,7 +116,8 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
     ) -> Output[EventBatch]:
         first_id, last_id = parse_range_key(context.partition_key)
         entries = read_range(webhook_inbox.open(), first_id, last_id)
-        batch, records = _load_batch(settings, context.partition_key, entries)
+        names = recorded_column_names(context)
+        batch, records = _load_batch(settings, context.partition_key, entries, names)
         return Output(
             batch,
             metadata={
@@ -125,6 +127,7 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
                 "first_inbox_id": first_id,
                 "last_inbox_id": last_id,
                 "table": table,
+                COLUMN_KEYS: MetadataValue.json(names.record()),
             },
         )
 
@@ -132,7 +135,10 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
 
 
 def _load_batch(
-    settings: PipelineSettings, partition_key: str, entries: Sequence[InboxEntry]
+    settings: PipelineSettings,
+    partition_key: str,
+    entries: Sequence[InboxEntry],
+    names: ColumnNames,
 ) -> tuple[EventBatch, int]:
     options = NormaliseOptions(
         event_name="webhook",
@@ -142,6 +148,7 @@ def _load_batch(
         auto_mapping=True,
         max_record_bytes=settings.max_record_bytes,
         max_row_bytes=settings.max_row_bytes,
+        column_names=names,
     )
     json_columns = frozenset() if settings.auto_mapping else _JSON_COLUMNS
     received = 0

@@ -9,12 +9,12 @@ parsing, `$D_` dates and the size limits are polars expressions.
 import hashlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import polars as pl
 
-from clevertap_assets.naming import column_name
+from clevertap_assets.naming import ColumnNames
 
 JSON_SECTIONS = ("profile", "event_props", "session_props")
 SYSTEM_COLUMNS = ("_record_id", "event_name", "ts", "event_time", "event_time_utc")
@@ -29,6 +29,8 @@ class NormaliseOptions:
     auto_mapping: bool
     max_record_bytes: int
     max_row_bytes: int
+    column_names: ColumnNames = field(default_factory=ColumnNames, compare=False)
+    """Shared by every page of a run, so a key keeps its column (see `ColumnNames`)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def normalise_page(
     columnar part (polars, mostly without the GIL) of a page `canonicalise_page` reduced."""
     page = records if isinstance(records, CanonicalPage) else canonicalise_page(records, options)
     if page.sections is None:
-        data, json_columns = _flattened(page.canonical)
+        data, json_columns = _flattened(page.canonical, options.column_names)
     else:
         data, json_columns = _sections_frame(page.sections), frozenset(JSON_SECTIONS)
     frame = _with_system_columns(data, page.record_ids, options)
@@ -165,7 +167,7 @@ def _sections_frame(sections: dict[str, list]) -> pl.DataFrame:
     return pl.DataFrame(sections, schema=schema, strict=False)
 
 
-def _flattened(canonical: list[bytes]) -> tuple[pl.DataFrame, frozenset[str]]:
+def _flattened(canonical: list[bytes], names: ColumnNames) -> tuple[pl.DataFrame, frozenset[str]]:
     """AUTO_MAPPING=true: every scalar leaf its own column, lists as JSON text.
 
     Polars infers one schema for the page (int and string become string) and flattens in
@@ -177,12 +179,14 @@ def _flattened(canonical: list[bytes]) -> tuple[pl.DataFrame, frozenset[str]]:
     try:
         raw = _read_records(canonical)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
-        return _flattened_slowly([orjson.loads(body) for body in canonical])
+        return _flattened_slowly([orjson.loads(body) for body in canonical], names)
     leaves = [
-        leaf for name, dtype in raw.schema.items() for leaf in _leaves(pl.col(name), dtype, [name])
+        leaf
+        for name, dtype in raw.schema.items()
+        for leaf in _leaves(pl.col(name), dtype, [name], names)
     ]
     json_columns = frozenset(name for name, _, is_json in leaves if is_json)
-    return _parse_dates(raw.select(_merge_same_names(leaves))), json_columns
+    return _parse_dates(raw.select(expr.alias(name) for name, expr, _ in leaves)), json_columns
 
 
 def _read_records(canonical: list[bytes]) -> pl.DataFrame:
@@ -198,15 +202,19 @@ def _read_records(canonical: list[bytes]) -> pl.DataFrame:
     return pl.read_json(io.BytesIO(b"[" + joined + b"]"), infer_schema_length=None)
 
 
-def _leaves(expr: pl.Expr, dtype: pl.DataType, path: list[str]) -> list[tuple[str, pl.Expr, bool]]:
+def _leaves(
+    expr: pl.Expr, dtype: pl.DataType, path: list[str], names: ColumnNames
+) -> list[tuple[str, pl.Expr, bool]]:
     """(column name, expression, is JSON) for each scalar or list under a column, depth first."""
     if isinstance(dtype, pl.Struct):
         return [
             leaf
-            for field in dtype.fields
-            for leaf in _leaves(expr.struct.field(field.name), field.dtype, [*path, field.name])
+            for member in dtype.fields
+            for leaf in _leaves(
+                expr.struct.field(member.name), member.dtype, [*path, member.name], names
+            )
         ]
-    name = "__".join(column_name(part) for part in path)
+    name = names.column_for(path)
     if isinstance(dtype, pl.List | pl.Array):
         return [(name, _json_text(expr), True)]
     if dtype == pl.Null:
@@ -221,19 +229,6 @@ def _json_text(expr: pl.Expr) -> pl.Expr:
     encoded = pl.struct(expr.alias("v")).struct.json_encode()
     unwrapped = encoded.str.strip_prefix(_JSON_WRAPPER).str.strip_suffix("}")
     return pl.when(expr.is_null()).then(None).otherwise(unwrapped)
-
-
-def _merge_same_names(leaves: list[tuple[str, pl.Expr, bool]]) -> list[pl.Expr]:
-    """`Fare` and `fare` are one column in SQL: coalesce them (as text) rather than fail."""
-    by_name: dict[str, list[pl.Expr]] = {}
-    for name, expr, _ in leaves:
-        by_name.setdefault(name, []).append(expr)
-    return [
-        exprs[0].alias(name)
-        if len(exprs) == 1
-        else pl.coalesce([e.cast(pl.String) for e in exprs]).alias(name)
-        for name, exprs in by_name.items()
-    ]
 
 
 def _parse_dates(frame: pl.DataFrame) -> pl.DataFrame:
@@ -254,9 +249,11 @@ def _parse_dates(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _flattened_slowly(records: Sequence[dict]) -> tuple[pl.DataFrame, frozenset[str]]:
+def _flattened_slowly(
+    records: Sequence[dict], names: ColumnNames
+) -> tuple[pl.DataFrame, frozenset[str]]:
     """Slow path for pages polars cannot type: leaves whose Python types disagree become text."""
-    rows = [_flatten_record(record) for record in records]
+    rows = [_flatten_record(record, names) for record in records]
     kinds: dict[str, set[type]] = {}
     for row in rows:
         for key, value in row.items():
@@ -271,14 +268,15 @@ def _flattened_slowly(records: Sequence[dict]) -> tuple[pl.DataFrame, frozenset[
     return _parse_dates(pl.from_dicts(typed, infer_schema_length=None)), json_columns
 
 
-def _flatten_record(record: dict, path: tuple[str, ...] = ()) -> dict[str, object]:
+def _flatten_record(
+    record: dict, names: ColumnNames, path: tuple[str, ...] = ()
+) -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in record.items():
         if isinstance(value, dict):
-            flat.update(_flatten_record(value, (*path, key)))
+            flat.update(_flatten_record(value, names, (*path, key)))
         else:
-            name = "__".join(column_name(part) for part in (*path, key))
-            flat[name] = value
+            flat[names.column_for((*path, key))] = value
     return flat
 
 

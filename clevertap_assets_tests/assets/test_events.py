@@ -9,10 +9,12 @@ from datetime import timedelta
 import duckdb
 import orjson
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, instance_for_test, materialize
 
 from clevertap_assets.assets.events import build_event_assets
 from clevertap_assets.days import local_today
+from clevertap_assets.definitions import build_definitions
+from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import SettingsError
 from clevertap_assets_tests.harness import EVENTS, fast_clevertap, make_pipeline, recent_days
 
@@ -308,3 +310,49 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
     assert [o.metadata["skipped"].value for o in observations] == [
         "Export not allowed for this event"
     ]
+
+
+def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, make_emulator):
+    """`CT Source` (the emulator's own) and, from a later day, `ct_source` and `ct-source`:
+    three columns, each value where its key put it, the names recorded and kept by later runs."""
+    today = local_today("UTC")
+    emulator = make_emulator(
+        events=["Charged"],
+        extra_event_props={"ct_source": "snake", "ct-source": "kebab"},
+        extra_event_props_from=today - timedelta(days=1),
+    )
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    definitions = build_definitions(pipeline.settings)
+    key = AssetKey(["clevertap", "charged"])
+    with instance_for_test() as instance:
+        for first, last in ((today - timedelta(days=3), today), (today, today)):
+            result = materialize(
+                definitions.assets or [],
+                tags={
+                    ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+                    ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+                },
+                instance=instance,
+                resources={**(definitions.resources or {}), "clevertap": fast_clevertap(emulator)},
+            )
+            assert result.success
+        latest = instance.get_latest_materialization_event(key).asset_materialization
+        recorded = latest.metadata["column_keys"].value
+    by_key = {tuple(path): column for column, path in recorded.items()}
+    plain = by_key[("event_props", "CT Source")]
+    web = by_key[("event_props", "ct_source")]
+    api = by_key[("event_props", "ct-source")]
+    assert plain == "event_props__ct_source"
+    assert web.startswith("event_props__ct_source_") and api.startswith("event_props__ct_source_")
+    values = query(
+        pipeline,
+        f"SELECT CAST(event_time AS DATE) >= current_date - 1, {plain}, {web}, {api}, count(*) "
+        "FROM clevertap.charged GROUP BY ALL",
+    )
+    assert {late for late, *_ in values} == {True, False}
+    for late, source, web_value, api_value, _ in values:
+        assert source in ("Mobile", "API", "Web")
+        assert (web_value, api_value) == (("snake", "kebab") if late else (None, None))
+    assert daily_rows(pipeline, "charged") == pipeline.truth(
+        "Charged", today - timedelta(days=3), today
+    )

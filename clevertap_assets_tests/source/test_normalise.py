@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 import orjson
 import polars as pl
 
+from clevertap_assets.naming import ColumnNames
 from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
 
 RECORD = {
@@ -85,10 +86,27 @@ def test_object_beside_scalar_takes_the_slow_path_and_keeps_both():
     assert frame["event_props__fare__amount"].to_list() == [None, 12]
 
 
-def test_same_name_after_snake_case_is_coalesced():
-    record = {**RECORD, "event_props": {"Fare": 1, "fare": 2}}
-    frame = normalise_page([record], options()).frame
-    assert frame["event_props__fare"].to_list() == ["1"]
+def test_keys_alike_in_snake_case_keep_their_own_values_and_columns():
+    """Never a coalesce: each key its column, the same in every page and for a later run."""
+    colliding = {"CT Source": "Mobile", "ct_source": "Web", "ct-source": "API"}
+    names = ColumnNames()
+    first = normalise_page([{**RECORD, "event_props": colliding}], options(column_names=names))
+    columns = {c: first.frame[c][0] for c in first.frame.columns if "ct_source" in c}
+    digest = {k: hashlib.sha256(f"event_props\x1f{k}".encode()).hexdigest()[:8] for k in colliding}
+    assert columns == {
+        "event_props__ct_source": "Mobile",
+        f"event_props__ct_source_{digest['ct_source']}": "Web",
+        f"event_props__ct_source_{digest['ct-source']}": "API",
+    }
+    record = names.record()
+    assert record["event_props__ct_source"] == ["event_props", "CT Source"]
+    # A later page (or run, from the recorded names) with a bool beside a number takes the
+    # slow path and holds only the lower-case key: it keeps its own column.
+    later = {**RECORD, "event_props": {"ct_source": "Web", "flag": True}}
+    other = {**RECORD, "ts": 20250607130936, "event_props": {"ct_source": 3, "flag": 1}}
+    page = normalise_page([later, other], options(column_names=ColumnNames(record)))
+    assert page.frame[f"event_props__ct_source_{digest['ct_source']}"].to_list() == ["Web", "3"]
+    assert "event_props__ct_source" not in page.frame.columns
 
 
 def test_json_mode_keeps_sections_as_received():
