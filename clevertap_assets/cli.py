@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 
 def _check(args: argparse.Namespace) -> int:
     from clevertap_assets.connection_check import run_connection_check
+    from clevertap_assets.definitions import build_code_location
 
-    return run_connection_check(day=args.day)
+    return run_connection_check(day=args.day, build_definitions=build_code_location)
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -71,6 +71,8 @@ class CheckState:
 
     report: ConnectionReport
     day_text: str | None = None
+    build_definitions: Callable[[PipelineSettings], dg.Definitions] | None = None
+    """What the code location loads (the CLI passes it; inside Dagster it has loaded already)."""
     settings: PipelineSettings | None = None
     credentials: dict[str, str] = field(default_factory=dict)
 
@@ -82,6 +84,12 @@ def check_settings(state: CheckState) -> None:
     """Settings first: every later step needs the region, events and time zone."""
     settings = load_settings()
     state.settings = settings
+    if state.build_definitions is not None:
+        try:
+            dg.Definitions.validate_loadable(state.build_definitions(settings))
+        except dg.DagsterError as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise CheckFailed(f"Dagster cannot load the definitions: {first_line}") from None
     report = state.report
     report.day = _local_day(state.day_text, settings.timezone)
     report.base_url, report.region = settings.base_url, settings.region
@@ -141,10 +149,12 @@ CHECK_STEPS: list[CheckStep] = [check_settings, check_credentials, check_clevert
 
 
 def check_connection(
-    day: str | None = None, steps: list[CheckStep] | None = None
+    day: str | None = None,
+    steps: list[CheckStep] | None = None,
+    build_definitions: Callable[[PipelineSettings], dg.Definitions] | None = None,
 ) -> ConnectionReport:
     """Run the steps until one fails; the report says how far it got and why it stopped."""
-    state = CheckState(report=ConnectionReport(), day_text=day)
+    state = CheckState(report=ConnectionReport(), day_text=day, build_definitions=build_definitions)
     for step in CHECK_STEPS if steps is None else steps:
         try:
             step(state)
@@ -155,9 +165,13 @@ def check_connection(
     return state.report
 
 
-def run_connection_check(day: str | None = None) -> int:
-    """`clevertap-assets check`: print the report, exit 0 when everything answered."""
-    report = check_connection(day)
+def run_connection_check(
+    day: str | None = None,
+    build_definitions: Callable[[PipelineSettings], dg.Definitions] | None = None,
+) -> int:
+    """`clevertap-assets check`: print the report, exit 0 when everything answered; with
+    `build_definitions`, the settings pass only if the code location would load with them."""
+    report = check_connection(day, build_definitions=build_definitions)
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

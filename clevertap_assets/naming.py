@@ -11,6 +11,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from anyascii import anyascii
+
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z0-9_]+$")
@@ -131,3 +133,28 @@ class ColumnNames:
 
 def _path_digest(path: tuple[str, ...]) -> str:
     return hashlib.sha256("\x1f".join(path).encode()).hexdigest()[:_HASH_CHARACTERS]
+
+
+def event_slugs(event_names: Sequence[str]) -> dict[str, str]:
+    """Each event name's table and asset name, readable, stable and unique.
+
+    CleverTap projects name events in any script (`購入`, Hindi, Arabic) and names may differ
+    only in case or punctuation, yet each is its own event. A name is transliterated to ASCII
+    (anyascii: `Ünïcødé Évènt` -> `unicode_event`, `購入` -> `gouru`) and slugged; a name that
+    was not plain ASCII, or whose slug an earlier name of the list already has, gets the first
+    8 hex of its SHA-256 after it, and one with nothing left (`✓✓` keeps `vv`, an invisible
+    name keeps nothing) is `event_<hash>`. The hash depends on the name alone and the plain
+    slug goes to the first name of the CSV, so the names do not move as events are added.
+    """
+    slugs: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in event_names:
+        plain = slug(anyascii(name))
+        if plain and name.isascii() and plain not in taken:
+            chosen = plain
+        else:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_CHARACTERS]
+            chosen = f"{plain or 'event'}_{digest}"
+        slugs[name] = chosen
+        taken.add(chosen)
+    return slugs

@@ -6,7 +6,9 @@ names the variable and what is allowed, before any run starts. Credentials are n
 resources take them through `EnvVar`, so they are resolved only inside runs and never shown.
 """
 
+import codecs
 import csv
+import io
 import re
 from datetime import date, timedelta
 from functools import cached_property
@@ -19,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
-from clevertap_assets.naming import is_valid_table_prefix, slug
+from clevertap_assets.naming import event_slugs, is_valid_table_prefix, slug
 
 REGION_HOSTS: dict[str, str] = {
     "eu1": "api.clevertap.com",
@@ -80,7 +82,7 @@ def read_event_names(path: Path) -> list[str]:
     """
     if not path.is_file():
         raise SettingsError(f"CLEVERTAP_EVENTS_CSV={str(path)!r}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(_csv_text(path), newline="") as handle:
         rows = csv.reader(handle)
         header = next((row for row in rows if any(cell.strip() for cell in row)), None)
         if header is None:
@@ -94,6 +96,20 @@ def read_event_names(path: Path) -> list[str]:
         index = keys.index("eventname")
         names = (row[index].strip() for row in rows if len(row) > index)
         return list(dict.fromkeys(name for name in names if name))
+
+
+def _csv_text(path: Path) -> str:
+    """The file as text: UTF-8 (with or without a BOM) or UTF-16 with its BOM, which is what
+    spreadsheet tools write for "Unicode text"; anything else is one clear sentence."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"CLEVERTAP_EVENTS_CSV={str(path)!r} is neither UTF-8 nor UTF-16 with a byte-order "
+            f"mark (byte {exc.start} cannot be read as {encoding}); save it as 'CSV UTF-8'"
+        ) from None
 
 
 class PipelineSettings(BaseSettings):
@@ -198,6 +214,16 @@ class PipelineSettings(BaseSettings):
                 f"CLEVERTAP_EXCLUDE_EVENTS names events that are not in {self.events_csv}: "
                 f"{', '.join(repr(n) for n in unknown)} (names are case-sensitive)"
             )
+        if not known:
+            raise SettingsError(
+                f"CLEVERTAP_EVENTS_CSV={str(self.events_csv)!r} lists no event under its "
+                "'Event Name' column; export the events again from Settings > Schema > Events"
+            )
+        if not self.event_names:
+            raise SettingsError(
+                f"CLEVERTAP_EXCLUDE_EVENTS excludes all {len(known)} events of "
+                f"{self.events_csv}: no event is left to replicate"
+            )
         return self
 
     @model_validator(mode="after")
@@ -225,6 +251,11 @@ class PipelineSettings(BaseSettings):
     @cached_property
     def all_event_names(self) -> list[str]:
         return read_event_names(self.events_csv)
+
+    @cached_property
+    def event_slugs(self) -> dict[str, str]:
+        """Every name of the CSV, excluded or not, so excluding one never renames another."""
+        return event_slugs(self.all_event_names)
 
     @property
     def excluded_event_names(self) -> list[str]:
@@ -277,7 +308,9 @@ def _describe(error: dict) -> str:
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, SettingsError):
         return str(cause)
-    name = str(error["loc"][0]) if error["loc"] else "settings"
+    if not error["loc"]:  # a check across settings: its input is every setting, never shown
+        return f"settings: {error['msg']}"
+    name = str(error["loc"][0])
     field = PipelineSettings.model_fields.get(name)
     variable = field.validation_alias if field and field.validation_alias else name
     return f"{variable}={error.get('input')!r}: {error['msg']}"

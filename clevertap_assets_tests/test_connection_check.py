@@ -17,6 +17,8 @@ from clevertap_assets.connection_check import (
     connection_check_job,
     run_connection_check,
 )
+from clevertap_assets.definitions import build_code_location
+from clevertap_assets.settings import load_settings
 
 ACCOUNT = "CHECK-ACCOUNT"
 PASSCODE = "check-SECRET-passcode-93"
@@ -148,3 +150,46 @@ def test_an_unreachable_destination_fails_the_check(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert out.startswith("CleverTap connection check FAILED: destination duckdb: ")
     assert "missing-folder" in out
+
+
+def write_csv(tmp_path, text: str, encoding: str = "utf-8") -> None:
+    path = tmp_path / "events.csv"
+    path.write_bytes(text.encode(encoding))
+
+
+def test_names_in_any_script_and_alike_in_case_pass_the_check_and_load(tmp_path, capsys):
+    """What `check` passes, the code location loads: the same validation runs in both."""
+    names = ["Charged", "charged", "購入", "شراء", "Ünïcødé Évènt ✓"]
+    write_csv(tmp_path, "Event Name\n" + "\n".join(names) + "\n", encoding="utf-16")
+    assert cli.main(["check", "--day", DAY]) == 0
+    assert "events selected:       5" in capsys.readouterr().out
+    definitions = build_code_location(load_settings())
+    dg.Definitions.validate_loadable(definitions)
+    keys = {key.path[-1] for key in definitions.resolve_all_asset_keys()}
+    assert {"charged", "webhook_events"} <= keys and len(keys) == 6
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "exclude", "message"),
+    [
+        ("Event Name\n", "", "lists no event under its 'Event Name' column"),
+        ("Event Name\nCharged\n", "Charged", "excludes all 1 events of"),
+        ("Event Name\nWebhook Events\n", "", "would load into the webhook table"),
+    ],
+)
+def test_what_the_definitions_refuse_the_check_refuses_in_one_sentence(
+    tmp_path, monkeypatch, capsys, csv_text, exclude, message
+) -> None:
+    write_csv(tmp_path, csv_text)
+    monkeypatch.setenv("CLEVERTAP_EXCLUDE_EVENTS", exclude)
+    assert cli.main(["check", "--day", DAY]) == 1
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert message in line and "{" not in line
+
+
+def test_a_csv_in_neither_utf8_nor_utf16_is_one_sentence(tmp_path, capsys) -> None:
+    write_csv(tmp_path, "Event Name\nAchat réussi\n", encoding="latin-1")
+    assert cli.main(["check", "--day", DAY]) == 1
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert "is neither UTF-8 nor UTF-16" in line and "save it as 'CSV UTF-8'" in line
+    assert PASSCODE not in line and "{" not in line

@@ -34,8 +34,8 @@ from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
 from clevertap_assets.days import day_ranges
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, clevertap_pool
-from clevertap_assets.naming import ColumnNames, slug, table_name
-from clevertap_assets.settings import PipelineSettings, SettingsError
+from clevertap_assets.naming import ColumnNames, table_name
+from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.client import (
     CleverTapResource,
     CursorExpiredError,
@@ -58,30 +58,16 @@ and memory holds at most this many pages plus the one each cursor is reading."""
 
 
 def event_asset_key(settings: PipelineSettings, event_name: str) -> AssetKey:
-    return AssetKey([settings.pipeline_slug, slug(event_name)])
+    return AssetKey([settings.pipeline_slug, settings.event_slugs[event_name]])
 
 
 def event_table(settings: PipelineSettings, event_name: str) -> str:
-    """The warehouse table of an event, Hevo's way: `<TABLE_PREFIX>_<event slug>`."""
-    return table_name(slug(event_name), settings.table_prefix)
+    """The warehouse table of an event, Hevo's way: `<TABLE_PREFIX>_<event slug>`; the slug
+    is unique per name of the CSV, in any script (see `naming.event_slugs`)."""
+    return table_name(settings.event_slugs[event_name], settings.table_prefix)
 
 
 def build_event_assets(settings: PipelineSettings) -> list[AssetsDefinition]:
-    """All selected events; two names that would share a table are refused before anything runs."""
-    by_slug: dict[str, str] = {}
-    for name in settings.event_names:
-        event_slug = slug(name)
-        if not event_slug:
-            raise SettingsError(
-                f"event {name!r} in {settings.events_csv} has no letters or digits to name a table"
-            )
-        if event_slug in by_slug:
-            raise SettingsError(
-                f"events {by_slug[event_slug]!r} and {name!r} would both load into table "
-                f"{table_name(event_slug, settings.table_prefix)!r}; exclude one with "
-                "CLEVERTAP_EXCLUDE_EVENTS"
-            )
-        by_slug[event_slug] = name
     return [build_event_asset(settings, name) for name in settings.event_names]
 
 

@@ -15,7 +15,7 @@ from clevertap_assets.assets.events import build_event_assets
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from clevertap_assets.settings import SettingsError
+from clevertap_assets.naming import event_slugs
 from clevertap_assets_tests.harness import EVENTS, fast_clevertap, make_pipeline, recent_days
 
 
@@ -200,12 +200,29 @@ def test_each_clevertap_account_exports_in_its_own_pool(tmp_path, make_emulator)
     assert not any(emulator.config.passcode in pool for pool in pools)
 
 
-def test_colliding_event_slugs_are_refused_at_load(tmp_path, make_emulator):
-    events = ["Added To Cart", "added-to-cart"]
-    with pytest.raises(SettingsError, match=r"'Added To Cart' and 'added-to-cart'.*added_to_cart"):
-        build_event_assets(
-            make_pipeline(tmp_path, make_emulator(events=events), events=events).settings
-        )
+def test_event_names_in_any_script_and_alike_in_case_each_load_into_their_own_table(
+    tmp_path, make_emulator
+):
+    """Names of in1/sg1/mec1 projects, and two names differing only in case: readable,
+    unique tables, the same whatever else the CSV holds, each equal to the emulator's truth."""
+    events = ["Charged", "charged", "購入", "खरीदारी", "شراء", "Ünïcødé Évènt ✓", "\u200b"]
+    pipeline = make_pipeline(tmp_path, make_emulator(events=events), events=events)
+    slugs = pipeline.settings.event_slugs
+    assert slugs["Charged"] == "charged"
+    assert [slugs[n].rsplit("_", 1)[0] for n in events[1:]] == [
+        "charged",
+        "gouru",
+        "khridari",
+        "shr",
+        "unicode_event_v",
+        "event",
+    ]
+    assert len(set(slugs.values())) == len(events)
+    assert event_slugs(["購入", "Charged"])["購入"] == slugs["購入"]  # order, company: no matter
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    for name in events:
+        assert daily_rows(pipeline, slugs[name]) == pipeline.truth(name, first, last)
 
 
 def test_new_property_adds_a_column_and_drift_widens_it(tmp_path, make_emulator):
