@@ -73,6 +73,7 @@ FAULT_FIELDS = frozenset(
         "cursor_expiry_pages",
         "cursor_expiry_times",
         "repeat_cursor",
+        "endless_empty_pages",
         "counts_partial",
         "counts_partial_polls",
         "final_page",
@@ -118,6 +119,7 @@ class EmulatorConfig:
     cursor_expiry_pages: int = 0
     cursor_expiry_times: int | None = 1
     repeat_cursor: bool = False  # next_cursor equals the cursor just used: a stuck export
+    endless_empty_pages: bool = False  # past the last record, a new empty cursor, forever
     counts_partial: bool = False
     counts_partial_polls: int = 1
     prerender: bool = False
@@ -819,6 +821,9 @@ class CleverTapEmulator:
         if config.page_in_progress and first_fetch:
             self._fault("in_progress")
             raise EmulatorError(200, "Request still in progress, please retry later", 2)
+        if offset >= export.total and config.endless_empty_pages:
+            cursor = encode_cursor(export_id, page + 1, offset)
+            return b'{"status":"success","next_cursor":"' + cursor.encode() + b'","records":[]}'
         if offset >= export.total:
             return b'{"status":"success"}'
         stop = min(export.total, offset + _page_size(export, page, config.vary_page_sizes))

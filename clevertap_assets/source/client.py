@@ -189,6 +189,12 @@ class CleverTapResource(dg.ConfigurableResource):
     backoff_seconds: float = Field(1.0, ge=0)
     max_backoff_seconds: float = Field(60, ge=0)
     throttle_wait_seconds: float = Field(30, ge=0)
+    max_empty_pages: int = Field(
+        100, ge=1, description="pages in a row without records before a cursor chain is a fault"
+    )
+    max_window_seconds: float = Field(
+        4 * 3600, gt=0, description="longest read of one window (cursors expire after ~4 h)"
+    )
 
     _client: httpx.Client | None = PrivateAttr(default=None)
 
@@ -259,7 +265,9 @@ class CleverTapResource(dg.ConfigurableResource):
                 f"CleverTap opened no cursor for event {event_name!r} on {EVENTS_PATH}"
             )
         used = {cursor}
+        started, empty_in_a_row = time.monotonic(), 0
         while True:
+            self._within_bounds(event_name, first_day, last_day, stats, started, empty_in_a_row)
             # Each answer leaves a reference cycle (httpx) holding its body. Collect the
             # youngest generation now, while the last page is freed and before this one is
             # parsed: it is then a few objects to walk, not a page of records, and memory
@@ -273,6 +281,7 @@ class CleverTapResource(dg.ConfigurableResource):
                 )
             stats.pages += 1
             stats.records += len(records)
+            empty_in_a_row = 0 if records else empty_in_a_row + 1
             yield records
             cursor = page.get("next_cursor")
             del page, records  # so the next request starts with this page freed
@@ -285,6 +294,32 @@ class CleverTapResource(dg.ConfigurableResource):
                     "of looping"
                 )
             used.add(cursor)
+
+    def _within_bounds(
+        self,
+        event_name: str,
+        first_day: date,
+        last_day: date,
+        stats: FetchStats,
+        started: float,
+        empty_in_a_row: int,
+    ) -> None:
+        """A stand-in that keeps handing out new cursors (empty pages, or pages that never
+        end) would otherwise keep a run going forever: stop it with a clear error."""
+        window = f"event {event_name!r} ({first_day}..{last_day})"
+        if empty_in_a_row >= self.max_empty_pages:
+            raise CleverTapProtocolError(
+                f"CleverTap sent {empty_in_a_row} pages in a row without records for {window}, "
+                f"each with a new cursor; stopping instead of paging forever "
+                f"(max_empty_pages={self.max_empty_pages})"
+            )
+        elapsed = time.monotonic() - started
+        if elapsed > self.max_window_seconds:
+            raise CleverTapProtocolError(
+                f"reading {window} took {elapsed:.0f} s, over max_window_seconds="
+                f"{self.max_window_seconds:g}, after {stats.pages} pages and {stats.records} "
+                "records; stopping (split the window, or raise the limit)"
+            )
 
     def count_events(
         self,

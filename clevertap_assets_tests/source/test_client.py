@@ -162,6 +162,30 @@ def test_a_cursor_that_repeats_is_an_error_not_a_loop(start, caplog) -> None:
     assert_no_secret(caplog, failure.value)
 
 
+def test_an_endless_stream_of_empty_cursors_is_stopped_with_a_clear_error(start, caplog) -> None:
+    emulator = start(endless_empty_pages=True, duplicate_share=0.0)
+    stats = FetchStats()
+    client = client_for(emulator, batch_size=5000, max_empty_pages=20)
+    with pytest.raises(CleverTapProtocolError) as failure:
+        read_all(client, "Charged", DAY, DAY, stats=stats)
+    assert str(failure.value) == (
+        f"CleverTap sent 20 pages in a row without records for event 'Charged' ({DAY}..{DAY}), "
+        "each with a new cursor; stopping instead of paging forever (max_empty_pages=20)"
+    )
+    assert stats.records == emulator.true_count("Charged", DAY)
+    assert_no_secret(caplog, failure.value)
+
+
+def test_a_window_read_longer_than_its_time_bound_is_stopped(start, caplog) -> None:
+    emulator = start(delay_seconds=0.2, duplicate_share=0.0)
+    client = client_for(emulator, batch_size=5, max_window_seconds=0.5)
+    with pytest.raises(
+        CleverTapProtocolError, match=r"over max_window_seconds=0\.5, after \d+ pages"
+    ):
+        read_all(client, "Charged", DAY, DAY)
+    assert emulator.stats.requests["page"] < emulator.true_count("Charged", DAY) / 5
+
+
 # --- retried faults --------------------------------------------------------------------------
 
 
