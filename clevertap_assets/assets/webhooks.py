@@ -16,14 +16,15 @@ property sections), `event_props` (`event_properties`), `session_props`, plus `i
 `profile_index`, `target_id`, `payload_sha256` and `key_values`. `ts` is when the receiver
 stored the payload (a profile's own `ts`, if any, stays in `profile`). Because the inbox id
 and profile index are part of each record, the normaliser's `_record_id` is a stable key per
-(payload, profile). CleverTap retries a delivery it saw time out, and the inbox keeps both
-copies; they share `payload_sha256`, so a query can collapse them.
+(payload, profile). CleverTap re-sends a delivery whose 200 it did not see, and the inbox
+keeps both copies; a range loads only the first copy of a body (same `payload_sha256`)
+received within `REDELIVERY_WINDOW` (24 h), so a re-delivered payload lands once.
 """
 
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -82,10 +83,16 @@ def parse_range_key(key: str) -> tuple[int, int]:
     return int(first), int(last)
 
 
-def read_range(inbox: WebhookInbox, first_id: int, last_id: int) -> list[InboxEntry]:
-    """Every stored entry with an id in [first_id, last_id]; always the same for a range,
-    since entries never change and no new entry can get an id the sensor has already seen."""
-    return inbox.read_after(first_id - 1, last_id - first_id + 1)
+REDELIVERY_WINDOW = timedelta(hours=24)
+"""A body equal to one received at most this long before is CleverTap re-sending a delivery
+whose 200 it missed (it retries within seconds to minutes), and is loaded once."""
+
+
+def read_range(inbox: WebhookInbox, first_id: int, last_id: int) -> tuple[list[InboxEntry], int]:
+    """The first copies of the entries with an id in [first_id, last_id], and the number of
+    re-deliveries left out; always the same for a range, since entries never change and no new
+    entry can get an id the sensor has already seen."""
+    return inbox.read_first_copies(first_id, last_id, REDELIVERY_WINDOW)
 
 
 def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
@@ -115,13 +122,14 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
         context: AssetExecutionContext, webhook_inbox: WebhookInboxResource
     ) -> Output[EventBatch]:
         first_id, last_id = parse_range_key(context.partition_key)
-        entries = read_range(webhook_inbox.open(), first_id, last_id)
+        entries, redeliveries = read_range(webhook_inbox.open(), first_id, last_id)
         names = recorded_column_names(context)
         batch, records = _load_batch(settings, context.partition_key, entries, names)
         return Output(
             batch,
             metadata={
                 "payloads": len(entries),
+                "redeliveries_dropped": redeliveries,
                 "profiles": records,
                 "rows_written": batch.rows,
                 "first_inbox_id": first_id,

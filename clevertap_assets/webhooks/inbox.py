@@ -22,7 +22,8 @@ The contract the loader's exactly-once rule relies on:
 - Entries never change: the body is the exact bytes received, and a trigger makes SQLite
   refuse any UPDATE. The loader may parse the same entry twice and get the same records.
 - Entries are deliveries, not unique events: when CleverTap retries after a timeout, the
-  same body can be stored twice. Its `sha256` is kept so the loader can spot such repeats.
+  same body can be stored twice. Its `sha256` is kept (and indexed) so the loader reads only
+  the first copy (`read_first_copies`).
 - Every body is a JSON object (`append` refuses anything else), so `expand_payload` can be
   called on any stored entry without a parse error.
 
@@ -42,7 +43,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS webhook_inbox (
     is_test INTEGER NOT NULL,
     profile_count INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS webhook_inbox_sha256 ON webhook_inbox (sha256, id);
 CREATE TRIGGER IF NOT EXISTS webhook_inbox_entries_never_change
 BEFORE UPDATE ON webhook_inbox
 BEGIN
@@ -201,6 +203,30 @@ class WebhookInbox:
             InboxEntry(id=row[0], received_at=datetime.fromisoformat(row[1]), body=row[2])
             for row in rows
         ]
+
+    def read_first_copies(
+        self, first_id: int, last_id: int, window: timedelta
+    ) -> tuple[list[InboxEntry], int]:
+        """The entries with ids in [first_id, last_id] that are not a re-delivery, and how many
+        were: a re-delivery is a body byte for byte equal (same `sha256`) to an entry with a
+        smaller id received at most `window` before it. CleverTap re-sends a payload whose 200
+        it did not see within seconds to minutes; the same body days apart is a new event.
+        Entries never change, so a range always gives the same answer."""
+        days = window.total_seconds() / 86400
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT id, received_at, body, EXISTS (SELECT 1 FROM webhook_inbox AS earlier"
+                " WHERE earlier.sha256 = entry.sha256 AND earlier.id < entry.id"
+                " AND julianday(earlier.received_at) >= julianday(entry.received_at) - ?)"
+                " FROM webhook_inbox AS entry WHERE id BETWEEN ? AND ? ORDER BY id",
+                (days, first_id, last_id),
+            ).fetchall()
+        entries = [
+            InboxEntry(id=row[0], received_at=datetime.fromisoformat(row[1]), body=row[2])
+            for row in rows
+            if not row[3]
+        ]
+        return entries, len(rows) - len(entries)
 
     def last_id(self) -> int:
         """The newest id, 0 when empty, so 0 is the cursor that reads everything."""

@@ -4,6 +4,7 @@ fails in between."""
 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
@@ -17,7 +18,7 @@ from dagster import (
     materialize,
 )
 
-from clevertap_assets.assets.webhooks import WebhookInboxResource
+from clevertap_assets.assets.webhooks import REDELIVERY_WINDOW, WebhookInboxResource
 from clevertap_assets.definitions import build_webhook_definitions
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
 from clevertap_assets.webhooks.inbox import WebhookInbox
@@ -172,3 +173,27 @@ def test_the_inbox_resource_points_at_the_receivers_file(tmp_path, emulator):
         resource = defs.resources["webhook_inbox"]
         assert isinstance(resource, WebhookInboxResource)
         assert resource.path == str((tmp_path / "inbox.sqlite3").resolve())
+
+
+def test_a_redelivered_payload_is_loaded_once_within_the_window(tmp_path, emulator):
+    """CleverTap re-sends a payload whose 200 it missed: the same bytes, stored twice. The
+    copy within 24 h is left out (in its own range too); the same body days later is new."""
+    with pipeline_with_inbox(tmp_path, emulator) as (pipe, defs, instance):
+        inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
+        auth = WebhookAuth(basic_user=USER, basic_password=PASSWORD)
+        body, other = orjson.dumps(payload(1, 2)), orjson.dumps(payload(2, 1))
+        with _serving(inbox, auth) as url:
+            for sent in (body, other, body):
+                assert _post(url, sent, _basic(USER, PASSWORD)).status_code == 200
+            assert load(pipe, defs, instance, evaluate(defs, instance))
+            assert _post(url, body, _basic(USER, PASSWORD)).status_code == 200
+        later = datetime.now(UTC) + REDELIVERY_WINDOW + timedelta(minutes=1)
+        inbox.append(body, later)
+        assert load(pipe, defs, instance, evaluate(defs, instance))
+        loaded = rows(
+            pipe,
+            'SELECT inbox_id, count(*) FROM "clevertap"."webhook_events" GROUP BY 1 ORDER BY 1',
+        )
+        assert loaded == [(1, 2), (2, 1), (5, 2)]
+        latest = instance.get_latest_materialization_event(defs.assets[0].key)
+        assert latest.asset_materialization.metadata["redeliveries_dropped"].value == 1
