@@ -54,7 +54,11 @@ CURSOR_REOPENS = 3
 SPOOL_THREADS = 2
 """Pages normalised at once, behind the cursors: polars and the Parquet writer release the
 GIL for most of a page, so two pages in flight keep both cores of a small machine busy,
-and memory holds at most this many pages plus the one each cursor is reading."""
+and memory holds at most this many pages plus the one being parsed."""
+PAGES_PARSED_AT_ONCE = 1
+"""Parsed pages alive across a window's cursors: parsed records take several times a page's
+bytes (three at once cost some 120 MB more at peak), and parsing holds the GIL, so one at a
+time costs no speed; the cursors still wait on CleverTap side by side."""
 
 
 def event_asset_key(settings: PipelineSettings, event_name: str) -> AssetKey:
@@ -231,7 +235,8 @@ class _PageHandoff:
     """Cursor threads hand their canonical pages to the spool threads here.
 
     At most `SPOOL_THREADS` pages wait or are being spooled: a cursor that gets ahead blocks
-    until one is done, so memory holds those pages plus one per cursor. A failed page stops
+    until one is done, so memory holds those pages, the one being parsed (`parse_gate`) and
+    the bytes of one answer per cursor. A failed page stops
     every cursor (`stopped`) and is raised by `finish`.
     """
 
@@ -247,6 +252,7 @@ class _PageHandoff:
         self._window = (window_start, window_end)
         self._pool = ThreadPoolExecutor(SPOOL_THREADS, thread_name_prefix="clevertap-spool")
         self._room = threading.Semaphore(SPOOL_THREADS)
+        self.parse_gate = threading.Semaphore(PAGES_PARSED_AT_ONCE)
         self._failures: list[BaseException] = []
         self.stopped = threading.Event()
 
@@ -290,7 +296,10 @@ def _read_span(
 ) -> None:
     """One cursor over its range of days, on its own thread: while it waits for CleverTap,
     the other cursors' pages are parsed and spooled."""
-    for records in clevertap.iter_event_pages(event_name, *span, stats=fetch, log=log):
+    pages = clevertap.iter_event_pages(
+        event_name, *span, stats=fetch, log=log, parse_gate=handoff.parse_gate
+    )
+    for records in pages:
         if handoff.stopped.is_set():
             return  # another cursor or a page failed; that failure is what the run reports
         page = canonicalise_page(records, options)

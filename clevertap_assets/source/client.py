@@ -240,12 +240,19 @@ class CleverTapResource(dg.ConfigurableResource):
         events: bool = False,
         profile: bool = True,
         log: Log | None = None,
+        parse_gate: threading.Semaphore | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Each page's records of one event over whole local days, as the pages arrive.
 
         One list per page answer (possibly empty), so a reader can stop after any page and
         memory holds one page at a time. On `CursorExpiredError` the caller must discard what
         it read of this window and call again.
+
+        Cursors read side by side can share a `parse_gate`: a page is parsed only while
+        holding it, and it is released when the reader asks for the next page. Parsed
+        records take several times the page's bytes and parsing holds the GIL anyway, so
+        this bounds the cursors' memory without slowing them: they still wait on CleverTap
+        together.
         """
         if first_day > last_day:
             raise ValueError(f"first_day {first_day} is after last_day {last_day}")
@@ -273,18 +280,23 @@ class CleverTapResource(dg.ConfigurableResource):
             # parsed: it is then a few objects to walk, not a page of records, and memory
             # does not grow when the caller pauses the cyclic collector.
             gc.collect(0)
-            page = self._call("GET", self._cursor_url(cursor), event_name, stats, log)
-            records = page.get("records", [])
-            if not isinstance(records, list):
-                raise CleverTapProtocolError(
-                    f"CleverTap sent 'records' that is not a list for event {event_name!r}"
-                )
-            stats.pages += 1
-            stats.records += len(records)
-            empty_in_a_row = 0 if records else empty_in_a_row + 1
-            yield records
-            cursor = page.get("next_cursor")
-            del page, records  # so the next request starts with this page freed
+            url = self._cursor_url(cursor)
+            page = self._call("GET", url, event_name, stats, log, parse_gate=parse_gate)
+            try:
+                records = page.get("records", [])
+                if not isinstance(records, list):
+                    raise CleverTapProtocolError(
+                        f"CleverTap sent 'records' that is not a list for event {event_name!r}"
+                    )
+                stats.pages += 1
+                stats.records += len(records)
+                empty_in_a_row = 0 if records else empty_in_a_row + 1
+                yield records
+                cursor = page.get("next_cursor")
+                del page, records  # so the next request starts with this page freed
+            finally:
+                if parse_gate is not None:
+                    parse_gate.release()
             if not cursor:
                 return
             if cursor in used:
@@ -393,13 +405,22 @@ class CleverTapResource(dg.ConfigurableResource):
         log: Log,
         body: dict[str, Any] | None = None,
         accept: tuple[str, ...] = ("success",),
+        parse_gate: threading.Semaphore | None = None,
     ) -> dict[str, Any]:
-        """One logical request: transient failures are retried with backoff, the rest raise."""
+        """One logical request: transient failures are retried with backoff, the rest raise.
+        With a `parse_gate`, the answer is parsed holding it and returned still holding it."""
         attempt = 1
         while True:
             try:
                 response = self._send(method, url, body, stats)
-                return self._interpret(response, url.path, event_name, accept)
+                if parse_gate is None:
+                    return self._interpret(response, url.path, event_name, accept)
+                parse_gate.acquire()
+                try:
+                    return self._interpret(response, url.path, event_name, accept)
+                except BaseException:
+                    parse_gate.release()
+                    raise
             except _Transient as transient:
                 if attempt >= self.max_attempts:
                     raise CleverTapError(

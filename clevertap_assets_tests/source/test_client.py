@@ -494,3 +494,35 @@ def test_a_slow_reader_does_not_hold_a_request_slot(start) -> None:
     assert time.monotonic() - started < 5
     for client in clients:
         client.close()
+
+
+def test_cursors_sharing_a_parse_gate_hold_one_parsed_page_yet_wait_on_clevertap_together(
+    start,
+) -> None:
+    """The gate bounds parsed pages across cursors (memory), not requests (speed): with a
+    gate of one, two readers never hold parsed records at once, and the emulator still sees
+    both readers' requests in flight together."""
+    emulator = start(delay_seconds=0.05, duplicate_share=0.0, max_concurrent=None)
+    client = client_for(emulator, batch_size=9)
+    gate = threading.Semaphore(1)
+    holding, most = [0], [0]
+    counted = threading.Lock()
+    totals: dict[str, int] = {}
+
+    def read(event: str) -> None:
+        total = 0
+        for page in client.iter_event_pages(event, DAY, DAY, parse_gate=gate):
+            with counted:
+                holding[0] += 1
+                most[0] = max(most[0], holding[0])
+            total += len(page)
+            time.sleep(0.005)  # the reader's work on the page, holding the gate
+            with counted:
+                holding[0] -= 1
+        totals[event] = total
+
+    with client:
+        run_threads(read, EVENTS[:2])
+    assert totals == {event: emulator.true_count(event, DAY) for event in EVENTS[:2]}
+    assert most[0] == 1
+    assert emulator.stats.max_in_flight == 2
