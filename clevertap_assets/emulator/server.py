@@ -86,6 +86,31 @@ DATA_FIELDS = frozenset(
 )
 
 
+class InFlightGate:
+    """Holds export requests until `count` are in flight at once across every emulator sharing
+    the gate, then lets every request through from then on (or a waiter through alone after
+    `timeout_seconds`). A test can so prove that several accounts' requests overlapped, however
+    slowly a loaded machine starts the processes that send them; if they cannot overlap (a
+    shared concurrency limit), the first wave is only late and the peak count stays short."""
+
+    def __init__(self, count: int, timeout_seconds: float) -> None:
+        self._count, self._timeout = count, timeout_seconds
+        self._waiting = 0
+        self._open = False
+        self._condition = threading.Condition()
+
+    def pass_through(self) -> None:
+        with self._condition:
+            if self._open:
+                return
+            self._waiting += 1
+            if self._waiting >= self._count:
+                self._open = True
+                self._condition.notify_all()
+                return
+            self._condition.wait_for(lambda: self._open, timeout=self._timeout)
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """Everything that shapes the emulator's answers; faults default to off, except the
@@ -124,6 +149,8 @@ class EmulatorConfig:
     counts_partial_polls: int = 1
     prerender: bool = False
     prerender_cache_bytes: int = 1 << 30
+    # Export requests wait here, counted in flight, until the gate opens (see InFlightGate).
+    gate: InFlightGate | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -135,6 +162,10 @@ class EmulatorStats:
     faults: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    # (time.monotonic(), requests in flight right after) at every arrival and departure:
+    # emulators in one process share the clock, so `peak_in_flight` can tell whether two
+    # accounts' exports ran at the same moment, not only how many each ran.
+    in_flight_changes: list[tuple[float, int]] = field(default_factory=list)
     open_bodies: list[dict[str, Any]] = field(default_factory=list)
     open_params: list[dict[str, str]] = field(default_factory=list)
 
@@ -142,6 +173,21 @@ class EmulatorStats:
     def rate_limited(self) -> int:
         """HTTP 429s served."""
         return self.faults["too_many_concurrent"]
+
+
+def peak_in_flight(*stats: EmulatorStats) -> int:
+    """The most export requests in flight at one moment across several emulators (accounts)."""
+    changes = sorted(
+        (moment, index, count)
+        for index, one in enumerate(stats)
+        for moment, count in one.in_flight_changes
+    )
+    current = [0] * len(stats)
+    peak = 0
+    for _, index, count in changes:
+        current[index] = count
+        peak = max(peak, sum(current))
+    return peak
 
 
 class EmulatorError(ValueError):
@@ -713,6 +759,7 @@ class CleverTapEmulator:
             stats = self._stats
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            stats.in_flight_changes.append((time.monotonic(), stats.in_flight))
             limit = self._config.max_concurrent
             over = limit is not None and stats.in_flight > limit
         if over:
@@ -724,10 +771,13 @@ class CleverTapEmulator:
     def _leave_events(self) -> None:
         with self._lock:
             self._stats.in_flight -= 1
+            self._stats.in_flight_changes.append((time.monotonic(), self._stats.in_flight))
 
     def handle_events(self, method: str, raw: dict[str, str], body: bytes) -> bytes:
         try:
             self._enter_events()
+            if self._config.gate is not None:
+                self._config.gate.pass_through()
             self._common_faults()
             if "cursor" in raw:
                 self._count("page")

@@ -14,7 +14,12 @@ import httpx
 import orjson
 import pytest
 
-from clevertap_assets.emulator.server import OVERSIZE_PROPERTY, CleverTapEmulator
+from clevertap_assets.emulator.server import (
+    OVERSIZE_PROPERTY,
+    CleverTapEmulator,
+    InFlightGate,
+    peak_in_flight,
+)
 
 MakeEmulator = Callable[..., CleverTapEmulator]
 DAY = date(2024, 3, 10)
@@ -398,6 +403,52 @@ def test_max_in_flight_counts_the_accounts_export_requests_held_at_once(
     for _ in range(2):
         export(emulator, "Charged", DAY, DAY)
     assert emulator.stats.max_in_flight == 1
+
+
+def test_in_flight_requests_are_counted_per_account_and_across_accounts(
+    make_emulator: MakeEmulator,
+) -> None:
+    """One emulator is one account: each counts its own requests in flight, and their
+    timelines tell how many were in flight at once across accounts."""
+    first = make_emulator(account_id="ACCOUNT-A", delay_seconds=0.5)
+    second = make_emulator(account_id="ACCOUNT-B", delay_seconds=0.5)
+    together = threading.Thread(target=_concurrent_opens, args=(second, 3))
+    together.start()
+    assert [r.status_code for r in _concurrent_opens(first, 3)] == [200] * 3
+    together.join()
+    assert (first.stats.max_in_flight, second.stats.max_in_flight) == (3, 3)
+    assert peak_in_flight(first.stats, second.stats) == 6
+    assert (first.stats.in_flight, second.stats.in_flight) == (0, 0)
+
+    first.reset_stats()
+    second.reset_stats()
+    _concurrent_opens(first, 2)
+    _concurrent_opens(second, 2)
+    assert peak_in_flight(first.stats, second.stats) == 2
+
+
+def test_a_gate_holds_requests_until_enough_are_in_flight_across_accounts(
+    make_emulator: MakeEmulator,
+) -> None:
+    """Requests sent one after another still meet at the gate; once it has opened, it holds
+    nothing; a gate that never fills lets each waiter go after its timeout."""
+    gate = InFlightGate(count=4, timeout_seconds=30)
+    first = make_emulator(account_id="ACCOUNT-A", gate=gate)
+    second = make_emulator(account_id="ACCOUNT-B", gate=gate)
+    late = [threading.Thread(target=_concurrent_opens, args=(e, 2)) for e in (first, second)]
+    for thread in late:
+        thread.start()
+        time.sleep(0.3)  # the second account starts later; its requests still overlap
+    for thread in late:
+        thread.join()
+    assert peak_in_flight(first.stats, second.stats) == 4
+    started = time.monotonic()
+    assert [r.status_code for r in _concurrent_opens(first, 1)] == [200]
+    assert time.monotonic() - started < 5
+
+    alone = make_emulator(gate=InFlightGate(count=2, timeout_seconds=0.5))
+    assert [r.status_code for r in _concurrent_opens(alone, 1)] == [200]
+    assert alone.stats.max_in_flight == 1
 
 
 def test_server_errors_throttling_and_drops_every_nth_request(emulator: CleverTapEmulator) -> None:
