@@ -7,7 +7,7 @@ A bad setting still fails the code location, with the settings' one clear messag
 
 from pathlib import Path
 
-from dagster import Definitions, definitions
+from dagster import Definitions, definitions, multiprocess_executor
 
 from clevertap_assets.assets.checks import build_event_checks
 from clevertap_assets.assets.events import build_event_assets
@@ -18,10 +18,21 @@ from clevertap_assets.automation.sensors import (
     build_webhook_inbox_sensor,
 )
 from clevertap_assets.connection_check import connection_check_job
-from clevertap_assets.keys import WEBHOOK_INBOX
+from clevertap_assets.keys import CLEVERTAP_EXPORTS_PER_ACCOUNT, WEBHOOK_INBOX
 from clevertap_assets.resources import build_resources
 from clevertap_assets.settings import PipelineSettings, load_settings
 from clevertap_assets.webhooks.inbox import inbox_path_from_env
+
+STEP_PROCESSES = CLEVERTAP_EXPORTS_PER_ACCOUNT + 1
+"""Steps one run executes at once: the pool holds exports to 3 per account, and Dagster's
+default (one process per CPU) would hold a run of several events to 2 on a 2-core host;
+one more process lets a check run beside three exports."""
+
+EXECUTOR = multiprocess_executor.configured(
+    {"max_concurrent": STEP_PROCESSES, "start_method": {"forkserver": {}}}
+)
+"""Each step forks from a server that imported this module once (Dagster, polars, DuckDB)
+instead of importing them again: a run of 4 events and their 8 checks starts 12 processes."""
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
@@ -34,6 +45,7 @@ def build_definitions(settings: PipelineSettings) -> Definitions:
         schedules=[build_ingestion_schedule(settings, event_assets)],
         sensors=[build_reconciliation_sensor(settings, event_assets)],
         resources=build_resources(settings),
+        executor=EXECUTOR,
     )
 
 

@@ -20,6 +20,11 @@ CLEVERTAP_POOL = "clevertap_api"
 """Prefix of the export steps' concurrency pools (CleverTap allows 3 exports per account)."""
 
 
+CLEVERTAP_EXPORTS_PER_ACCOUNT = 3
+"""CleverTap answers 429 beyond 3 concurrent export requests per account: the pools' default
+limit in `dagster.yaml`."""
+
+
 def clevertap_pool(account_id: str | None) -> str:
     """The pool of one CleverTap account's export steps, `clevertap_api/<account id>`.
 
