@@ -1,0 +1,190 @@
+"""The production topology of `deploy/`, run for real: PostgreSQL, a code server and a webhook
+receiver per pipeline, the webserver and the daemon as separate processes, two CleverTap
+accounts played by two emulators. What a user launches goes through the webserver's GraphQL
+API, what the daemon does is read back from the instance's PostgreSQL tables."""
+
+from datetime import date, timedelta
+from uuid import uuid4
+
+import httpx
+import psycopg
+import pytest
+
+from clevertap_assets.days import local_today
+from clevertap_assets.emulator.server import InFlightGate, peak_in_flight
+from clevertap_assets_tests.deployment import Deployment, run_deployment
+from clevertap_assets_tests.harness import write_events_csv
+from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+
+TIMEZONE = "Asia/Kolkata"
+BACKFILL_TAG = "dagster/backfill"
+SENSOR_TAG = "dagster/sensor_name"
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+  }
+}
+"""
+# Schedules tick once a day at local midnight and nothing is loaded before the tests
+# request it, so the daemon runs only what a test asks for.
+QUIET = {"INGESTION_FREQUENCY": "24h", "CLEVERTAP_HISTORY_DAYS": "7"}
+# Seven processes, each run and step another one: a few minutes on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(600)
+
+
+def launch_backfill(deployment: Deployment, asset_keys: list[list[str]], days: list[date]) -> str:
+    """What the UI's "Materialize" of a partition range sends."""
+    params = {
+        "assetSelection": [{"path": key} for key in asset_keys],
+        "partitionNames": [day.isoformat() for day in days],
+    }
+    answer = deployment.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return answer["backfillId"]
+
+
+def redshift_warehouse(postgres: PostgresServer) -> dict[str, str]:
+    """The warehouse both pipelines load: a database that behaves as a provisioned Redshift
+    cluster where PostgreSQL can, reached as a user configures Redshift. A server warehouse,
+    as in production: runs in parallel processes write it at once."""
+    return {
+        "DESTINATION": "redshift",
+        "REDSHIFT_HOST": postgres.host,
+        "REDSHIFT_PORT": str(postgres.port),
+        "REDSHIFT_DATABASE": postgres.create_redshift_database(f"w_{uuid4().hex[:12]}"),
+        "REDSHIFT_USER": postgres.user,
+        "REDSHIFT_PASSWORD": postgres.password,
+        "REDSHIFT_SSLMODE": "disable",
+    }
+
+
+def warehouse_rows(postgres: PostgresServer, warehouse: dict[str, str], sql: str) -> list[tuple]:
+    with psycopg.connect(postgres.conninfo(warehouse["REDSHIFT_DATABASE"])) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def rows_per_day(postgres: PostgresServer, warehouse: dict[str, str], table: str) -> dict:
+    sql = f"SELECT CAST(event_time AS DATE), count(*) FROM {table} GROUP BY 1"
+    return dict(warehouse_rows(postgres, warehouse, sql))
+
+
+def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
+    tmp_path,
+    postgres_server: PostgresServer,  # noqa: F811
+    make_emulator,
+):
+    """The README's production topology: a partition backfill of one event over three days,
+    launched through GraphQL, is run by the daemon as one run and loads the emulator's truth;
+    a webhook posted to a receiver is loaded by a run of `webhook_inbox_sensor`; both runs
+    are recorded in PostgreSQL."""
+    app = make_emulator(account_id="APP-ACCOUNT", passcode="app-passcode", timezone=TIMEZONE)
+    web = make_emulator(account_id="WEB-ACCOUNT", passcode="web-passcode", timezone=TIMEZONE)
+    app_events = write_events_csv(tmp_path / "app.csv", ["Charged", "App Launched"])
+    web_events = write_events_csv(tmp_path / "web.csv", ["Charged"])
+    warehouse = redshift_warehouse(postgres_server)
+    settings = {**QUIET, **warehouse}
+    pipelines = {
+        "pipeline_a": (
+            app,
+            {**settings, "CLEVERTAP_PIPELINE_NAME": "app", "CLEVERTAP_EVENTS_CSV": str(app_events)},
+        ),
+        "pipeline_b": (
+            web,
+            {**settings, "CLEVERTAP_PIPELINE_NAME": "web", "CLEVERTAP_EVENTS_CSV": str(web_events)},
+        ),
+    }
+    yesterday = local_today(TIMEZONE) - timedelta(days=1)
+    days = [yesterday - timedelta(days=n) for n in (2, 1, 0)]
+    with run_deployment(tmp_path / "deployment", postgres_server, pipelines) as deployment:
+        receiver = deployment.pipelines["pipeline_b"]
+        payload = {
+            "targetId": 1472124953,
+            "profiles": [
+                {"Identity": "u-1", "event_properties": {"plan": "gold"}},
+                {"identity": "u-2", "event_properties": {"plan": "silver"}},
+            ],
+        }
+        answer = httpx.post(
+            f"{receiver.webhook_url}/webhooks/clevertap",
+            json=payload,
+            headers={"X-Webhook-Secret": receiver.webhook_secret},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        backfill = launch_backfill(deployment, [["app", "charged"]], days)
+        deployment.start_daemon()
+
+        backfill_runs = deployment.wait_for_runs(BACKFILL_TAG, backfill)
+        webhook_runs = deployment.wait_for_runs(SENSOR_TAG, "webhook_inbox_sensor")
+
+        assert list(backfill_runs.values()) == ["SUCCESS"], deployment.logs()
+        assert list(webhook_runs.values()) == ["SUCCESS"], deployment.logs()
+        (run_id,) = backfill_runs
+        tags = dict(deployment.query("SELECT key, value FROM run_tags WHERE run_id = %s", run_id))
+        assert (
+            tags["dagster/asset_partition_range_start"],
+            tags["dagster/asset_partition_range_end"],
+        ) == (
+            days[0].isoformat(),
+            days[-1].isoformat(),
+        )
+        assert rows_per_day(postgres_server, warehouse, "app.charged") == {
+            d: app.true_count("Charged", d) for d in days
+        }
+        loaded = warehouse_rows(
+            postgres_server,
+            warehouse,
+            "SELECT profile__identity, event_props__plan FROM web.webhook_events ORDER BY 1",
+        )
+        assert loaded == [("u-1", "gold"), ("u-2", "silver")]
+
+
+EXPORTED = ["App Launched", "Product Viewed", "Added To Cart", "Charged"]
+
+
+def test_two_accounts_export_three_at_once_each_and_never_more(
+    tmp_path,
+    postgres_server: PostgresServer,  # noqa: F811
+    make_emulator,
+):
+    """Two pipelines of two CleverTap accounts on one instance, four events each launched at
+    once: each account's pool lets 3 exports run (CleverTap's limit per account) and holds the
+    fourth, and the two accounts export side by side, 3 + 3, instead of sharing 3 slots. The
+    emulators hold export requests until 6 are in flight at once across both accounts (or 50
+    seconds pass), so the overlap is proven however slowly a loaded machine starts the runs."""
+    gate = InFlightGate(count=6, timeout_seconds=50)  # under the client's 60 s read timeout
+    accounts = {"timezone": TIMEZONE, "records_per_day": 20, "gate": gate}
+    app = make_emulator(account_id="APP-ACCOUNT", passcode="app-passcode", **accounts)
+    web = make_emulator(account_id="WEB-ACCOUNT", passcode="web-passcode", **accounts)
+    events = write_events_csv(tmp_path / "events.csv", EXPORTED)
+    warehouse = redshift_warehouse(postgres_server)
+    settings = {**QUIET, **warehouse, "CLEVERTAP_EVENTS_CSV": str(events)}
+    pipelines = {
+        "pipeline_a": (app, {**settings, "CLEVERTAP_PIPELINE_NAME": "app"}),
+        "pipeline_b": (web, {**settings, "CLEVERTAP_PIPELINE_NAME": "web"}),
+    }
+    day = local_today(TIMEZONE) - timedelta(days=1)
+    slugs = ["app_launched", "product_viewed", "added_to_cart", "charged"]
+    with run_deployment(tmp_path / "deployment", postgres_server, pipelines) as deployment:
+        backfills = {
+            name: launch_backfill(deployment, [[name, slug] for slug in slugs], [day])
+            for name in ("app", "web")
+        }
+        deployment.start_daemon()
+        runs = {name: deployment.wait_for_runs(BACKFILL_TAG, b) for name, b in backfills.items()}
+
+        assert [list(r.values()) for r in runs.values()] == [["SUCCESS"], ["SUCCESS"]], (
+            deployment.logs()
+        )
+        assert (app.stats.max_in_flight, web.stats.max_in_flight) == (3, 3)
+        assert (app.stats.rate_limited, web.stats.rate_limited) == (0, 0)
+        assert peak_in_flight(app.stats, web.stats) == 6, deployment.logs()
+        for emulator, pipeline_settings in pipelines.values():
+            name = pipeline_settings["CLEVERTAP_PIPELINE_NAME"]
+            for event, slug in zip(EXPORTED, slugs, strict=True):
+                table = f"{name}.{slug}"
+                expected = {day: emulator.true_count(event, day)}
+                assert rows_per_day(postgres_server, warehouse, table) == expected, table
