@@ -9,6 +9,7 @@ resources take them through `EnvVar`, so they are resolved only inside runs and 
 import codecs
 import csv
 import io
+import math
 import re
 from datetime import date, timedelta
 from functools import cached_property
@@ -110,6 +111,16 @@ def _csv_text(path: Path) -> str:
             f"CLEVERTAP_EVENTS_CSV={str(path)!r} is neither UTF-8 nor UTF-16 with a byte-order "
             f"mark (byte {exc.start} cannot be read as {encoding}); save it as 'CSV UTF-8'"
         ) from None
+
+
+DESTINATION_MAX_ROW_BYTES = {
+    "bigquery": 50 * 1024 * 1024,
+    "redshift": 16 * 1024 * 1024,
+}
+"""BigQuery: keep Parquet rows to 50 MB
+(https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet); Redshift: one SQL
+statement, hence one inserted row, is at most 16 MB
+(https://docs.aws.amazon.com/redshift/latest/dg/amazon-redshift-limits.html)."""
 
 
 class PipelineSettings(BaseSettings):
@@ -272,6 +283,12 @@ class PipelineSettings(BaseSettings):
     @property
     def pipeline_slug(self) -> str:
         return slug(self.pipeline_name)
+
+    @property
+    def row_limit_bytes(self) -> int:
+        """MAX_ROW_BYTES, lowered to what the destination takes in one row: a larger row is
+        skipped and counted, never left to fail the whole load."""
+        return min(self.max_row_bytes, DESTINATION_MAX_ROW_BYTES.get(self.destination, math.inf))
 
     @property
     def warehouse_schema(self) -> str:

@@ -150,3 +150,19 @@ def test_refused_ingestion_frequencies_list_what_is_allowed(value: str):
         f"INGESTION_FREQUENCY={value!r} is not allowed; "
         "use 30m, or a whole number of hours from 1h to 24h"
     )
+
+
+@pytest.mark.parametrize(
+    ("destination", "limit"),
+    [
+        ("duckdb", 100 * 2**20),
+        ("snowflake", 100 * 2**20),
+        ("bigquery", 50 * 2**20),
+        ("redshift", 16 * 2**20),
+    ],
+)
+def test_rows_are_capped_at_what_the_destination_takes(events_csv: Path, destination, limit):
+    settings = load_settings(events_csv=events_csv, destination=destination)
+    assert settings.row_limit_bytes == limit
+    smaller = load_settings(events_csv=events_csv, destination=destination, max_row_bytes=1000)
+    assert smaller.row_limit_bytes == 1000

@@ -178,7 +178,7 @@ def _read_window_once(
         timezone=settings.timezone,
         auto_mapping=settings.auto_mapping,
         max_record_bytes=settings.max_record_bytes,
-        max_row_bytes=settings.max_row_bytes,
+        max_row_bytes=settings.row_limit_bytes,
         column_names=names,
     )
     window_start = datetime.combine(first_day, datetime.min.time())
@@ -372,7 +372,7 @@ def _warn_skipped(
 ) -> None:
     for field, reason in (
         ("oversize_records", f"records over {settings.max_record_bytes:,} bytes were not ingested"),
-        ("oversize_rows", f"rows over {settings.max_row_bytes:,} bytes were rejected"),
+        ("oversize_rows", f"rows over {settings.row_limit_bytes:,} bytes were rejected"),
         ("invalid_ts", "records without a readable ts were skipped"),
         ("outside_window", "records outside the requested days were left for their own day"),
     ):

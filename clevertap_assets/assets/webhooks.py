@@ -155,7 +155,7 @@ def _load_batch(
         # the webhook's own columns in both modes.
         auto_mapping=True,
         max_record_bytes=settings.max_record_bytes,
-        max_row_bytes=settings.max_row_bytes,
+        max_row_bytes=settings.row_limit_bytes,
         column_names=names,
     )
     json_columns = frozenset() if settings.auto_mapping else _JSON_COLUMNS

@@ -45,7 +45,10 @@ DUCKDB_MEMORY_MB = 64
 step's memory grow with the rows (a 3M-row load took 1.5 GB uncapped)."""
 _MB_PER_THREAD = 16
 _MB_PER_COLUMN_PER_THREAD = 0.75
-_BATCH_COMPRESSION = "lz4"  # read once, by the load: decoding speed beats size
+BATCH_COMPRESSION = "zstd"
+"""The batch file leaves the process (BigQuery loads it as it is): ZSTD, which BigQuery, Snowflake
+and Redshift all read; not LZ4, which BigQuery's Parquet loads refuse
+(https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet#parquet_compression)."""
 
 
 def duckdb_memory_mb(columns: int, threads: int) -> int:
@@ -241,7 +244,7 @@ class EventSpool:
                 relation = connection.sql(query, params={"loaded_at": loaded_at})
                 reader = relation.to_arrow_reader(_WRITE_CHUNK_ROWS)
                 writer = writer or pq.ParquetWriter(
-                    destination, reader.schema, compression=_BATCH_COMPRESSION
+                    destination, reader.schema, compression=BATCH_COMPRESSION
                 )
                 for batch in reader:
                     writer.write_batch(batch)

@@ -5,11 +5,14 @@ Outcomes are asserted by querying the emulated warehouse directly, as a user wou
 
 import base64
 import io
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
@@ -26,6 +29,7 @@ from clevertap_assets.destinations.bigquery.io_manager import (
     build_bigquery_resources,
     check_bigquery_destination,
 )
+from clevertap_assets.naming import slug
 from clevertap_assets.settings import SettingsError
 from clevertap_assets_tests.bigquery_emulator import (
     BigQueryEmulator,
@@ -340,3 +344,110 @@ def test_a_downstream_asset_can_read_an_event_table_back_as_a_batch(
         assert batch.columns()["event_time"] == Kind.TIMESTAMP
     finally:
         batch.discard()
+
+
+BIGQUERY_CODECS = {"ZSTD", "SNAPPY"}
+"""Of the codecs BigQuery's Parquet loads list (GZip, LZO, Snappy, ZSTD), the two we write;
+LZ4 is refused (https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet)."""
+BIGQUERY_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+"""https://cloud.google.com/bigquery/docs/schemas#column_names (no flexible names in Parquet)."""
+
+
+def largest_row(batch: pa.RecordBatch) -> int:
+    """Bytes of the largest row: text at its length, any other value at 8 bytes."""
+    sizes = pa.array([0] * batch.num_rows, pa.int64())
+    for column in batch.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            size = pc.fill_null(pc.binary_length(column), 0)
+        else:
+            size = pa.array([8] * batch.num_rows, pa.int64())
+        sizes = pc.add(sizes, pc.cast(size, pa.int64()))
+    return pc.max(sizes).as_py() or 0
+
+
+@pytest.fixture
+def handed_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every file a load job receives, checked as BigQuery's Parquet loading page asks: its
+    codecs, its column names, its largest row. The upload itself goes on unchanged."""
+    received: list[dict] = []
+    upload = bigquery.Client.load_table_from_file
+
+    def checked_upload(self, file_obj, *args, **kwargs):
+        parquet = pq.ParquetFile(file_obj.name)
+        metadata = parquet.metadata
+        row_bytes = max((largest_row(batch) for batch in parquet.iter_batches()), default=0)
+        received.append(
+            {
+                "codecs": {
+                    metadata.row_group(g).column(c).compression
+                    for g in range(metadata.num_row_groups)
+                    for c in range(metadata.num_columns)
+                },
+                "columns": parquet.schema_arrow.names,
+                "max_row_bytes": row_bytes,
+            }
+        )
+        return upload(self, file_obj, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "load_table_from_file", checked_upload)
+    return received
+
+
+def test_the_files_handed_to_bigquery_are_what_its_parquet_loads_take(
+    tmp_path, make_emulator, bigquery_emulator, handed_to_bigquery
+):
+    """A 350-character property name becomes a 300-character column with a hash, the same
+    column at every load; codecs and rows as BigQuery takes them."""
+    bq = bigquery_emulator
+    long_key = "Very Long Property " * 18 + "End"
+    emulator = make_emulator(extra_event_props={long_key: 7})
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    assert load(pipeline, first, last).success  # a rerun finds the same column
+
+    long_columns = [
+        c for c in columns(bq, pipeline, "charged") if c.startswith("event_props__very")
+    ]
+    assert len(long_columns) == 1 and len(long_columns[0]) == 300
+    sql = f"SELECT DISTINCT `{long_columns[0]}` FROM {name(bq, pipeline, 'charged')}"
+    assert bq.query(sql) == [(7,)]
+    assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
+    assert len(handed_to_bigquery) == 2
+    for file in handed_to_bigquery:
+        assert file["codecs"] <= BIGQUERY_CODECS
+        assert all(BIGQUERY_COLUMN.match(column) for column in file["columns"])
+        assert 0 < file["max_row_bytes"] <= pipeline.settings.row_limit_bytes == 50 * 2**20
+
+
+def test_first_loads_at_the_same_moment_create_one_dataset_and_one_table(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    """Runs that find neither dataset nor table, started together (one per event, and a second
+    one of Charged over an overlapping day), each create them: every run succeeds, exactly."""
+    bq = bigquery_emulator
+    events = ["App Launched", "Product Viewed", "Charged"]
+    emulator = make_emulator()
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=events)
+    first, last = recent_days(pipeline.settings, 2)
+    runs = [(event, first, last) for event in events] + [("Charged", last, last)]
+
+    def run(event_and_days) -> bool:
+        event, day_from, day_to = event_and_days
+        folder = tmp_path / f"{slug(event)}_{day_from}"
+        folder.mkdir()
+        one_event = make_pipeline(
+            folder,
+            emulator,
+            events=[event],
+            destination="bigquery",
+            bigquery_dataset=pipeline.settings.warehouse_schema,
+        )
+        return load(one_event, day_from, day_to).success
+
+    with ThreadPoolExecutor(len(runs)) as overlapping:
+        assert list(overlapping.map(run, runs)) == [True] * len(runs)
+    assert tables(bq, pipeline) == {slug(event) for event in events}
+    for event in events:
+        assert daily_rows(bq, pipeline, slug(event)) == pipeline.truth(event, first, last)
+        assert duplicates(bq, pipeline, slug(event)) == 0

@@ -28,8 +28,10 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import EnvVar, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
@@ -44,7 +46,12 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch, batch_file_path
+from clevertap_assets.batch.spool import (
+    BATCH_COMPRESSION,
+    LOAD_CHUNK_ROWS,
+    EventBatch,
+    batch_file_path,
+)
 from clevertap_assets.days import days_between
 from clevertap_assets.destinations.common import (
     EventTableStats,
@@ -54,6 +61,7 @@ from clevertap_assets.destinations.common import (
     plan_schema_change,
 )
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
+from clevertap_assets.naming import BIGQUERY_COLUMNS, destination_column
 from clevertap_assets.settings import PipelineSettings, SettingsError
 
 BIGQUERY_TYPES = {
@@ -111,6 +119,17 @@ class WindowDeferringBigQueryClient(BigQueryClient):
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
         return None
 
+    @staticmethod
+    def ensure_schema_exists(
+        context: OutputContext, table_slice: TableSlice, connection: bigquery.Client
+    ) -> None:
+        """Through the API, which answers "already exists" as success (`exists_ok`): a first
+        load of several events at once creates the dataset in each step at the same moment."""
+        dataset = bigquery.Dataset(f"{table_slice.database}.{table_slice.schema}")
+        if connection.location:
+            dataset.location = connection.location
+        connection.create_dataset(dataset, exists_ok=True)
+
 
 class WindowReplacingPolarsTypeHandler(PolarsBigQueryTypeHandler):
     """dagster-polars' handler with Dagster's own delete in front, as it expects."""
@@ -166,6 +185,7 @@ class EventBatchBigQueryTypeHandler(DbTypeHandler[EventBatch]):
 def replace_window(client: bigquery.Client, table_slice: TableSlice, batch: EventBatch) -> dict:
     """Every step keeps the previous rows readable; only the final MERGE changes them, at once.
     An empty window still deletes its days (CleverTap has no rows for them any more)."""
+    batch = with_bigquery_names(batch)
     incoming = batch.columns()
     table = existing_table(client, table_slice)
     existing = column_kinds(table)
@@ -178,9 +198,14 @@ def replace_window(client: bigquery.Client, table_slice: TableSlice, batch: Even
     change = plan_schema_change(existing, incoming)
     if table is None:
         _create_table(client, table_slice, incoming)
-    else:
-        _evolve(client, table_slice, table, change)
-    target_kinds = {n.lower(): k for n, k in {**existing, **change.widen, **change.add}.items()}
+        # This load's table, or one a concurrent first load created, with its own columns.
+        table = existing_table(client, table_slice)
+    current = column_kinds(table)
+    evolution = plan_schema_change(current, incoming)
+    _evolve(client, table_slice, table, evolution)
+    target_kinds = {
+        n.lower(): k for n, k in {**current, **evolution.widen, **evolution.add}.items()
+    }
     staging = _staging_table(client, table_slice, incoming)
     try:
         _upload(client, staging, batch)
@@ -188,6 +213,25 @@ def replace_window(client: bigquery.Client, table_slice: TableSlice, batch: Even
     finally:
         client.delete_table(staging, not_found_ok=True)
     return load_metadata(batch, table_slice, change)
+
+
+def with_bigquery_names(batch: EventBatch) -> EventBatch:
+    """The batch with column names BigQuery's Parquet loads take (`BIGQUERY_COLUMNS`): the
+    file is rewritten in chunks, in place, only when a name has to change."""
+    if batch.path is None:
+        return batch
+    source = pq.ParquetFile(batch.path)
+    names = {name: destination_column(name, BIGQUERY_COLUMNS) for name in source.schema_arrow.names}
+    if all(old == new for old, new in names.items()):
+        return batch
+    renamed = batch.path.with_name("bigquery_" + batch.path.name)
+    schema = pa.schema([field.with_name(names[field.name]) for field in source.schema_arrow])
+    with pq.ParquetWriter(renamed, schema, compression=BATCH_COMPRESSION) as writer:
+        for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
+            writer.write_batch(chunk.rename_columns(schema.names))
+    source.close()
+    renamed.replace(batch.path)
+    return replace(batch, json_columns=frozenset(names[name] for name in batch.json_columns))
 
 
 def _window(table_slice: TableSlice, alias: str | None = None) -> str:
@@ -219,7 +263,7 @@ def _create_table(
     partition_column = _partition_column(table_slice, incoming)
     if partition_column:
         table.time_partitioning = bigquery.TimePartitioning(field=partition_column)
-    client.create_table(table)
+    client.create_table(table, exists_ok=True)
 
 
 def _evolve(
