@@ -2,6 +2,7 @@
 failure table in the shared API notes, the per-account concurrency limit, counts, and that the
 passcode never leaks into messages, reprs or logs."""
 
+import gc
 import logging
 import threading
 import time
@@ -526,3 +527,23 @@ def test_cursors_sharing_a_parse_gate_hold_one_parsed_page_yet_wait_on_clevertap
     assert totals == {event: emulator.true_count(event, DAY) for event in EVENTS[:2]}
     assert most[0] == 1
     assert emulator.stats.max_in_flight == 2
+
+
+def test_a_read_leaves_no_answer_for_the_cyclic_collector(start) -> None:
+    """The assets read with the cyclic collector paused, so an answer (and its page of bytes)
+    that only the collector could free would stay until the read ends: after three cursors
+    have read side by side, no httpx response is left alive."""
+    emulator = start(delay_seconds=0.01, duplicate_share=0.0)
+    client = client_for(emulator, batch_size=9)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        with client:
+            run_threads(lambda event: read_all(client, event, DAY, DAY), EVENTS[:3])
+            left = [o for o in gc.get_objects() if isinstance(o, httpx.Response)]
+    finally:
+        if enabled:
+            gc.enable()
+    assert emulator.stats.requests["page"] > 10
+    assert left == []
