@@ -15,6 +15,7 @@ import orjson
 import pandas as pd
 import pytest
 import snowflake.connector
+import sqlglot
 from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
 
 from clevertap_assets.batch.spool import EventBatch
@@ -210,9 +211,69 @@ def test_new_property_adds_a_column_and_drift_widens_it(tmp_path, make_emulator,
     }
 
 
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch, fake_snowflake) -> list[str]:
+    """Every statement the connector is asked to run, run as before."""
+    sent: list[str] = []
+    execute = fakesnow.cursor.FakeSnowflakeCursor.execute
+
+    def recorded(self, command, *args, **kwargs):
+        sent.append(command)
+        return execute(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(fakesnow.cursor.FakeSnowflakeCursor, "execute", recorded)
+    return sent
+
+
+def test_widening_to_text_keeps_microseconds_and_json_quotes_in_snowflakes_sql(
+    tmp_path, make_emulator, statements
+):
+    """fakesnow's `::VARCHAR` keeps both; Snowflake's drops a timestamp's fraction (default
+    output format) and a VARIANT string's quotes, so the SQL itself is checked, parsed as
+    Snowflake SQL (https://docs.snowflake.com/en/sql-reference/functions/to_json,
+    https://docs.snowflake.com/en/sql-reference/functions/to_char)."""
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    typed = make_emulator(extra_event_props={"Coupon": "$D_1700000000", "Tags": ["a", "b"]})
+    assert load(replace(pipeline, emulator=typed), first, first).success
+    assert columns("PRODUCT_VIEWED")["EVENT_PROPS__COUPON"] == "TIMESTAMP_NTZ"
+    assert columns("PRODUCT_VIEWED")["EVENT_PROPS__TAGS"] == "VARIANT"
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10", "Tags": "solo"})
+    statements.clear()
+    assert load(replace(pipeline, emulator=drifted), last, last).success
+
+    updates = [
+        sqlglot.parse_one(sql, read="snowflake")
+        for sql in statements
+        if sql.startswith("UPDATE") and "$WIDENING" in sql
+    ]
+    conversions = {
+        update.expressions[0].this.name: update.expressions[0].expression.sql("snowflake")
+        for update in updates
+    }
+    assert conversions == {
+        "EVENT_PROPS__COUPON$WIDENING": (
+            "TO_CHAR(\"EVENT_PROPS__COUPON\", 'YYYY-MM-DD HH24:MI:SS.FF6')"
+        ),
+        "EVENT_PROPS__TAGS$WIDENING": 'TO_JSON("EVENT_PROPS__TAGS")',
+    }
+    for sql in statements:
+        if sql.startswith(("CREATE", "ALTER")):
+            assert not isinstance(sqlglot.parse_one(sql, read="snowflake"), sqlglot.exp.Command)
+    assert columns("PRODUCT_VIEWED")["EVENT_PROPS__TAGS"] == "TEXT"
+    values = query(
+        'SELECT EVENT_PROPS__COUPON, EVENT_PROPS__TAGS FROM "CLEVERTAP"."PRODUCT_VIEWED" '
+        "WHERE CAST(EVENT_TIME AS DATE) = %s LIMIT 1",
+        (first.isoformat(),),
+    )
+    ((coupon, tags),) = values
+    # fakesnow ignores TO_VARCHAR's format (DuckDB has none), hence the SQL check above.
+    assert (coupon[:19], tags) == ("2023-11-14 22:13:20", '["a","b"]')
+
+
 WIDENING_STEPS = (
-    'ALTER TABLE "CLEVERTAP"."CHARGED" ADD COLUMN "TS$WIDENING" VARCHAR',
-    'UPDATE "CLEVERTAP"."CHARGED" SET "TS$WIDENING" = "TS"::VARCHAR',
+    'ALTER TABLE "CLEVERTAP"."CHARGED" ADD COLUMN "TS$WIDENING" VARCHAR(134217728)',
+    'UPDATE "CLEVERTAP"."CHARGED" SET "TS$WIDENING" = "TS"::VARCHAR(134217728)',
     'ALTER TABLE "CLEVERTAP"."CHARGED" DROP COLUMN "TS"',
 )
 

@@ -54,18 +54,29 @@ from clevertap_assets.destinations.common import (
     qualified_name,
 )
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
-from clevertap_assets.naming import quote_identifier
+from clevertap_assets.naming import SNOWFLAKE_COLUMNS, destination_column, quote_identifier
 from clevertap_assets.settings import PipelineSettings, SettingsError
 
+MAX_VARCHAR_LENGTH = 134_217_728
+"""An unlengthed VARCHAR holds 16,777,216 characters; up to 128 MB needs the length spelled
+out (https://docs.snowflake.com/en/sql-reference/data-types-text#varchar), and rows of up to
+MAX_ROW_BYTES (100 MB) reach here."""
 SNOWFLAKE_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
     Kind.BIGINT: "NUMBER(38,0)",
     Kind.DOUBLE: "FLOAT",
     Kind.TIMESTAMP: "TIMESTAMP_NTZ",
     Kind.TIMESTAMPTZ: "TIMESTAMP_TZ",
-    Kind.TEXT: "VARCHAR",
+    Kind.TEXT: f"VARCHAR({MAX_VARCHAR_LENGTH})",
     Kind.JSON: "VARIANT",
 }
+TEXT_FORMATS = {
+    Kind.TIMESTAMP: "YYYY-MM-DD HH24:MI:SS.FF6",
+    Kind.TIMESTAMPTZ: "YYYY-MM-DD HH24:MI:SS.FF6 TZH:TZM",
+}
+"""Timestamps widened to text keep their microseconds: Snowflake's default output format
+(TIMESTAMP_OUTPUT_FORMAT) shows none
+(https://docs.snowflake.com/en/sql-reference/functions/to_char)."""
 # INFORMATION_SCHEMA.COLUMNS.DATA_TYPE; NUMBER with a scale is told apart in `_kind`.
 _KINDS_BY_TYPE = {
     "BOOLEAN": Kind.BOOLEAN,
@@ -204,15 +215,15 @@ class EventBatchSnowflakeTypeHandler(DbTypeHandler[EventBatch]):
     def _load(
         self, connection, cursor: SnowflakeCursor, table_slice: TableSlice, batch: EventBatch
     ) -> dict:
-        incoming = {name.upper(): kind for name, kind in batch.columns().items()}
+        incoming = {snowflake_column(name): kind for name, kind in batch.columns().items()}
         existing = _finish_interrupted_widening(cursor, table_slice)
         change = plan_schema_change(existing, incoming)
         if not incoming:
             if existing:
-                _replace_window(cursor, table_slice, None, {})
+                _replace_window(cursor, table_slice, None, {}, {})
             return load_metadata(batch, table_slice, change)
         if existing:
-            _evolve(cursor, table_slice, change)
+            _evolve(cursor, table_slice, existing, change)
         else:
             _create(cursor, qualified_name(table_slice), incoming)
         staging = _stage(connection, cursor, table_slice, batch, incoming)
@@ -220,7 +231,7 @@ class EventBatchSnowflakeTypeHandler(DbTypeHandler[EventBatch]):
             name: change.widen.get(name, existing.get(name, kind))
             for name, kind in incoming.items()
         }
-        _replace_window(cursor, table_slice, staging, targets)
+        _replace_window(cursor, table_slice, staging, targets, incoming)
         cursor.execute(f"DROP TABLE IF EXISTS {staging}")
         return load_metadata(batch, table_slice, change)
 
@@ -266,21 +277,44 @@ def _finish_interrupted_widening(
     return existing_columns(cursor, table_slice) if leftovers else existing
 
 
-def _evolve(cursor: SnowflakeCursor, table_slice: TableSlice, change: SchemaChange) -> None:
+def snowflake_column(name: str) -> str:
+    """A batch column's name in Snowflake: upper case (see the module docstring), within
+    Snowflake's length (`SNOWFLAKE_COLUMNS`)."""
+    return destination_column(name, SNOWFLAKE_COLUMNS).upper()
+
+
+def _evolve(
+    cursor: SnowflakeCursor,
+    table_slice: TableSlice,
+    existing: Mapping[str, Kind],
+    change: SchemaChange,
+) -> None:
     target = qualified_name(table_slice)
     for name, kind in change.add.items():
         cursor.execute(
             f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {SNOWFLAKE_TYPES[kind]}"
         )
     for name, kind in change.widen.items():
-        _widen_column(cursor, target, name, kind)
+        _widen_column(cursor, target, name, existing[name], kind)
 
 
-def _widen_column(cursor: SnowflakeCursor, target: str, name: str, kind: Kind) -> None:
+def converted(column: str, current: Kind, target: Kind) -> str:
+    """A column's values as the target kind. Text keeps what `::VARCHAR` would lose: a
+    timestamp's microseconds and a VARIANT string's quotes (TO_JSON writes JSON text)."""
+    if target == Kind.TEXT and current == Kind.JSON:
+        return f"TO_JSON({column})"
+    if target == Kind.TEXT and current in TEXT_FORMATS:
+        return f"TO_VARCHAR({column}, '{TEXT_FORMATS[current]}')"
+    return f"{column}::{SNOWFLAKE_TYPES[target]}"
+
+
+def _widen_column(
+    cursor: SnowflakeCursor, target: str, name: str, current: Kind, kind: Kind
+) -> None:
     column = quote_identifier(name)
     widened = quote_identifier(name + WIDENING_SUFFIX)
     cursor.execute(f"ALTER TABLE {target} ADD COLUMN {widened} {SNOWFLAKE_TYPES[kind]}")
-    cursor.execute(f"UPDATE {target} SET {widened} = {column}::{SNOWFLAKE_TYPES[kind]}")
+    cursor.execute(f"UPDATE {target} SET {widened} = {converted(column, current, kind)}")
     cursor.execute(f"ALTER TABLE {target} DROP COLUMN {column}")
     cursor.execute(f"ALTER TABLE {target} RENAME COLUMN {widened} TO {column}")
 
@@ -301,18 +335,19 @@ def _stage(
     staging = quote_identifier(name)
     cursor.execute(f"USE SCHEMA {_schema_name(table_slice)}")
     definition = ", ".join(
-        f"{quote_identifier(n)} {'VARCHAR' if k == Kind.JSON else SNOWFLAKE_TYPES[k]}"
+        f"{quote_identifier(n)} {SNOWFLAKE_TYPES[Kind.TEXT if k == Kind.JSON else k]}"
         for n, k in columns.items()
     )
     cursor.execute(f"CREATE OR REPLACE TEMPORARY TABLE {staging} ({definition})")
     for chunk in batch.iter_arrow():
-        frame = chunk.to_pandas(types_mapper=pd.ArrowDtype).rename(columns=str.upper)
+        frame = chunk.to_pandas(types_mapper=pd.ArrowDtype).rename(columns=snowflake_column)
         pandas_tools.write_pandas(
             connection,
             frame,
             table_name=name,
             quote_identifiers=True,
             use_logical_type=True,
+            compression="snappy",
         )
     return staging
 
@@ -322,6 +357,7 @@ def _replace_window(
     table_slice: TableSlice,
     staging: str | None,
     targets: Mapping[str, Kind],
+    staged: Mapping[str, Kind],
 ) -> None:
     """DELETE the window and INSERT the staged rows as one transaction; `staging=None`
     only empties the window (a day that now has no events)."""
@@ -330,7 +366,9 @@ def _replace_window(
         _delete_window(cursor, table_slice)
         if staging is not None:
             names = ", ".join(quote_identifier(name) for name in targets)
-            values = ", ".join(_insert_expression(name, kind) for name, kind in targets.items())
+            values = ", ".join(
+                _insert_expression(name, staged[name], kind) for name, kind in targets.items()
+            )
             cursor.execute(
                 f"INSERT INTO {qualified_name(table_slice)} ({names}) "
                 f"SELECT {values} FROM {staging}"
@@ -341,12 +379,13 @@ def _replace_window(
     cursor.execute("COMMIT")
 
 
-def _insert_expression(name: str, target: Kind) -> str:
-    """A JSON target column is only ever fed JSON text (anything else widened it to TEXT)."""
+def _insert_expression(name: str, staged: Kind, target: Kind) -> str:
+    """A JSON target column is only ever fed JSON text (anything else widened it to TEXT),
+    staged as text; anything else is converted as a widening converts it."""
     column = quote_identifier(name)
     if target == Kind.JSON:
         return f"PARSE_JSON({column})"
-    return f"{column}::{SNOWFLAKE_TYPES[target]}"
+    return converted(column, Kind.TEXT if staged == Kind.JSON else staged, target)
 
 
 class WindowReplacingPandasTypeHandler(SnowflakePandasTypeHandler):
