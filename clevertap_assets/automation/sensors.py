@@ -51,7 +51,10 @@ RECONCILE_WAREHOUSE_TAG = "clevertap/reconcile_warehouse"
 RECONCILE_CLEVERTAP_TAG = "clevertap/reconcile_clevertap"
 RECONCILE_INTERVAL_SECONDS = 3600
 WEBHOOK_INTERVAL_SECONDS = 30
-ENTRIES_PER_RANGE = 1000
+ENTRIES_PER_RANGE = 10_000
+"""Inbox entries one tick turns into one range (one run): a run's fixed cost (a process,
+the definitions, a DuckDB transaction) is most of a small range's time, so ranges this large
+let one run per 30-s tick drain more than the receiver accepts (bench/bench_webhooks.py)."""
 
 
 def reconciliation_requests(
