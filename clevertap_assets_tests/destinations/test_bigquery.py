@@ -16,18 +16,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
-from dagster._core.storage.db_io_manager import TableSlice
+from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.bigquery.io_manager import (
     BigQueryEventStats,
     EventBatchBigQueryTypeHandler,
     build_bigquery_resources,
     check_bigquery_destination,
+    replace_window,
 )
 from clevertap_assets.naming import slug
 from clevertap_assets.settings import SettingsError
@@ -451,3 +453,37 @@ def test_first_loads_at_the_same_moment_create_one_dataset_and_one_table(
     for event in events:
         assert daily_rows(bq, pipeline, slug(event)) == pipeline.truth(event, first, last)
         assert duplicates(bq, pipeline, slug(event)) == 0
+
+
+def test_the_webhook_table_is_clustered_on_its_range_so_a_merge_reads_only_its_range(
+    tmp_path, bigquery_emulator
+):
+    """Its partition key is text (`_inbox_range`), which BigQuery cannot partition on: the
+    table is clustered on it instead, and a range's MERGE replaces only that range."""
+    bq = bigquery_emulator
+    dataset = bq.new_dataset()
+    client = bq.client()
+    client.create_dataset(f"{bq.project}.{dataset}")
+
+    def load_range(key: str, ids: list[int]) -> None:
+        folder = tmp_path / key
+        folder.mkdir(exist_ok=True)
+        path = folder / "batch.parquet"
+        pq.write_table(pa.table({"_inbox_range": [key] * len(ids), "inbox_id": ids}), path)
+        table_slice = TableSlice(
+            table="webhook_events",
+            schema=dataset,
+            database=bq.project,
+            partition_dimensions=[
+                TablePartitionDimension(partition_expr="_inbox_range", partitions=[key])
+            ],
+        )
+        replace_window(client, table_slice, EventBatch("webhook_events", path, len(ids)))
+
+    load_range("1-2", [1, 2])
+    load_range("3-4", [3, 4])
+    load_range("1-2", [1, 2])  # a rerun of the first range
+    table = client.get_table(f"{bq.project}.{dataset}.webhook_events")
+    assert table.clustering_fields == ["_inbox_range"]
+    rows = bq.query(f"SELECT inbox_id FROM `{bq.project}.{dataset}.webhook_events` ORDER BY 1")
+    assert rows == [(1,), (2,), (3,), (4,)]
