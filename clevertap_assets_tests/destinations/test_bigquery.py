@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import sqlglot
 from dagster import AssetKey
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from google.auth.credentials import AnonymousCredentials
@@ -487,3 +488,48 @@ def test_the_webhook_table_is_clustered_on_its_range_so_a_merge_reads_only_its_r
     assert table.clustering_fields == ["_inbox_range"]
     rows = bq.query(f"SELECT inbox_id FROM `{bq.project}.{dataset}.webhook_events` ORDER BY 1")
     assert rows == [(1,), (2,), (3,), (4,)]
+
+
+def test_widening_keeps_the_owners_clustering_labels_and_description(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    """A user clusters the table and labels it; a widening rewrites the table and keeps both
+    (without CLUSTER BY, BigQuery refuses to replace a clustered table outright), checked in
+    the DDL parsed as BigQuery SQL."""
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(), bq, events=["Product Viewed"])
+    first, last = recent_days(pipeline.settings, 2)
+    with_coupon = make_emulator(extra_event_props={"Coupon": 10})
+    assert load(replace(pipeline, emulator=with_coupon), first, first).success
+    table_id = f"{bq.project}.{pipeline.settings.warehouse_schema}.product_viewed"
+    table = bq.client().get_table(table_id)
+    table.clustering_fields = ["event_name"]
+    table.labels = {"owner": "growth"}
+    table.description = "CleverTap's Product Viewed, 'as loaded'"
+    bq.client().update_table(table, ["clustering_fields", "labels", "description"])
+
+    sent: list[str] = []
+    run_query = bigquery.Client.query
+
+    def recorded(self, query, *args, **kwargs):
+        sent.append(query)
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", recorded)
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"})
+    assert load(replace(pipeline, emulator=drifted), last, last).success
+
+    (rewrite,) = [sql for sql in sent if sql.startswith("CREATE OR REPLACE TABLE")]
+    parsed = sqlglot.parse_one(rewrite, read="bigquery")
+    assert parsed.find(sqlglot.exp.ClusterProperty).sql("bigquery") == "CLUSTER BY `event_name`"
+    assert "labels=[('owner', 'growth')]" in parsed.sql("bigquery")
+    partitioning = parsed.find(sqlglot.exp.PartitionedByProperty).sql("bigquery")
+    assert partitioning == "PARTITION BY DATETIME_TRUNC(`event_time`, DAY)"
+    table = bq.client().get_table(table_id)
+    assert columns(bq, pipeline, "product_viewed")["event_props__coupon"] == "STRING"
+    # bqemulator keeps no partitioning, clustering or labels from DDL: the SQL checks above.
+    assert table.description == "CleverTap's Product Viewed, 'as loaded'"
+    assert daily_rows(bq, pipeline, "product_viewed") == {
+        first: with_coupon.true_count("Product Viewed", first),
+        last: drifted.true_count("Product Viewed", last),
+    }

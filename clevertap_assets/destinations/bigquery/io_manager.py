@@ -287,17 +287,51 @@ def _evolve(
             f"{_widened(name, current[name], kind)} AS {quote(name)}"
             for name, kind in change.widen.items()
         )
-        partition_column = (table.time_partitioning or bigquery.TimePartitioning()).field
-        partitioning = (
-            f"PARTITION BY DATETIME_TRUNC({quote(partition_column)}, DAY) "
-            if partition_column
-            else ""
-        )
         target = table_sql(table_slice)
         client.query(
-            f"CREATE OR REPLACE TABLE {target} {partitioning}"
+            f"CREATE OR REPLACE TABLE {target}{_layout_and_options(table)} "
             f"AS SELECT * REPLACE ({casts}) FROM {target}"
         ).result()
+
+
+def _layout_and_options(table: bigquery.Table) -> str:
+    """The table's partitioning, clustering and options, spelled for `CREATE OR REPLACE`: a
+    widening rewrites the table (BigQuery changes a column to STRING no other way) and
+    must keep what its owner set (https://cloud.google.com/bigquery/docs/reference/standard-sql/data-definition-language#create_table_statement).
+    Column policy tags cannot be written in DDL and are not carried over."""
+    clauses = []
+    partitioning = table.time_partitioning
+    if partitioning and partitioning.field:
+        clauses.append(f"PARTITION BY DATETIME_TRUNC({quote(partitioning.field)}, DAY)")
+    if table.clustering_fields:
+        clauses.append("CLUSTER BY " + ", ".join(map(quote, table.clustering_fields)))
+    options = {
+        "description": _string(table.description) if table.description else None,
+        "friendly_name": _string(table.friendly_name) if table.friendly_name else None,
+        "labels": (
+            "[" + ", ".join(f"({_string(k)}, {_string(v)})" for k, v in table.labels.items()) + "]"
+            if table.labels
+            else None
+        ),
+        "expiration_timestamp": (
+            f"TIMESTAMP {_string(table.expires.isoformat())}" if table.expires else None
+        ),
+        "require_partition_filter": "TRUE" if table.require_partition_filter else None,
+        "partition_expiration_days": (
+            str(partitioning.expiration_ms / 86_400_000)
+            if partitioning and partitioning.expiration_ms
+            else None
+        ),
+    }
+    written = ", ".join(f"{name} = {value}" for name, value in options.items() if value)
+    if written:
+        clauses.append(f"OPTIONS ({written})")
+    return "".join(" " + clause for clause in clauses)
+
+
+def _string(value: str) -> str:
+    """A GoogleSQL string literal (its escapes are JSON's)."""
+    return json.dumps(value)
 
 
 def _widened(name: str, current: Kind, target: Kind) -> str:
