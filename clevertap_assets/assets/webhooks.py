@@ -107,7 +107,9 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
 
     @asset(
         key=key,
-        group_name=settings.pipeline_slug,
+        # A group of its own: `group:<pipeline>` then selects exactly the daily event assets,
+        # which a `--partition-range` of days can materialize (webhook ranges are not days).
+        group_name=f"{settings.pipeline_slug}_webhooks",
         description="CleverTap webhook payloads, one row per profile, by range of inbox ids.",
         partitions_def=webhook_ranges(settings),
         io_manager_key=WAREHOUSE_IO_MANAGER,
