@@ -375,3 +375,35 @@ def test_the_password_never_reaches_logs_or_metadata(tmp_path, make_emulator, wa
         assert password not in repr(event)
     captured = capfd.readouterr()
     assert password not in captured.out + captured.err
+
+
+def test_a_long_property_name_maps_to_one_column_that_later_loads_find(
+    tmp_path, make_emulator, warehouse
+):
+    """A name over the limit is cut with a hash of the whole name, so the next load finds its
+    column instead of adding it again. PostgreSQL keeps 63 bytes of a name, Redshift 127
+    (https://www.postgresql.org/docs/15/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS,
+    https://docs.aws.amazon.com/redshift/latest/dg/r_names.html): the limit is PostgreSQL's."""
+    long_key = "A Very Long Property Name " * 6
+    pipeline = make_pipeline(
+        tmp_path,
+        make_emulator(extra_event_props={long_key: 7}),
+        events=["Charged"],
+        destination="redshift",
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    connection = warehouse.connection(EnvVar("REDSHIFT_PASSWORD"))
+    resources = {
+        **warehouse.resources(),
+        "warehouse_io_manager": RedshiftEventIOManager(
+            connection=connection, max_identifier_bytes=63
+        ),
+    }
+    assert pipeline.load(first, last, **resources).success
+    assert pipeline.load(first, last, **resources).success
+    long_columns = [c for c in warehouse.columns("charged") if c.startswith("event_props__a_very")]
+    assert len(long_columns) == 1 and len(long_columns[0]) == 63
+    assert warehouse.query(f'SELECT DISTINCT "{long_columns[0]}" FROM "clevertap"."charged"') == [
+        (7,)
+    ]
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
