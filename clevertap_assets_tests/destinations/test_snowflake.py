@@ -386,3 +386,21 @@ def test_resources_show_variable_names_not_secrets(tmp_path, make_emulator, fake
     resources = build_snowflake_resources(snowflake_pipeline(tmp_path, make_emulator()).settings)
     assert PASSWORD not in repr(resources)
     assert "SNOWFLAKE_PASSWORD" in repr(resources["warehouse_io_manager"])
+
+
+def test_a_long_property_name_is_one_column_within_snowflakes_255_characters(
+    tmp_path, make_emulator, fake_snowflake
+):
+    """https://docs.snowflake.com/en/sql-reference/identifiers-syntax: at most 255 characters;
+    DuckDB under fakesnow has no limit, so the length is asserted here."""
+    long_key = "Very Long Property " * 16 + "End"
+    pipeline = snowflake_pipeline(
+        tmp_path, make_emulator(extra_event_props={long_key: 7}), events=["Charged"]
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    assert load(pipeline, first, last).success
+    long_columns = [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
+    assert len(long_columns) == 1 and len(long_columns[0]) == 255
+    assert query(f'SELECT DISTINCT "{long_columns[0]}" FROM "CLEVERTAP"."CHARGED"') == [(7,)]
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
