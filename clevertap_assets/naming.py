@@ -77,6 +77,17 @@ REDSHIFT_COLUMNS = ColumnRules(max_bytes=127, lower_case=True)
 _HASH_CHARACTERS = 8
 
 
+WEBHOOK_TABLE = "webhook_events"
+"""The webhook asset's table (before the prefix)."""
+
+TABLE_NAME_BYTES = {
+    "snowflake": 255,  # https://docs.snowflake.com/en/sql-reference/identifiers-syntax
+    "bigquery": 1024,  # https://cloud.google.com/bigquery/docs/tables#table_naming
+    "redshift": 127,  # https://docs.aws.amazon.com/redshift/latest/dg/r_names.html
+}
+"""The longest table name each destination takes, in UTF-8 bytes (DuckDB sets none)."""
+
+
 def destination_column(name: str, rules: ColumnRules) -> str:
     """A column name the destination stores exactly as given, so the same property always
     maps to the same column: `_` before a leading digit where a letter must come first, and a

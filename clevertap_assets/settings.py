@@ -22,7 +22,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
-from clevertap_assets.naming import event_slugs, is_valid_table_prefix, slug
+from clevertap_assets.naming import (
+    TABLE_NAME_BYTES,
+    WEBHOOK_TABLE,
+    event_slugs,
+    is_valid_table_prefix,
+    slug,
+    table_name,
+)
 
 REGION_HOSTS: dict[str, str] = {
     "eu1": "api.clevertap.com",
@@ -97,6 +104,10 @@ def read_event_names(path: Path) -> list[str]:
         index = keys.index("eventname")
         names = (row[index].strip() for row in rows if len(row) > index)
         return list(dict.fromkeys(name for name in names if name))
+
+
+def _utf8_length(name: str) -> int:
+    return len(name.encode())
 
 
 def _csv_text(path: Path) -> str:
@@ -244,6 +255,24 @@ class PipelineSettings(BaseSettings):
             raise SettingsError(
                 f"CLEVERTAP_START_DATE={self.start_date.isoformat()!r} is after today "
                 f"({today.isoformat()} in {self.timezone}); give a past day or leave it unset"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _table_name_length(self) -> "PipelineSettings":
+        """Every table, with the prefix, within the destination's limit, checked before a run
+        (the webhook table and every event's)."""
+        limit = TABLE_NAME_BYTES.get(self.destination)
+        if limit is None:
+            return self
+        slugs = [WEBHOOK_TABLE, *(self.event_slugs[name] for name in self.event_names)]
+        longest = max((table_name(s, self.table_prefix) for s in slugs), key=_utf8_length)
+        if _utf8_length(longest) > limit:
+            shown = longest if len(longest) <= 60 else longest[:57] + "..."
+            raise SettingsError(
+                f"TABLE_PREFIX ({len(self.table_prefix)} characters) makes table {shown!r} "
+                f"{_utf8_length(longest)} bytes long, over {self.destination}'s limit of "
+                f"{limit} bytes; shorten the prefix"
             )
         return self
 

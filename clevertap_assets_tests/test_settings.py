@@ -166,3 +166,19 @@ def test_rows_are_capped_at_what_the_destination_takes(events_csv: Path, destina
     assert settings.row_limit_bytes == limit
     smaller = load_settings(events_csv=events_csv, destination=destination, max_row_bytes=1000)
     assert smaller.row_limit_bytes == 1000
+
+
+@pytest.mark.parametrize(("destination", "limit"), [("redshift", 127), ("snowflake", 255)])
+def test_table_prefix_is_checked_against_the_destinations_table_name_limit(
+    events_csv: Path, destination: str, limit: int
+):
+    """Redshift: 127 bytes (https://docs.aws.amazon.com/redshift/latest/dg/r_names.html);
+    Snowflake: 255 (https://docs.snowflake.com/en/sql-reference/identifiers-syntax)."""
+    fits = "p" * (limit - len("_webhook_events"))
+    assert load_settings(events_csv=events_csv, destination=destination, table_prefix=fits)
+    message = settings_error(events_csv=events_csv, destination=destination, table_prefix="p" * 300)
+    assert message == (
+        f"TABLE_PREFIX (300 characters) makes table '{'p' * 57}...' 315 bytes long, "
+        f"over {destination}'s limit of {limit} bytes; shorten the prefix"
+    )
+    assert load_settings(events_csv=events_csv, table_prefix="p" * 300)  # DuckDB sets no limit

@@ -43,12 +43,11 @@ from dagster import (
 from clevertap_assets.assets.events import COLUMN_KEYS, event_asset_key, recorded_column_names
 from clevertap_assets.batch.spool import EventBatch, EventSpool
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER
-from clevertap_assets.naming import ColumnNames, table_name
+from clevertap_assets.naming import WEBHOOK_TABLE, ColumnNames, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
 from clevertap_assets.source.normalise import JSON_SECTIONS, NormaliseOptions, normalise_page
 from clevertap_assets.webhooks.inbox import InboxEntry, WebhookInbox, expand_entry
 
-WEBHOOK_TABLE = "webhook_events"
 RANGE_COLUMN = "_inbox_range"
 RECORDS_PER_PAGE = 5000
 _ID_DIGITS = 12
