@@ -9,12 +9,12 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import polars as pl
 from dagster import BetaWarning
 
 from clevertap_assets.assets.events import event_table
 from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.duckdb.lock import connect_when_unlocked
 from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.headless import load_days
 from clevertap_assets.naming import quote_identifier
@@ -62,7 +62,8 @@ def history_days(settings: PipelineSettings) -> list:
 def daily_summary(settings: PipelineSettings) -> pl.DataFrame:
     """Rows per event and local day, read back from DuckDB."""
     frames = []
-    with duckdb.connect(settings.duckdb_path, read_only=True) as connection:
+    connection = connect_when_unlocked(settings.duckdb_path, read_only=True, config={})
+    with connection:
         present = {
             name
             for (name,) in connection.execute(

@@ -7,6 +7,7 @@ read_parquet`), so a load is columnar and never passes rows through Python.
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -14,6 +15,7 @@ from dagster import ConfigurableResource, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
+from pydantic import Field
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import (
@@ -32,6 +34,7 @@ from clevertap_assets.destinations.common import (
     qualified_name,
     window_where,
 )
+from clevertap_assets.destinations.duckdb.lock import LOCK_TIMEOUT_SECONDS, connect_when_unlocked
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.settings import PipelineSettings
@@ -61,7 +64,19 @@ class TransactionalDuckDbClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
-        with DuckDbClient.connect(context, table_slice) as connection:
+        """Loads wait for the file's lock; downstream reads open it read-only, so they share
+        it with the checks and other readers."""
+        reading = isinstance(context, InputContext)
+        connection = connect_when_unlocked(
+            context.resource_config["database"],
+            read_only=reading,
+            config=context.resource_config["connection_config"],
+            timeout_seconds=context.resource_config["lock_timeout_seconds"],
+        )
+        with connection:
+            if reading:
+                yield connection
+                return
             connection.begin()
             try:
                 yield connection
@@ -199,6 +214,10 @@ class DuckDBEventIOManager(DuckDBPolarsIOManager):
     Downstream assets can still load any event table as a polars DataFrame.
     """
 
+    lock_timeout_seconds: float = Field(
+        LOCK_TIMEOUT_SECONDS, description="How long a load waits for the file's lock."
+    )
+
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [EventBatchDuckDBTypeHandler(), EventFrameDuckDBTypeHandler()]
@@ -219,9 +238,12 @@ class DuckDBEventIOManager(DuckDBPolarsIOManager):
 
 
 class DuckDBEventStats(ConfigurableResource, EventTableStats):
-    """Counts for checks and reconciliation, read through a short-lived read connection."""
+    """Counts for checks and reconciliation, read through a short-lived read-only connection:
+    the checks of a run, which Dagster runs in parallel processes, share the file, and wait
+    (bounded) while a load holds it."""
 
     database: str
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
 
     def daily_row_counts(
         self, schema: str, table: str, first_day: date, last_day: date
@@ -250,7 +272,17 @@ class DuckDBEventStats(ConfigurableResource, EventTableStats):
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with duckdb.connect(self.database, config=CONNECTION_CONFIG) as connection:
+        """An in-memory database stands in for a file nothing has been loaded into yet (a
+        read-only open of a missing file fails), so a check before the first load finds no
+        table rather than an error."""
+        database = self.database if Path(self.database).exists() else ":memory:"
+        connection = connect_when_unlocked(
+            database,
+            read_only=database != ":memory:",
+            config=CONNECTION_CONFIG,
+            timeout_seconds=self.lock_timeout_seconds,
+        )
+        with connection:
             yield connection
 
 
@@ -265,7 +297,10 @@ def build_duckdb_resources(settings: PipelineSettings) -> dict[str, object]:
 
 def check_duckdb_destination(settings: PipelineSettings) -> str:
     """The file opens for writing (not locked by another process) and the schema exists."""
-    with duckdb.connect(settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+    connection = connect_when_unlocked(
+        settings.duckdb_path, read_only=False, config=CONNECTION_CONFIG
+    )
+    with connection:
         schema = quote_identifier(settings.warehouse_schema)
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     return f"DuckDB OK: {settings.duckdb_path}, schema {settings.warehouse_schema!r} ready"

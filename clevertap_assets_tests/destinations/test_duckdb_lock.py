@@ -1,0 +1,204 @@
+"""DuckDB's file lock under Dagster's multiprocess executor: no run fails on it.
+
+DuckDB allows one writing process per file, or many reading ones
+(https://duckdb.org/docs/stable/connect/concurrency). `dagster dev` runs each step, checks
+included, in its own process, so a run's two checks and any load of another run meet on the
+file. These tests run real multiprocess runs (the executor `dagster dev` uses) against a
+DuckDB file that another process is writing to.
+"""
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+import pytest
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    JobDefinition,
+    define_asset_job,
+    execute_job,
+    instance_for_test,
+    reconstructable,
+)
+
+from clevertap_assets.definitions import build_definitions
+from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventStats
+from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
+from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from clevertap_assets.settings import load_settings
+from clevertap_assets_tests.assets.test_events import daily_rows
+from clevertap_assets_tests.harness import Pipeline, recent_days, write_events_csv
+
+CHARGED = AssetKey(["clevertap", "charged"])
+CHECKS = [
+    AssetCheckKey(CHARGED, "no_duplicate_record_ids"),
+    AssetCheckKey(CHARGED, "row_count_matches_clevertap"),
+]
+
+
+def load_job() -> JobDefinition:
+    """Materialize on `charged`: the asset and its checks, as the run worker builds them."""
+    return _job("load_charged", AssetSelection.assets(CHARGED))
+
+
+def checks_job() -> JobDefinition:
+    """ "Execute all" on the checks tab: the two checks alone."""
+    return _job("check_charged", AssetSelection.checks(*CHECKS))
+
+
+def _job(name: str, selection: AssetSelection) -> JobDefinition:
+    definitions = build_definitions(load_settings())
+    job = define_asset_job(name, selection=selection)
+    return Definitions.merge(definitions, Definitions(jobs=[job])).resolve_job_def(name)
+
+
+@pytest.fixture
+def pipeline(tmp_path, emulator, monkeypatch) -> Pipeline:
+    """Settings in the environment, so the executor's step processes build the same ones."""
+    monkeypatch.setattr("clevertap_assets.settings.load_dotenv", lambda **_: False)
+    environment = {
+        "CLEVERTAP_EVENTS_CSV": str(write_events_csv(tmp_path / "events.csv", ["Charged"])),
+        "CLEVERTAP_API_URL": emulator.url,
+        "CLEVERTAP_ACCOUNT_ID": emulator.config.account_id,
+        "CLEVERTAP_PASSCODE": emulator.config.passcode,
+        "CLEVERTAP_TIMEZONE": emulator.config.timezone,
+        "CLEVERTAP_HISTORY_DAYS": "7",
+        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return Pipeline(load_settings(), emulator)
+
+
+@dataclass
+class RunOutcome:
+    success: bool
+    failures: dict[str, str]
+    """Each failed step's error."""
+    checks: dict[str, bool]
+    """Each check's verdict."""
+
+
+def run_in_processes(
+    instance: DagsterInstance, first: date, last: date, with_asset: bool
+) -> RunOutcome:
+    """One multiprocess run: the asset and its two checks, or the checks alone ("Execute
+    all" on the checks tab)."""
+    tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat()}
+    tags[ASSET_PARTITION_RANGE_END_TAG] = last.isoformat()
+    with execute_job(
+        reconstructable(load_job if with_asset else checks_job),
+        instance=instance,
+        tags=tags if with_asset else {},
+    ) as result:
+        return RunOutcome(
+            success=result.success,
+            failures={
+                event.step_key: event.event_specific_data.error.to_string()
+                for event in result.all_events
+                if event.is_step_failure
+            },
+            checks={
+                event.event_specific_data.check_name: event.event_specific_data.passed
+                for event in result.all_events
+                if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            },
+        )
+
+
+def hold_write_lock(path: str, ready, release) -> None:
+    """Another writing process: what a load of another run looks like to the file."""
+    with duckdb.connect(path) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS held (x INTEGER)")
+        ready.set()
+        release.wait(120)
+
+
+@contextmanager
+def writer_holding(path: str) -> Iterator[tuple[multiprocessing.Process, Callable[[], None]]]:
+    """A process holding the file's write lock until `release()` is called."""
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    writer = context.Process(target=hold_write_lock, args=(path, ready, release))
+    writer.start()
+    try:
+        assert ready.wait(60), "the writing process never opened the file"
+        yield writer, release.set
+    finally:
+        release.set()
+        writer.join(60)
+
+
+def wait_for_step_starts(instance: DagsterInstance, count: int) -> None:
+    """Until `count` steps have started, i.e. have tried to open the file."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        starts = [
+            event
+            for run in instance.get_runs()
+            for event in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+        ]
+        if len(starts) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{count} steps never started")
+
+
+def test_checks_wait_for_a_load_in_another_process_and_pass(pipeline):
+    first, last = recent_days(pipeline.settings, 7)
+    assert pipeline.load(first, last).success
+    with (
+        instance_for_test() as instance,
+        writer_holding(pipeline.settings.duckdb_path) as (_, release),
+        ThreadPoolExecutor(1) as runner,
+    ):
+        run = runner.submit(run_in_processes, instance, first, last, False)
+        wait_for_step_starts(instance, 2)
+        time.sleep(1)  # both checks are now trying to open the file
+        release()
+        outcome = run.result(timeout=240)
+    assert outcome.failures == {}
+    assert outcome.success
+    assert outcome.checks == {"no_duplicate_record_ids": True, "row_count_matches_clevertap": True}
+
+
+def test_a_load_and_its_checks_run_green_beside_another_runs_checks(pipeline):
+    """Two runs at once, as a backfill and "Execute all" on the checks tab do: the load and
+    three checks, each in its own process, all against one file."""
+    first, last = recent_days(pipeline.settings, 7)
+    assert pipeline.load(first, last).success
+    with instance_for_test() as instance, ThreadPoolExecutor(2) as launcher:
+        runs = [
+            launcher.submit(run_in_processes, instance, first, last, with_asset)
+            for with_asset in (True, False)
+        ]
+        outcomes = [run.result(timeout=240) for run in runs]
+    assert [outcome.failures for outcome in outcomes] == [{}, {}]
+    assert all(outcome.success for outcome in outcomes)
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+
+
+def test_a_reader_gives_up_after_its_wait_with_a_message_naming_the_file_and_holder(pipeline):
+    first, last = recent_days(pipeline.settings, 1)
+    assert pipeline.load(first, last).success
+    path = pipeline.settings.duckdb_path
+    stats = DuckDBEventStats(database=path, lock_timeout_seconds=1)
+    with writer_holding(path) as (writer, _), pytest.raises(DuckDBLockTimeout) as gave_up:
+        stats.duplicate_record_ids("clevertap", "charged")
+    assert str(gave_up.value).startswith(
+        f"DuckDB file {path!r} was still locked by process {writer.pid} ("
+    )
+    assert "after waiting 1 s to open it for reading" in str(gave_up.value)
+    assert stats.duplicate_record_ids("clevertap", "charged") == 0
