@@ -16,15 +16,18 @@ daemon stopped before launching it) is requested again. A new sensor, a restarte
 lost cursor therefore neither skips nor reloads an entry.
 """
 
+import time
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 
 from dagster import (
     AssetsDefinition,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     ResourceParam,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -51,6 +54,8 @@ RECONCILE_WAREHOUSE_TAG = "clevertap/reconcile_warehouse"
 RECONCILE_CLEVERTAP_TAG = "clevertap/reconcile_clevertap"
 RECONCILE_INTERVAL_SECONDS = 3600
 WEBHOOK_INTERVAL_SECONDS = 30
+WEBHOOK_MAX_BACKOFF_SECONDS = 3600
+WEBHOOK_RETRY_HISTORY = 8  # failures counted: 30 s * 2**7 is past the hour's cap already
 ENTRIES_PER_RANGE = 10_000
 """Inbox entries one tick turns into one range (one run): a run's fixed cost (a process,
 the definitions, a DuckDB transaction) is most of a small range's time, so ranges this large
@@ -142,8 +147,10 @@ def webhook_result(
     settings: PipelineSettings,
     webhook_asset: AssetsDefinition,
     inbox: WebhookInbox,
+    now: float | None = None,
 ) -> SensorResult:
-    """Retry the ranges not loaded, then open one range over the entries after the newest."""
+    """Retry the ranges not loaded (each once its backoff has passed), then open one range
+    over the entries after the newest."""
     ranges_def = webhook_ranges(settings)
     key = webhook_asset.key
     ranges = instance.get_dynamic_partitions(ranges_def.name)
@@ -153,7 +160,9 @@ def webhook_result(
         for run in in_progress_runs(instance)
         if key in (run.asset_selection or ())
     }
-    pending = [r for r in ranges if r not in loaded and r not in running]
+    unloaded = [r for r in ranges if r not in loaded and r not in running]
+    now = time.time() if now is None else now
+    pending = [r for r in unloaded if retry_at(instance, r) <= now]
     after_id = max((parse_range_key(r)[1] for r in ranges), default=0)
     entries = inbox.read_after(after_id, ENTRIES_PER_RANGE)
     new = [range_key(after_id + 1, entries[-1].id)] if entries else []
@@ -161,8 +170,28 @@ def webhook_result(
     return SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[ranges_def.build_add_request(new)] if new else [],
-        skip_reason=None if requests else SkipReason(f"no inbox entry after id {after_id}"),
+        skip_reason=None
+        if requests
+        else SkipReason(
+            f"no inbox entry after id {after_id}"
+            + (f"; {len(unloaded)} failed range(s) wait for their retry" if unloaded else "")
+        ),
     )
+
+
+def retry_at(instance: DagsterInstance, partition_key: str) -> float:
+    """When a range may be requested again: at once after its first failure (the next tick),
+    then after 60 s, 120 s, ... up to an hour after its latest failure, so a range that keeps
+    failing (a warehouse down, a bad payload) is not retried every tick forever."""
+    failed = instance.get_run_records(
+        RunsFilter(tags={PARTITION_NAME_TAG: partition_key}, statuses=[DagsterRunStatus.FAILURE]),
+        limit=WEBHOOK_RETRY_HISTORY,
+    )
+    if len(failed) < 2:
+        return 0.0
+    latest = max(record.end_time or 0.0 for record in failed)
+    backoff = min(WEBHOOK_INTERVAL_SECONDS * 2 ** (len(failed) - 1), WEBHOOK_MAX_BACKOFF_SECONDS)
+    return latest + backoff
 
 
 def build_webhook_inbox_sensor(

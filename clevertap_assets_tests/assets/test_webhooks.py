@@ -2,6 +2,7 @@
 `webhook_events` runs into DuckDB; each acknowledged payload lands exactly once, whatever
 fails in between."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from dagster import (
 )
 
 from clevertap_assets.assets.webhooks import REDELIVERY_WINDOW, WebhookInboxResource
+from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.definitions import build_webhook_definitions
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
 from clevertap_assets.webhooks.inbox import WebhookInbox
@@ -197,3 +199,25 @@ def test_a_redelivered_payload_is_loaded_once_within_the_window(tmp_path, emulat
         assert loaded == [(1, 2), (2, 1), (5, 2)]
         latest = instance.get_latest_materialization_event(defs.assets[0].key)
         assert latest.asset_materialization.metadata["redeliveries_dropped"].value == 1
+
+
+def test_a_range_that_keeps_failing_is_retried_with_a_growing_backoff(tmp_path, emulator):
+    with pipeline_with_inbox(tmp_path, emulator) as (pipe, defs, instance):
+        inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
+        inbox.append(orjson.dumps(payload(1, 1)))
+        (asset,) = defs.assets
+        first = evaluate(defs, instance)
+        (key,) = [r.partition_key for r in first.run_requests]
+        assert not load(pipe, defs, instance, first, io_manager=CommitThenCrash)
+        retry = webhook_result(instance, pipe.settings, asset, inbox)  # first failure: at once
+        assert [r.partition_key for r in retry.run_requests] == [key]
+        assert not load(pipe, defs, instance, retry, io_manager=CommitThenCrash)
+
+        failed_at = time.time()
+        held = webhook_result(instance, pipe.settings, asset, inbox, now=failed_at + 50)
+        assert not held.run_requests
+        assert "1 failed range(s) wait for their retry" in held.skip_reason.skip_message
+        later = webhook_result(instance, pipe.settings, asset, inbox, now=failed_at + 61)
+        assert [r.partition_key for r in later.run_requests] == [key]
+        assert load(pipe, defs, instance, later)
+        assert rows(pipe, 'SELECT count(*) FROM "clevertap"."webhook_events"') == [(1,)]
