@@ -17,13 +17,15 @@ from pydantic import Field
 
 from clevertap_assets.days import local_today
 from clevertap_assets.destinations import destination_for
-from clevertap_assets.settings import PipelineSettings, SettingsError, load_settings
+from clevertap_assets.settings import (
+    CREDENTIAL_VARIABLES,
+    PipelineSettings,
+    SettingsError,
+    load_settings,
+    missing_credentials,
+)
 from clevertap_assets.source.client import CleverTapError, CleverTapResource, ExportNotAllowedError
 
-CREDENTIAL_VARIABLES = {
-    "CLEVERTAP_ACCOUNT_ID": "the Project ID under Settings > Project in the CleverTap dashboard",
-    "CLEVERTAP_PASSCODE": "the Passcode under Settings > Project in the CleverTap dashboard",
-}
 # Enough to prove records come back without pulling a full 5000-record page.
 CHECK_BATCH_SIZE = 100
 T = TypeVar("T")
@@ -98,11 +100,9 @@ def check_settings(state: CheckState) -> None:
 
 def check_credentials(state: CheckState) -> None:
     """Credentials come from the environment only (never from settings), as the runs read them."""
-    missing = [name for name in CREDENTIAL_VARIABLES if not os.environ.get(name, "").strip()]
+    missing = missing_credentials()
     if missing:
-        raise CheckFailed(
-            "; ".join(f"{name} is not set: it is {CREDENTIAL_VARIABLES[name]}" for name in missing)
-        )
+        raise CheckFailed(missing)
     state.credentials = {name: os.environ[name].strip() for name in CREDENTIAL_VARIABLES}
     state.report.account_id = state.credentials["CLEVERTAP_ACCOUNT_ID"]
 

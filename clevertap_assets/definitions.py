@@ -38,13 +38,14 @@ instead of importing them again: a run of 4 events and their 8 checks starts 12 
 def build_definitions(settings: PipelineSettings) -> Definitions:
     """The batch path: event assets, their checks, the schedule and the reconciliation."""
     event_assets = build_event_assets(settings)
+    resources = build_resources(settings)
     return Definitions(
         assets=event_assets,
         asset_checks=build_event_checks(settings),
         jobs=[connection_check_job],
         schedules=[build_ingestion_schedule(settings, event_assets)],
-        sensors=[build_reconciliation_sensor(settings, event_assets)],
-        resources=build_resources(settings),
+        sensors=[build_reconciliation_sensor(settings, event_assets, resources)],
+        resources=resources,
         executor=EXECUTOR,
     )
 

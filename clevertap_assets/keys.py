@@ -42,3 +42,6 @@ ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 """Dagster's documented run tags for one partition and for a single-run partition range
 (https://docs.dagster.io/api/dagster/partitions: "dagster/asset_partition_range_start")."""
+
+EVENT_TAG = "clevertap/event"
+"""Run tag naming the event (its asset's last key part) a scheduled or sensor run loads."""

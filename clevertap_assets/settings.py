@@ -10,6 +10,7 @@ import codecs
 import csv
 import io
 import math
+import os
 import re
 from datetime import date, timedelta
 from functools import cached_property
@@ -338,6 +339,24 @@ class PipelineSettings(BaseSettings):
     @property
     def ingestion_interval(self) -> timedelta:
         return parse_ingestion_frequency(self.ingestion_frequency)
+
+
+CREDENTIAL_VARIABLES = {
+    "CLEVERTAP_ACCOUNT_ID": "the Project ID under Settings > Project in the CleverTap dashboard",
+    "CLEVERTAP_PASSCODE": "the Passcode under Settings > Project in the CleverTap dashboard",
+}
+"""Read from the environment (or `.env`) inside runs only, never into the settings."""
+
+
+def missing_credentials() -> str | None:
+    """One line naming every unset credential and where to find it; None when all are set.
+
+    The CLI's check, the schedule and the sensors say the same thing, so a user who started
+    the UI without `.env` reads why nothing runs rather than Dagster's raw `EnvVar` error."""
+    missing = [name for name in CREDENTIAL_VARIABLES if not os.environ.get(name, "").strip()]
+    if not missing:
+        return None
+    return "; ".join(f"{name} is not set: it is {CREDENTIAL_VARIABLES[name]}" for name in missing)
 
 
 def load_settings(**overrides: object) -> PipelineSettings:

@@ -5,9 +5,11 @@ from datetime import timedelta
 
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetKey,
     ResourceParam,
     asset_check,
 )
@@ -18,6 +20,14 @@ from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.common import EventTableStats
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.client import CleverTapError, CleverTapResource
+
+DUPLICATE_CHECK = "no_duplicate_record_ids"
+RECONCILIATION_CHECK = "row_count_matches_clevertap"
+
+
+def event_check_keys(key: AssetKey) -> list[AssetCheckKey]:
+    """The checks of one event asset: every run that loads it carries them."""
+    return [AssetCheckKey(key, DUPLICATE_CHECK), AssetCheckKey(key, RECONCILIATION_CHECK)]
 
 
 def build_event_checks(settings: PipelineSettings) -> list[AssetChecksDefinition]:
@@ -36,7 +46,7 @@ def build_duplicate_check(settings: PipelineSettings, event_name: str) -> AssetC
 
     @asset_check(
         asset=event_asset_key(settings, event_name),
-        name="no_duplicate_record_ids",
+        name=DUPLICATE_CHECK,
         description="Every `_record_id` is in the table once: reruns and backfills never duplicate.",
     )
     def _check(warehouse_stats: ResourceParam[EventTableStats]) -> AssetCheckResult:
@@ -53,7 +63,7 @@ def build_reconciliation_check(
 
     @asset_check(
         asset=event_asset_key(settings, event_name),
-        name="row_count_matches_clevertap",
+        name=RECONCILIATION_CHECK,
         description=(
             f"Rows per day over the last {RECONCILED_DAYS} days equal CleverTap's count API "
             "(warning: late events make today's count move)."

@@ -20,7 +20,6 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AssetObservation,
     AssetsDefinition,
     BackfillPolicy,
     DagsterLogManager,
@@ -31,11 +30,12 @@ from dagster import (
 )
 
 from clevertap_assets.assets.partitions import daily_partitions
+from clevertap_assets.assets.refusals import refusal_observation, source_digest
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
 from clevertap_assets.days import day_ranges
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, clevertap_pool
 from clevertap_assets.naming import ColumnNames, table_name
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.settings import PipelineSettings, base_url_for
 from clevertap_assets.source.client import (
     CleverTapResource,
     CursorExpiredError,
@@ -112,14 +112,11 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
                 f"CleverTap does not allow exporting {event_name!r} (notification events are "
                 "not exportable); skipped, nothing in the warehouse was changed"
             )
+            source = source_digest(
+                clevertap.account_id, base_url_for(clevertap.region, clevertap.api_url)
+            )
             for partition_key in context.partition_keys:
-                context.log_event(
-                    AssetObservation(
-                        asset_key=key,
-                        partition=partition_key,
-                        metadata={"skipped": "Export not allowed for this event"},
-                    )
-                )
+                context.log_event(refusal_observation(key, partition_key, source))
             return
         yield Output(batch, metadata={**read, "table": table, "preview": _preview(batch)})
 

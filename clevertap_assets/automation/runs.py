@@ -25,7 +25,12 @@ from dagster import (
     RunsFilter,
 )
 
-from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from clevertap_assets.assets.checks import event_check_keys
+from clevertap_assets.keys import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    EVENT_TAG,
+)
 from clevertap_assets.processes import process_alive
 
 # Every status in which a run still holds, or will take, a worker: the ones a new run for the
@@ -96,16 +101,20 @@ def range_run_request(
     run_key: str,
     tags: Mapping[str, str] | None = None,
 ) -> RunRequest:
-    """One run of one event over consecutive days, read as a single window.
+    """One run of one event over consecutive days, read as a single window, with the event's
+    checks: a scheduled duplicate or count mismatch shows on the asset like a manual one.
 
     A schedule's run key only dedupes within its tick (a tick retried after a daemon crash
-    launches nothing twice); a sensor's dedupes forever.
+    launches nothing twice); a sensor's dedupes forever. The event tag names the run in the
+    runs list, where every scheduled run otherwise shows the same job.
     """
     return RunRequest(
         run_key=run_key,
         asset_selection=[key],
+        asset_check_keys=event_check_keys(key),
         tags={
             **(tags or {}),
+            EVENT_TAG: key.path[-1],
             ASSET_PARTITION_RANGE_START_TAG: first_day.isoformat(),
             ASSET_PARTITION_RANGE_END_TAG: last_day.isoformat(),
         },

@@ -13,13 +13,14 @@ An event whose previous run is still queued or running is left out of the tick, 
 CleverTap export never piles runs up behind itself; the next tick picks the days up again.
 """
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dagster import (
-    AssetKey,
     AssetsDefinition,
+    AssetSelection,
     DagsterInstance,
     DefaultScheduleStatus,
     RunRequest,
@@ -27,12 +28,14 @@ from dagster import (
     ScheduleEvaluationContext,
     SkipReason,
     TimeWindowPartitionsDefinition,
+    define_asset_job,
     schedule,
 )
 
+from clevertap_assets.assets.refusals import latest_refusal, source_digest
 from clevertap_assets.automation.runs import assets_in_progress, range_run_request
 from clevertap_assets.days import days_between
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.settings import PipelineSettings, missing_credentials
 
 
 def cron_for_interval(interval: timedelta) -> str:
@@ -69,12 +72,18 @@ def days_to_load(
     settings: PipelineSettings,
     asset: AssetsDefinition,
     today: date,
+    source: str,
 ) -> set[date]:
     """Today, the lookback days, and every never-loaded day of the history window.
 
-    An event CleverTap refused to export, and that never loaded, only gets the recent days:
-    its history can never materialize, and asking for it every tick would cost a run each time.
+    An event CleverTap refused to export gets nothing while the refusal holds (see
+    `refusals`), then today alone as a probe: its history cannot load while refused, and
+    asking for it every tick would cost a run each time.
     """
+    refusal = latest_refusal(instance, asset.key)
+    if refusal is not None:
+        now = datetime.now(UTC)
+        return set() if refusal.holds(source, now) else {today}
     partitions_def = asset.partitions_def
     assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
     window_start = max(
@@ -83,18 +92,8 @@ def days_to_load(
     )
     recent_start = max(window_start, today - timedelta(days=settings.lookback_days))
     days = set(days_between(recent_start, today))
-    if _refused_export(instance, asset.key):
-        return days
     loaded = instance.get_materialized_partitions(asset.key)
     return days | {d for d in days_between(window_start, today) if d.isoformat() not in loaded}
-
-
-def _refused_export(instance: DagsterInstance, key: AssetKey) -> bool:
-    """The event asset records a `skipped` observation when CleverTap refuses the export."""
-    if instance.get_latest_materialization_event(key) is not None:
-        return False
-    latest = instance.fetch_observations(key, limit=1).records
-    return bool(latest) and "skipped" in (latest[0].asset_observation.metadata or {})
 
 
 def ingestion_run_requests(
@@ -102,16 +101,34 @@ def ingestion_run_requests(
     settings: PipelineSettings,
     assets: Sequence[AssetsDefinition],
     now: datetime,
+    source: str,
 ) -> list[RunRequest]:
-    """The tick's runs: one per event and contiguous range, none for an event still running."""
+    """The tick's runs: one per event and contiguous range, none for an event still running
+    or refused by CleverTap; `source` is `refusals.source_digest` of the current account."""
     today = now.astimezone(ZoneInfo(settings.timezone)).date()
     busy = assets_in_progress(instance)
     return [
         range_run_request(asset.key, first, last, f"{asset.key.to_user_string()}:{first}:{last}")
         for asset in assets
         if asset.key not in busy
-        for first, last in contiguous_ranges(days_to_load(instance, settings, asset, today))
+        for first, last in contiguous_ranges(days_to_load(instance, settings, asset, today, source))
     ]
+
+
+def refused_events(
+    instance: DagsterInstance, assets: Sequence[AssetsDefinition], source: str
+) -> list[str]:
+    """What the tick says about the events it leaves out because CleverTap refused them."""
+    now = datetime.now(UTC)
+    notes = []
+    for asset in assets:
+        refusal = latest_refusal(instance, asset.key)
+        if refusal is not None and refusal.holds(source, now):
+            notes.append(
+                f"{asset.key.to_user_string()} (refused {refusal.at:%Y-%m-%d %H:%M} UTC, "
+                f"probed again after {refusal.reprobe_after:%Y-%m-%d})"
+            )
+    return notes
 
 
 def build_ingestion_schedule(
@@ -123,7 +140,11 @@ def build_ingestion_schedule(
         name="ingestion_schedule",
         cron_schedule=cron_for_interval(settings.ingestion_interval),
         execution_timezone=settings.timezone,
-        target=assets,
+        target=define_asset_job(
+            f"{settings.pipeline_slug}_ingestion",
+            selection=AssetSelection.assets(*assets),
+            description="An event's new days, with its checks; one run per event and range.",
+        ),
         default_status=DefaultScheduleStatus.RUNNING,
         description=(
             f"Every {settings.ingestion_frequency}: today and the previous "
@@ -132,8 +153,17 @@ def build_ingestion_schedule(
         ),
     )
     def ingestion_schedule(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        if missing := missing_credentials():
+            return SkipReason(f"{missing} (see .env.example)")
         now = context.scheduled_execution_time or datetime.now(ZoneInfo(settings.timezone))
-        requests = ingestion_run_requests(context.instance, settings, assets, now)
-        return requests or SkipReason("every event still has a run in progress")
+        source = source_digest(os.environ["CLEVERTAP_ACCOUNT_ID"].strip(), settings.base_url)
+        requests = ingestion_run_requests(context.instance, settings, assets, now, source)
+        refused = refused_events(context.instance, assets, source)
+        note = f"not requested, CleverTap refuses to export them: {', '.join(refused)}"
+        if refused:
+            context.log.info(note)
+        if requests:
+            return requests
+        return SkipReason(note if refused else "every event still has a run in progress")
 
     return ingestion_schedule

@@ -17,7 +17,7 @@ lost cursor therefore neither skips nor reloads an entry.
 """
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, timedelta
 
 from dagster import (
@@ -25,13 +25,13 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
-    ResourceParam,
     RunRequest,
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    build_resources,
     sensor,
 )
 
@@ -45,8 +45,8 @@ from clevertap_assets.assets.webhooks import (
 from clevertap_assets.automation.runs import assets_in_progress, in_progress_runs, range_run_request
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.common import EventTableStats
-from clevertap_assets.keys import PARTITION_NAME_TAG
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.keys import CLEVERTAP, PARTITION_NAME_TAG, WAREHOUSE_STATS
+from clevertap_assets.settings import PipelineSettings, missing_credentials
 from clevertap_assets.source.client import CleverTapResource
 from clevertap_assets.webhooks.inbox import WebhookInbox
 
@@ -114,8 +114,16 @@ def reconciliation_requests(
 
 
 def build_reconciliation_sensor(
-    settings: PipelineSettings, assets: Sequence[AssetsDefinition]
+    settings: PipelineSettings,
+    assets: Sequence[AssetsDefinition],
+    resources: Mapping[str, object],
 ) -> SensorDefinition:
+    """The sensor builds its CleverTap and warehouse resources itself, after checking the
+    credentials: Dagster builds a sensor's declared resources before calling it, so a missing
+    `EnvVar` would fail every evaluation with Dagster's raw "environment variable ... is not
+    set" instead of one skip naming what to set."""
+    needed = {key: resources[key] for key in (CLEVERTAP, WAREHOUSE_STATS)}
+
     @sensor(
         name="reconciliation_sensor",
         target=assets,
@@ -126,17 +134,21 @@ def build_reconciliation_sensor(
             "from CleverTap's count API."
         ),
     )
-    def reconciliation_sensor(
-        context: SensorEvaluationContext,
-        clevertap: CleverTapResource,
-        warehouse_stats: ResourceParam[EventTableStats],
-    ) -> list[RunRequest] | SkipReason:
+    def reconciliation_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
+        if missing := missing_credentials():
+            return SkipReason(f"{missing} (see .env.example)")
         today = local_today(settings.timezone)
-        requests = list(
-            reconciliation_requests(
-                context.instance, settings, assets, clevertap, warehouse_stats, today
+        with build_resources(needed) as built:
+            requests = list(
+                reconciliation_requests(
+                    context.instance,
+                    settings,
+                    assets,
+                    getattr(built, CLEVERTAP),
+                    getattr(built, WAREHOUSE_STATS),
+                    today,
+                )
             )
-        )
         return requests or SkipReason("every loaded day matches CleverTap's counts")
 
     return reconciliation_sensor

@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetMaterialization,
+    AssetSelection,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
@@ -21,10 +23,12 @@ from dagster import (
     materialize,
 )
 
+from clevertap_assets.assets import refusals
 from clevertap_assets.automation.schedules import cron_for_interval
 from clevertap_assets.connection_check import check_connection
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
+from clevertap_assets.emulator.server import EmulatorConfig
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import INGESTION_FREQUENCIES, SettingsError
 from clevertap_assets_tests.assets.test_events import daily_rows
@@ -44,6 +48,13 @@ ALLOWED = {
 REFUSED = ["5m", "1.5h", "90m", "25h", "0h", "60m", "daily", ""]
 
 
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch) -> None:
+    """The emulator's credentials, as `.env.example` sets them for the code location."""
+    monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", EmulatorConfig.account_id)
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", EmulatorConfig.passcode)
+
+
 def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
     (key,) = request.asset_selection or ()
     return (
@@ -56,10 +67,12 @@ def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
 def execute(
     pipeline: Pipeline, definitions: Definitions, request: RunRequest, instance: DagsterInstance
 ) -> ExecuteInProcessResult:
-    """What the run worker does with a requested run: its assets, over its tags' days."""
+    """What the run worker does with a requested run: its assets and checks (exactly those it
+    names), over its tags' days."""
+    selected = AssetSelection.assets(*(request.asset_selection or [])).without_checks()
     return materialize(
         [*(definitions.assets or []), *(definitions.asset_checks or [])],
-        selection=request.asset_selection,
+        selection=selected | AssetSelection.checks(*(request.asset_check_keys or [])),
         tags=request.tags,
         instance=instance,
         resources={**(definitions.resources or {}), "clevertap": fast_clevertap(pipeline.emulator)},
@@ -194,16 +207,76 @@ def test_no_pile_up_behind_a_run_still_in_progress(tmp_path, emulator):
         assert {run_range(r)[0] for r in tick(definitions, instance, "UTC")} == {charged, launched}
 
 
-def test_an_event_clevertap_refuses_gets_only_the_recent_days(tmp_path, make_emulator):
+def test_an_event_clevertap_refuses_is_not_requested_again_until_its_account_changes(
+    tmp_path, make_emulator, monkeypatch
+):
     events = ["Notification Sent"]
     pipeline = make_pipeline(tmp_path, make_emulator(events=events), events=events)
     definitions = build_definitions(pipeline.settings)
+    schedule = definitions.resolve_schedule_def("ingestion_schedule")
     today = local_today("UTC")
     key = AssetKey(["clevertap", "notification_sent"])
     with instance_for_test() as instance:
         (first_tick,) = tick(definitions, instance, "UTC")
         assert execute(pipeline, definitions, first_tick, instance).success
-        assert instance.fetch_observations(key, limit=1).records
-        (later,) = tick(definitions, instance, "UTC")
-    yesterday = today - timedelta(days=1)
-    assert run_range(later) == (key, yesterday.isoformat(), today.isoformat())
+        (observation,) = instance.fetch_observations(key, limit=1).records
+        assert (
+            observation.asset_observation.metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
+        )
+
+        now = datetime.now(ZoneInfo("UTC"))
+        context = build_schedule_context(instance=instance, scheduled_execution_time=now)
+        later = schedule.evaluate_tick(context)
+        assert later.run_requests == []
+        assert later.skip_message.startswith(
+            "not requested, CleverTap refuses to export them: clevertap/notification_sent "
+            f"(refused {today:%Y-%m-%d}"
+        )
+
+        monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", "ANOTHER-ACCOUNT")
+        (probe,) = tick(definitions, instance, "UTC")
+    assert run_range(probe) == (key, today.isoformat(), today.isoformat())
+
+
+def test_a_refusal_is_probed_again_after_a_week():
+    refused_at = datetime(2026, 11, 1, 12, 0, tzinfo=ZoneInfo("UTC"))
+    refusal = refusals.Refusal(at=refused_at, source="abc")
+    assert refusal.holds("abc", refused_at + timedelta(days=6, hours=23))
+    assert not refusal.holds("abc", refused_at + timedelta(days=7))
+    assert not refusal.holds("other", refused_at)
+
+
+def test_without_credentials_a_tick_skips_naming_them(tmp_path, emulator, monkeypatch):
+    monkeypatch.delenv("CLEVERTAP_ACCOUNT_ID")
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", " ")
+    definitions = build_definitions(make_pipeline(tmp_path, emulator).settings)
+    schedule = definitions.resolve_schedule_def("ingestion_schedule")
+    with instance_for_test() as instance:
+        context = build_schedule_context(instance=instance)
+        result = schedule.evaluate_tick(context)
+    assert result.run_requests == []
+    assert result.skip_message == (
+        "CLEVERTAP_ACCOUNT_ID is not set: it is the Project ID under Settings > Project in the "
+        "CleverTap dashboard; CLEVERTAP_PASSCODE is not set: it is the Passcode under "
+        "Settings > Project in the CleverTap dashboard (see .env.example)"
+    )
+
+
+def test_scheduled_runs_carry_the_checks_and_name_their_event(tmp_path, make_emulator):
+    emulator = make_emulator(events=["Charged"], duplicate_share=0.3)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], history_days=3)
+    definitions = build_definitions(pipeline.settings)
+    key = AssetKey(["clevertap", "charged"])
+    schedule = definitions.resolve_schedule_def("ingestion_schedule")
+    assert schedule.job_name == "clevertap_ingestion"
+    with instance_for_test() as instance:
+        (request,) = tick(definitions, instance, pipeline.settings.timezone)
+        assert request.tags["clevertap/event"] == "charged"
+        assert set(request.asset_check_keys or []) == {
+            AssetCheckKey(key, "no_duplicate_record_ids"),
+            AssetCheckKey(key, "row_count_matches_clevertap"),
+        }
+        result = execute(pipeline, definitions, request, instance)
+    assert result.success
+    verdicts = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert verdicts == {"no_duplicate_record_ids": True, "row_count_matches_clevertap": True}

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from dagster import (
     AssetKey,
     DagsterRun,
@@ -15,21 +16,25 @@ from dagster import (
 from clevertap_assets.automation.sensors import RECONCILE_CLEVERTAP_TAG, RECONCILE_WAREHOUSE_TAG
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
-from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventStats
+from clevertap_assets.emulator.server import EmulatorConfig
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets_tests.assets.test_events import daily_rows
 from clevertap_assets_tests.automation.test_schedules import execute, run_range
-from clevertap_assets_tests.harness import Pipeline, fast_clevertap, make_pipeline
+from clevertap_assets_tests.harness import Pipeline, make_pipeline
 
 EVENTS = ["Charged", "Notification Sent"]
 
 
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch) -> None:
+    """The emulator's credentials, as `.env.example` sets them for the code location."""
+    monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", EmulatorConfig.account_id)
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", EmulatorConfig.passcode)
+
+
 def evaluate(pipeline: Pipeline, definitions, instance) -> list[RunRequest] | SkipReason:
-    resources = {
-        "clevertap": fast_clevertap(pipeline.emulator),
-        "warehouse_stats": DuckDBEventStats(database=pipeline.settings.duckdb_path),
-    }
-    with build_sensor_context(instance=instance, resources=resources) as context:
+    """With the definitions' own resources (the emulator's URL, the test's DuckDB file)."""
+    with build_sensor_context(instance=instance) as context:
         return definitions.resolve_sensor_def("reconciliation_sensor")(context)
 
 
@@ -71,3 +76,18 @@ def test_a_day_that_changed_after_loading_is_rerun_once(tmp_path, make_emulator)
         assert execute(pipeline, definitions, rerun, instance).success
         assert daily_rows(pipeline, "charged")[late] == emulator.true_count("Charged", late)
         assert isinstance(evaluate(pipeline, definitions, instance), SkipReason)
+
+
+def test_without_credentials_the_sensor_skips_naming_them(tmp_path, emulator, monkeypatch):
+    """With the definitions' own resources, whose credentials are `EnvVar`s: what the daemon
+    evaluates when `dagster dev` was started without `.env`."""
+    monkeypatch.delenv("CLEVERTAP_PASSCODE")
+    definitions = build_definitions(make_pipeline(tmp_path, emulator).settings)
+    sensor = definitions.resolve_sensor_def("reconciliation_sensor")
+    with instance_for_test() as instance, build_sensor_context(instance=instance) as context:
+        result = sensor.evaluate_tick(context)
+    assert result.run_requests == []
+    assert result.skip_message == (
+        "CLEVERTAP_PASSCODE is not set: it is the Passcode under Settings > Project in the "
+        "CleverTap dashboard (see .env.example)"
+    )
