@@ -28,7 +28,6 @@ from clevertap_assets.automation.schedules import cron_for_interval
 from clevertap_assets.connection_check import check_connection
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
-from clevertap_assets.emulator.server import EmulatorConfig
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import INGESTION_FREQUENCIES, SettingsError
 from clevertap_assets_tests.assets.test_events import daily_rows
@@ -48,13 +47,6 @@ ALLOWED = {
 REFUSED = ["5m", "1.5h", "90m", "25h", "0h", "60m", "daily", ""]
 
 
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch) -> None:
-    """The emulator's credentials, as `.env.example` sets them for the code location."""
-    monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", EmulatorConfig.account_id)
-    monkeypatch.setenv("CLEVERTAP_PASSCODE", EmulatorConfig.passcode)
-
-
 def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
     (key,) = request.asset_selection or ()
     return (
@@ -69,10 +61,13 @@ def execute(
 ) -> ExecuteInProcessResult:
     """What the run worker does with a requested run: its assets and checks (exactly those it
     names), over its tags' days."""
-    selected = AssetSelection.assets(*(request.asset_selection or [])).without_checks()
+    selection = None  # a request naming no assets runs them all, with their checks
+    if request.asset_selection is not None:
+        selection = AssetSelection.assets(*request.asset_selection).without_checks()
+        selection |= AssetSelection.checks(*(request.asset_check_keys or []))
     return materialize(
         [*(definitions.assets or []), *(definitions.asset_checks or [])],
-        selection=selected | AssetSelection.checks(*(request.asset_check_keys or [])),
+        selection=selection,
         tags=request.tags,
         instance=instance,
         resources={**(definitions.resources or {}), "clevertap": fast_clevertap(pipeline.emulator)},
@@ -83,8 +78,8 @@ def execute(
 def tick(definitions: Definitions, instance: DagsterInstance, timezone: str) -> list[RunRequest]:
     schedule = definitions.resolve_schedule_def("ingestion_schedule")
     now = datetime.now(ZoneInfo(timezone))
-    context = build_schedule_context(instance=instance, scheduled_execution_time=now)
-    return list(schedule.evaluate_tick(context).run_requests or [])
+    with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
+        return list(schedule.evaluate_tick(context).run_requests or [])
 
 
 def mark_loaded(instance: DagsterInstance, key: AssetKey, days: list[date]) -> None:
@@ -213,10 +208,10 @@ def test_an_event_clevertap_refuses_is_not_requested_again_until_its_account_cha
     events = ["Notification Sent"]
     pipeline = make_pipeline(tmp_path, make_emulator(events=events), events=events)
     definitions = build_definitions(pipeline.settings)
-    schedule = definitions.resolve_schedule_def("ingestion_schedule")
     today = local_today("UTC")
     key = AssetKey(["clevertap", "notification_sent"])
     with instance_for_test() as instance:
+        schedule = definitions.resolve_schedule_def("ingestion_schedule")
         (first_tick,) = tick(definitions, instance, "UTC")
         assert execute(pipeline, definitions, first_tick, instance).success
         (observation,) = instance.fetch_observations(key, limit=1).records
@@ -225,8 +220,8 @@ def test_an_event_clevertap_refuses_is_not_requested_again_until_its_account_cha
         )
 
         now = datetime.now(ZoneInfo("UTC"))
-        context = build_schedule_context(instance=instance, scheduled_execution_time=now)
-        later = schedule.evaluate_tick(context)
+        with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
+            later = schedule.evaluate_tick(context)
         assert later.run_requests == []
         assert later.skip_message.startswith(
             "not requested, CleverTap refuses to export them: clevertap/notification_sent "
@@ -250,10 +245,10 @@ def test_without_credentials_a_tick_skips_naming_them(tmp_path, emulator, monkey
     monkeypatch.delenv("CLEVERTAP_ACCOUNT_ID")
     monkeypatch.setenv("CLEVERTAP_PASSCODE", " ")
     definitions = build_definitions(make_pipeline(tmp_path, emulator).settings)
-    schedule = definitions.resolve_schedule_def("ingestion_schedule")
     with instance_for_test() as instance:
-        context = build_schedule_context(instance=instance)
-        result = schedule.evaluate_tick(context)
+        schedule = definitions.resolve_schedule_def("ingestion_schedule")
+        with build_schedule_context(instance=instance) as context:
+            result = schedule.evaluate_tick(context)
     assert result.run_requests == []
     assert result.skip_message == (
         "CLEVERTAP_ACCOUNT_ID is not set: it is the Project ID under Settings > Project in the "
@@ -267,9 +262,9 @@ def test_scheduled_runs_carry_the_checks_and_name_their_event(tmp_path, make_emu
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], history_days=3)
     definitions = build_definitions(pipeline.settings)
     key = AssetKey(["clevertap", "charged"])
-    schedule = definitions.resolve_schedule_def("ingestion_schedule")
-    assert schedule.job_name == "clevertap_ingestion"
     with instance_for_test() as instance:
+        schedule = definitions.resolve_schedule_def("ingestion_schedule")
+        assert schedule.job_name == "clevertap_ingestion"
         (request,) = tick(definitions, instance, pipeline.settings.timezone)
         assert request.tags["clevertap/event"] == "charged"
         assert set(request.asset_check_keys or []) == {

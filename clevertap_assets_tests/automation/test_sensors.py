@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 
-import pytest
 from dagster import (
     AssetKey,
     DagsterRun,
@@ -16,20 +15,12 @@ from dagster import (
 from clevertap_assets.automation.sensors import RECONCILE_CLEVERTAP_TAG, RECONCILE_WAREHOUSE_TAG
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
-from clevertap_assets.emulator.server import EmulatorConfig
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets_tests.assets.test_events import daily_rows
 from clevertap_assets_tests.automation.test_schedules import execute, run_range
 from clevertap_assets_tests.harness import Pipeline, make_pipeline
 
 EVENTS = ["Charged", "Notification Sent"]
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch) -> None:
-    """The emulator's credentials, as `.env.example` sets them for the code location."""
-    monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", EmulatorConfig.account_id)
-    monkeypatch.setenv("CLEVERTAP_PASSCODE", EmulatorConfig.passcode)
 
 
 def evaluate(pipeline: Pipeline, definitions, instance) -> list[RunRequest] | SkipReason:
@@ -83,8 +74,8 @@ def test_without_credentials_the_sensor_skips_naming_them(tmp_path, emulator, mo
     evaluates when `dagster dev` was started without `.env`."""
     monkeypatch.delenv("CLEVERTAP_PASSCODE")
     definitions = build_definitions(make_pipeline(tmp_path, emulator).settings)
-    sensor = definitions.resolve_sensor_def("reconciliation_sensor")
     with instance_for_test() as instance, build_sensor_context(instance=instance) as context:
+        sensor = definitions.resolve_sensor_def("reconciliation_sensor")
         result = sensor.evaluate_tick(context)
     assert result.run_requests == []
     assert result.skip_message == (
