@@ -227,8 +227,8 @@ def _measure(result: "ExecuteInProcessResult", before_run_mb: float) -> Measured
         if event.step_key == materialization.step_key
     ]
     return Measured(
-        records=metadata["records_received"],
-        rows_written=metadata["rows_written"],
+        records=metadata["window_records_received"],
+        rows_written=metadata["window_rows_written"],
         bytes_received=metadata["bytes_received"],
         api_pages=metadata["api_pages"],
         step_seconds=step.event_specific_data.duration_ms / 1000,

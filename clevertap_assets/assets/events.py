@@ -26,6 +26,8 @@ from dagster import (
     JsonMetadataValue,
     MetadataValue,
     Output,
+    TableColumn,
+    TableSchema,
     asset,
 )
 
@@ -118,10 +120,28 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
             for partition_key in context.partition_keys:
                 context.log_event(refusal_observation(key, partition_key, source))
             return
-        yield Output(batch, metadata={**read, "table": table, "preview": _preview(batch)})
+        for partition_key in context.partition_keys:
+            context.add_asset_metadata(
+                day_metadata(batch, date.fromisoformat(partition_key)), partition_key=partition_key
+            )
+        yield Output(
+            batch,
+            metadata={
+                **read,
+                "table": table,
+                "preview": _preview(batch),
+                COLUMN_SCHEMA: _column_schema(batch),
+            },
+        )
 
     return _event_asset
 
+
+COLUMN_SCHEMA = "dagster/column_schema"
+PARTITION_ROW_COUNT = "dagster/partition_row_count"
+"""Dagster's standard table metadata keys, which the catalog shows as the table's columns and
+row counts (https://docs.dagster.io/guides/build/assets/metadata-and-tags/table-metadata);
+Dagster's database IO managers add `dagster/table_name` themselves."""
 
 COLUMN_KEYS = "column_keys"
 """Output metadata: every data column and the property key path it holds (see ColumnNames)."""
@@ -206,10 +226,10 @@ def _read_window_once(
     _warn_skipped(context, settings, event_name, stats)
     kept = stats.received - skipped - stats.outside_window
     read = {
-        "records_received": stats.received,
-        "duplicates_dropped": kept - batch.rows,
-        "rows_written": batch.rows,
-        "records_skipped": skipped,
+        "window_records_received": stats.received,
+        "window_duplicates_dropped": kept - batch.rows,
+        "window_rows_written": batch.rows,
+        "window_records_skipped": skipped,
         "records_over_size_limit": stats.oversize_records,
         "rows_over_size_limit": stats.oversize_rows,
         "records_with_invalid_ts": stats.invalid_ts,
@@ -376,6 +396,23 @@ def _warn_skipped(
         count = asdict(stats)[field]
         if count:
             context.log.warning(f"{event_name}: {count} {reason}")
+
+
+def day_metadata(batch: EventBatch, day: date) -> dict[str, object]:
+    """What one partition's materialization says: that day's rows and dropped copies. A
+    single-run backfill is one Output for many days; Dagster would otherwise give every
+    partition the window's totals (which stay on it as `window_*`). Records without a
+    readable day (over the size limit, no `ts`) are counted in the window only."""
+    rows = batch.rows_by_day.get(day, 0)
+    return {
+        "rows_written": rows,
+        "duplicates_dropped": batch.duplicates_by_day.get(day, 0),
+        PARTITION_ROW_COUNT: rows,
+    }
+
+
+def _column_schema(batch: EventBatch) -> TableSchema:
+    return TableSchema(columns=[TableColumn(n, kind.value) for n, kind in batch.columns().items()])
 
 
 def _preview(batch: EventBatch) -> MetadataValue:

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -83,6 +83,10 @@ class EventBatch:
     path: Path | None
     rows: int
     json_columns: frozenset[str] = frozenset()
+    rows_by_day: Mapping[date, int] = field(default_factory=dict)
+    """Deduplicated rows of each local day: what the load writes into that day's partition."""
+    duplicates_by_day: Mapping[date, int] = field(default_factory=dict)
+    """Copies of records each local day dropped."""
 
     def columns(self) -> dict[str, Kind]:
         """Column name to kind, in file order; empty for a window without rows."""
@@ -159,6 +163,8 @@ class SpoolStats:
     invalid_ts: int = 0
     outside_window: int = 0
     bytes: int = 0
+    kept_by_day: dict[date, int] = field(default_factory=dict)
+    """Rows spooled per local day, copies included."""
 
 
 @dataclass
@@ -200,6 +206,7 @@ class EventSpool:
         )
         for (day,), frame in days.items():
             with self._lock:
+                self.stats.kept_by_day[day] = self.stats.kept_by_day.get(day, 0) + frame.height
                 chunks = self._chunks.setdefault(day, [])
                 chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
                 chunks.append((chunk, signature))
@@ -236,7 +243,7 @@ class EventSpool:
             shutil.rmtree(self.directory, ignore_errors=True)
             return EventBatch(self.event_name, None, 0)
         destination = self.directory / "batch.parquet"
-        rows = 0
+        rows_by_day = dict.fromkeys(sorted(self._chunks), 0)
         with duckdb.connect(config=self._duckdb_config()) as connection:
             writer: pq.ParquetWriter | None = None
             for day in sorted(self._chunks):
@@ -248,14 +255,16 @@ class EventSpool:
                 )
                 for batch in reader:
                     writer.write_batch(batch)
-                    rows += batch.num_rows
+                    rows_by_day[day] += batch.num_rows
                 for chunk, _ in self._chunks[day]:
                     chunk.unlink()
             if writer is not None:
                 writer.close()
         # A list in one page and a string in another is text: not every value is JSON.
         json_columns = frozenset(self._json_columns - self._plain_columns)
-        return EventBatch(self.event_name, destination, rows, json_columns)
+        duplicates = {day: self.stats.kept_by_day[day] - rows for day, rows in rows_by_day.items()}
+        rows = sum(rows_by_day.values())
+        return EventBatch(self.event_name, destination, rows, json_columns, rows_by_day, duplicates)
 
     def _duckdb_config(self) -> dict[str, str]:
         return {

@@ -4,13 +4,14 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import duckdb
 import orjson
 import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
+from clevertap_assets.assets import refusals
 from clevertap_assets.assets.events import build_event_assets
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
@@ -62,10 +63,36 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(tmp_path, mak
     for event, table in zip(EVENTS, ("app_launched", "product_viewed", "charged"), strict=True):
         assert daily_rows(pipeline, table) == pipeline.truth(event, first, last)
     metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
-    assert metadata["duplicates_dropped"] > 0
+    assert metadata["window_duplicates_dropped"] > 0
     assert metadata["api_retries"] > 0
-    assert metadata["rows_written"] == sum(pipeline.truth("Charged", first, last).values())
+    assert metadata["window_rows_written"] == sum(pipeline.truth("Charged", first, last).values())
     assert metadata["table"] == "charged"
+
+
+def test_each_partition_of_a_range_run_describes_its_own_day(tmp_path, make_emulator):
+    """A single-run backfill is one Output for many days: each day's materialization still
+    carries that day's rows and dropped copies, and the window's totals stay as `window_*`."""
+    emulator = make_emulator(duplicate_share=0.3, records_per_day=60)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 4)
+    result = pipeline.load(first, last)
+    assert result.success
+    truth = pipeline.truth("Charged", first, last)
+    by_day = {
+        date.fromisoformat(e.partition): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+    assert {day: m["rows_written"] for day, m in by_day.items()} == truth
+    assert {day: m["dagster/partition_row_count"] for day, m in by_day.items()} == truth
+    assert len({m["rows_written"] for m in by_day.values()}) > 1  # not one flat line
+    copies = {day: m["duplicates_dropped"] for day, m in by_day.items()}
+    window = by_day[first]
+    assert sum(copies.values()) == window["window_duplicates_dropped"] > 0
+    assert window["window_rows_written"] == sum(truth.values())
+    assert window["dagster/row_count"] == sum(truth.values())
+    assert window["dagster/table_name"].endswith("warehouse.duckdb.clevertap.charged")
+    columns = {column.name for column in window["dagster/column_schema"].columns}
+    assert {"_record_id", "event_time", "event_props__amount"} <= columns
 
 
 _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
@@ -324,9 +351,7 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
         for e in result.all_events
         if e.event_type_value == "ASSET_OBSERVATION"
     ]
-    assert [o.metadata["skipped"].value for o in observations] == [
-        "Export not allowed for this event"
-    ]
+    assert [o.metadata[refusals.REFUSED].value for o in observations] == [refusals.REFUSAL_TEXT]
 
 
 def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, make_emulator):

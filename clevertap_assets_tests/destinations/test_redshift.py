@@ -118,8 +118,8 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
     for event, table in zip(EVENTS, TABLES, strict=True):
         assert warehouse.daily_rows(table) == pipeline.truth(event, first, last)
     metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
-    assert metadata["duplicates_dropped"] > 0
-    assert metadata["rows_written"] == sum(pipeline.truth("Charged", first, last).values())
+    assert metadata["window_duplicates_dropped"] > 0
+    assert metadata["window_rows_written"] == sum(pipeline.truth("Charged", first, last).values())
     assert metadata["destination_table"] == "clevertap.charged"
     columns = warehouse.columns("charged")
     assert columns["_record_id"] == f"character varying({MAX_VARCHAR_BYTES})"

@@ -153,7 +153,9 @@ class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
                 f"INSERT INTO {target} BY NAME SELECT {casts} FROM read_parquet(?)",
                 [str(obj.path)],
             )
-            return load_metadata(obj, table_slice, change)
+            (table_rows,) = connection.execute(f"SELECT count(*) FROM {target}").fetchone()
+            # The whole table after the load: the catalog's row count (a standard key).
+            return {**load_metadata(obj, table_slice, change), "dagster/row_count": table_rows}
         finally:
             obj.discard()
 
