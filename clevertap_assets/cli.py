@@ -29,6 +29,14 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(days=args.days, duckdb_path=args.duckdb_path)
 
 
+def _partition_range(args: argparse.Namespace) -> int:
+    from clevertap_assets.assets.partitions import recent_range
+    from clevertap_assets.settings import load_settings
+
+    print(recent_range(load_settings(), args.days))
+    return 0
+
+
 def _webhook(args: argparse.Namespace) -> int:
     from clevertap_assets.webhooks.receiver import serve_webhooks
 
@@ -63,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=None, help="days of history (default: settings)")
     demo.add_argument("--duckdb-path", default="demo.duckdb")
     demo.set_defaults(run=_demo)
+
+    partition_range = commands.add_parser(
+        "partition-range",
+        help="print FIRST...LAST of the last days for dagster's --partition-range",
+    )
+    partition_range.add_argument(
+        "--days", type=int, default=None, help="days up to today (default and at most: history)"
+    )
+    partition_range.set_defaults(run=_partition_range)
 
     webhook = commands.add_parser("webhook", help="receive CleverTap webhooks into the inbox")
     webhook.add_argument("--host", default="127.0.0.1")

@@ -86,15 +86,20 @@ def daily_summary(settings: PipelineSettings) -> pl.DataFrame:
 
 
 def print_summary(summary: pl.DataFrame, truth: pl.DataFrame, tables: dict[str, str]) -> None:
-    """Rows per day (rows) and table (columns), then how they compare with the emulator."""
+    """Rows per day (rows) and table (columns), their sum beside the emulator's truth (its
+    distinct records of those events that day), then how they compare."""
     compared = truth.join(summary, on=["day", "event"], how="left").with_columns(
         pl.col("rows").fill_null(0)
     )
     loaded_events = summary["event"].unique().to_list() if summary.height else []
+    loaded = compared.filter(pl.col("event").is_in(loaded_events))
+    totals = loaded.group_by("day").agg(
+        pl.col("rows").sum().alias("all tables"), pl.col("truth").sum().alias("truth")
+    )
     table = (
-        compared.filter(pl.col("event").is_in(loaded_events))
-        .with_columns(pl.col("event").replace_strict(tables))
+        loaded.with_columns(pl.col("event").replace_strict(tables))
         .pivot(on="event", index="day", values="rows")
+        .join(totals, on="day")
         .sort("day")
     )
     with pl.Config(

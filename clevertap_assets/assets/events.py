@@ -10,6 +10,7 @@ that replaces exactly those days.
 import gc
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    BetaWarning,
     DagsterLogManager,
     JsonMetadataValue,
     MetadataValue,
@@ -81,23 +83,29 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
     key = event_asset_key(settings, event_name)
     table = event_table(settings, event_name)
 
-    @asset(
-        key=key,
-        group_name=settings.pipeline_slug,
-        description=f"CleverTap event {event_name!r}, one row per event, by local day.",
-        partitions_def=daily_partitions(settings),
-        backfill_policy=BackfillPolicy.single_run(),
-        io_manager_key=WAREHOUSE_IO_MANAGER,
-        pool=clevertap_pool(settings.account_id),
-        output_required=False,
-        kinds={"clevertap", settings.destination},
-        metadata={
-            "clevertap_event": event_name,
-            "schema": settings.warehouse_schema,
-            "table": table,
-            "partition_expr": "event_time",
-        },
-    )
+    # `backfill_policy` is beta in Dagster 1.13, and it is what reads a range of days through
+    # one cursor; its BetaWarning, once per event on every load, only buried the output.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        event_asset = asset(
+            key=key,
+            group_name=settings.pipeline_slug,
+            description=f"CleverTap event {event_name!r}, one row per event, by local day.",
+            partitions_def=daily_partitions(settings),
+            backfill_policy=BackfillPolicy.single_run(),
+            io_manager_key=WAREHOUSE_IO_MANAGER,
+            pool=clevertap_pool(settings.account_id),
+            output_required=False,
+            kinds={"clevertap", settings.destination},
+            metadata={
+                "clevertap_event": event_name,
+                "schema": settings.warehouse_schema,
+                "table": table,
+                "partition_expr": "event_time",
+            },
+        )
+
+    @event_asset
     def _event_asset(
         context: AssetExecutionContext, clevertap: CleverTapResource
     ) -> Iterator[Output[EventBatch]]:

@@ -25,3 +25,12 @@ def daily_partitions(
     return DailyPartitionsDefinition(
         start_date=start.isoformat(), timezone=settings.timezone, end_offset=1
     )
+
+
+def recent_range(settings: PipelineSettings, days: int | None = None) -> str:
+    """`FIRST...LAST` for the last `days` local days, today included (default: the history
+    window): what `dagster asset materialize --partition-range` takes. Computed when run,
+    so a README command never names days that have left the moving window."""
+    count = min(days or settings.history_days, settings.history_days)
+    today = local_today(settings.timezone)
+    return f"{today - timedelta(days=count - 1)}...{today}"
