@@ -61,8 +61,8 @@ GIL for most of a page, so two pages in flight keep both cores of a small machin
 and memory holds at most this many pages plus the one being parsed."""
 PAGES_PARSED_AT_ONCE = 1
 """Parsed pages alive across a window's cursors: parsed records take several times a page's
-bytes (three at once cost some 120 MB more at peak), and parsing holds the GIL, so one at a
-time costs no speed; the cursors still wait on CleverTap side by side."""
+bytes, and parsing holds the GIL, so one at a time costs no speed; the cursors still wait
+on CleverTap side by side."""
 
 
 def event_asset_key(settings: PipelineSettings, event_name: str) -> AssetKey:
