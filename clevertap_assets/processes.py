@@ -17,7 +17,10 @@ def process_alive(pid: int, known_running_at: float) -> bool:
     """True when `pid` exists and is the process that was running at `known_running_at`
     (seconds since the epoch); False for a pid that is gone or was reused since."""
     try:
-        created = psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # killed and not yet reaped: its work is over all the same
+        created = process.create_time()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:
