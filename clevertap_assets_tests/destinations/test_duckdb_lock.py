@@ -28,10 +28,11 @@ from dagster import (
     define_asset_job,
     execute_job,
     instance_for_test,
+    multiprocess_executor,
     reconstructable,
 )
 
-from clevertap_assets.definitions import build_definitions
+from clevertap_assets.definitions import STEP_PROCESSES, build_definitions
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventStats
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -57,8 +58,18 @@ def checks_job() -> JobDefinition:
 
 
 def _job(name: str, selection: AssetSelection) -> JobDefinition:
+    """The definitions' executor, but spawning its step processes: multiprocessing keeps one
+    forkserver per parent process, and in a pytest worker that is the one an earlier test
+    started, with that test's environment (another emulator's URL). A run worker in
+    production is a new process per run, so its forkserver has the run's environment."""
     definitions = build_definitions(load_settings())
-    job = define_asset_job(name, selection=selection)
+    job = define_asset_job(
+        name,
+        selection=selection,
+        executor_def=multiprocess_executor.configured(
+            {"max_concurrent": STEP_PROCESSES, "start_method": {"spawn": {}}}
+        ),
+    )
     return Definitions.merge(definitions, Definitions(jobs=[job])).resolve_job_def(name)
 
 
