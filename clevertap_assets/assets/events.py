@@ -407,14 +407,15 @@ def _warn_skipped(
 
 
 def day_metadata(batch: EventBatch, day: date) -> dict[str, object]:
-    """What one partition's materialization says: that day's rows and dropped copies. A
-    single-run backfill is one Output for many days; Dagster would otherwise give every
-    partition the window's totals (which stay on it as `window_*`). Records without a
-    readable day (over the size limit, no `ts`) are counted in the window only."""
+    """What one partition's materialization says: that day's rows, dropped copies and records
+    skipped over the size limits. A single-run backfill is one Output for many days; Dagster
+    would otherwise give every partition the window's totals (which stay on it as
+    `window_*`). Records without a readable `ts` have no day: they count in the window only."""
     rows = batch.rows_by_day.get(day, 0)
     return {
         "rows_written": rows,
         "duplicates_dropped": batch.duplicates_by_day.get(day, 0),
+        "records_skipped": batch.skipped_by_day.get(day, 0),
         PARTITION_ROW_COUNT: rows,
     }
 

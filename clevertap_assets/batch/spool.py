@@ -87,6 +87,8 @@ class EventBatch:
     """Deduplicated rows of each local day: what the load writes into that day's partition."""
     duplicates_by_day: Mapping[date, int] = field(default_factory=dict)
     """Copies of records each local day dropped."""
+    skipped_by_day: Mapping[date, int] = field(default_factory=dict)
+    """Records and rows each local day lost to the size limits."""
 
     def columns(self) -> dict[str, Kind]:
         """Column name to kind, in file order; empty for a window without rows."""
@@ -165,6 +167,8 @@ class SpoolStats:
     bytes: int = 0
     kept_by_day: dict[date, int] = field(default_factory=dict)
     """Rows spooled per local day, copies included."""
+    skipped_by_day: dict[date, int] = field(default_factory=dict)
+    """Records and rows over the size limits per local day."""
 
 
 @dataclass
@@ -219,6 +223,8 @@ class EventSpool:
             self.stats.oversize_records += page.oversize_records
             self.stats.oversize_rows += page.oversize_rows
             self.stats.invalid_ts += page.invalid_ts
+            for day, count in page.skipped_by_day.items():
+                self.stats.skipped_by_day[day] = self.stats.skipped_by_day.get(day, 0) + count
             self.stats.outside_window += outside_window
             self.stats.bytes += page.bytes
             self._json_columns |= page.json_columns
@@ -241,7 +247,7 @@ class EventSpool:
         """
         if not self._chunks:
             shutil.rmtree(self.directory, ignore_errors=True)
-            return EventBatch(self.event_name, None, 0)
+            return EventBatch(self.event_name, None, 0, skipped_by_day=self.stats.skipped_by_day)
         destination = self.directory / "batch.parquet"
         rows_by_day = dict.fromkeys(sorted(self._chunks), 0)
         with duckdb.connect(config=self._duckdb_config()) as connection:
@@ -264,7 +270,15 @@ class EventSpool:
         json_columns = frozenset(self._json_columns - self._plain_columns)
         duplicates = {day: self.stats.kept_by_day[day] - rows for day, rows in rows_by_day.items()}
         rows = sum(rows_by_day.values())
-        return EventBatch(self.event_name, destination, rows, json_columns, rows_by_day, duplicates)
+        return EventBatch(
+            self.event_name,
+            destination,
+            rows,
+            json_columns,
+            rows_by_day,
+            duplicates,
+            self.stats.skipped_by_day,
+        )
 
     def _duckdb_config(self) -> dict[str, str]:
         return {

@@ -10,6 +10,7 @@ import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import orjson
 import polars as pl
@@ -41,6 +42,10 @@ class NormalisedPage:
     oversize_rows: int
     invalid_ts: int
     bytes: int
+    skipped_by_day: dict[date, int] = field(default_factory=dict)
+    """Records and rows over the size limits per local day (those without a readable `ts`
+    have no day: they are counted in `invalid_ts` only), so each day's metadata says what
+    that day lost."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class CanonicalPage:
     sections: dict[str, list] | None
     oversize_records: int
     bytes: int
+    oversize_ts: list[str] = field(default_factory=list)
+    """The `ts` of each record over the size limit, to count it against its day."""
 
 
 def canonicalise_page(records: Sequence[dict], options: NormaliseOptions) -> CanonicalPage:
@@ -73,6 +80,7 @@ def canonicalise_page(records: Sequence[dict], options: NormaliseOptions) -> Can
         sections=sections,
         oversize_records=len(records) - len(kept),
         bytes=sum(len(body) for body in canonical),
+        oversize_ts=[str(r.get("ts")) for r, k in zip(records, keep, strict=True) if not k],
     )
 
 
@@ -88,7 +96,8 @@ def normalise_page(
         data, json_columns = _sections_frame(page.sections), frozenset(JSON_SECTIONS)
     frame = _with_system_columns(data, page.record_ids, options)
     valid = frame.filter(pl.col("event_time").is_not_null())
-    within_limit = valid.filter(_row_bytes(valid) <= options.max_row_bytes)
+    fits = valid.select(_row_bytes(valid) <= options.max_row_bytes).to_series()
+    within_limit = valid.filter(fits)
     return NormalisedPage(
         frame=within_limit,
         json_columns=json_columns & set(within_limit.columns),
@@ -96,7 +105,23 @@ def normalise_page(
         oversize_rows=valid.height - within_limit.height,
         invalid_ts=frame.height - valid.height,
         bytes=page.bytes,
+        skipped_by_day=_skipped_by_day(
+            valid.filter(~fits)["event_time"], page.oversize_ts, options.timezone
+        ),
     )
+
+
+def _skipped_by_day(
+    oversize_rows: pl.Series, oversize_ts: list[str], timezone: str
+) -> dict[date, int]:
+    if oversize_rows.is_empty() and not oversize_ts:
+        return {}
+    records = pl.DataFrame({"ts": oversize_ts}, schema={"ts": pl.String}).select(
+        _local_event_time(pl.col("ts").cast(pl.Int64, strict=False), timezone)
+    )
+    days = pl.concat([oversize_rows.to_frame("t"), records.to_series().to_frame("t")])
+    counts = days.drop_nulls().group_by(pl.col("t").dt.date()).len()
+    return dict(counts.iter_rows())
 
 
 def _with_system_columns(

@@ -86,6 +86,7 @@ def test_each_partition_of_a_range_run_describes_its_own_day(tmp_path, make_emul
     assert {day: m["rows_written"] for day, m in by_day.items()} == truth
     assert {day: m["dagster/partition_row_count"] for day, m in by_day.items()} == truth
     assert len({m["rows_written"] for m in by_day.values()}) > 1  # not one flat line
+    assert {m["records_skipped"] for m in by_day.values()} == {0}
     copies = {day: m["duplicates_dropped"] for day, m in by_day.items()}
     window = by_day[first]
     assert sum(copies.values()) == window["window_duplicates_dropped"] > 0
@@ -319,8 +320,19 @@ def test_oversize_records_and_rows_are_skipped_and_counted(
     assert result.success
     metadata = materialization_metadata(result, AssetKey(["clevertap", "charged"]))
     assert (metadata["records_over_size_limit"], metadata["rows_over_size_limit"]) == (1, 1)
+    assert metadata["window_records_skipped"] == 2
     truth = pipeline.truth("Charged", first, last)
-    assert daily_rows(pipeline, "charged") == {day: count - 1 for day, count in truth.items()}
+    written = {day: count - 1 for day, count in truth.items()}
+    assert daily_rows(pipeline, "charged") == written
+    # Each day's materialization says what that day lost: the record over the record limit
+    # on the first day, the row over the row limit on the last.
+    by_day = {
+        date.fromisoformat(e.partition): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+    assert {day: (m["rows_written"], m["records_skipped"]) for day, m in by_day.items()} == {
+        day: (rows, 1) for day, rows in written.items()
+    }
 
 
 def test_an_expired_cursor_is_reopened_and_the_window_read_again(tmp_path, make_emulator):
