@@ -15,7 +15,6 @@ import re
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import load_dotenv
@@ -23,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
+from clevertap_assets.destinations import DESTINATIONS
 from clevertap_assets.naming import (
     TABLE_NAME_BYTES,
     WEBHOOK_TABLE,
@@ -42,7 +42,6 @@ REGION_HOSTS: dict[str, str] = {
     "sk1": "sk1.api.clevertap.com",
 }
 REGION_ALIASES = {"global": "eu1"}
-DESTINATIONS = ("duckdb", "snowflake", "bigquery", "redshift")
 INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
 
@@ -155,9 +154,7 @@ class PipelineSettings(BaseSettings):
     table_prefix: str = Field("", validation_alias="TABLE_PREFIX")
     auto_mapping: bool = Field(True, validation_alias="AUTO_MAPPING")
     ingestion_frequency: str = Field("6h", validation_alias="INGESTION_FREQUENCY")
-    destination: Literal["duckdb", "snowflake", "bigquery", "redshift"] = Field(
-        "duckdb", validation_alias="DESTINATION"
-    )
+    destination: str = Field("duckdb", validation_alias="DESTINATION")
     duckdb_path: str = Field("warehouse.duckdb", validation_alias="DUCKDB_PATH")
     duckdb_schema: str | None = Field(None, validation_alias="DUCKDB_SCHEMA")
     snowflake_schema: str | None = Field(None, validation_alias="SNOWFLAKE_SCHEMA")
@@ -219,6 +216,15 @@ class PipelineSettings(BaseSettings):
         if value and not is_valid_table_prefix(value):
             raise SettingsError(
                 f"TABLE_PREFIX={value!r} may hold only letters, digits and underscores"
+            )
+        return value
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if value not in DESTINATIONS:
+            raise SettingsError(
+                f"DESTINATION={value!r} is not a destination; allowed: {', '.join(DESTINATIONS)}"
             )
         return value
 

@@ -17,7 +17,7 @@ from dagster import (
 from clevertap_assets.assets.events import event_asset_key, event_table
 from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, differing_days
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.destinations.common import EventTableStats
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.client import CleverTapError, CleverTapResource
 

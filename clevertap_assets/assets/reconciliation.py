@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from clevertap_assets.destinations.common import EventTableStats
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.source.client import CleverTapResource
 
 RECONCILED_DAYS = 7

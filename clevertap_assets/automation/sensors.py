@@ -44,7 +44,7 @@ from clevertap_assets.assets.webhooks import (
 )
 from clevertap_assets.automation.runs import assets_in_progress, in_progress_runs, range_run_request
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.destinations.common import EventTableStats
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import CLEVERTAP, PARTITION_NAME_TAG, WAREHOUSE_STATS
 from clevertap_assets.settings import PipelineSettings, missing_credentials
 from clevertap_assets.source.client import CleverTapResource

@@ -1,15 +1,25 @@
 """The warehouses events can land in, one subpackage each, chosen by `DESTINATION`.
 
-`DESTINATIONS` maps each name to a loader rather than to the module itself: a destination's
-client libraries are imported only when it is chosen, so a DuckDB user needs neither the
-Snowflake nor the Google client installed (they are the `[snowflake]`, `[bigquery]` and
-`[redshift]` extras).
+`DESTINATIONS` is the one list of them: the settings accept exactly its names. Each maps to a
+loader rather than to the module itself: a destination's client libraries are imported only
+when it is chosen, so a DuckDB user needs neither the Snowflake nor the Google client
+installed (they are the `[snowflake]`, `[bigquery]` and `[redshift]` extras).
+
+Every subpackage has the same parts: `settings` (its environment variables, under its own
+prefix), `client` and `io_manager` (connection, type handlers, window load), `stats` (the
+shared SQL of `destinations.stats`), `check` and `resources`. The module does not import the
+pipeline's settings at import time, since those import `DESTINATIONS`.
 """
+
+from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from clevertap_assets.settings import PipelineSettings, SettingsError
+if TYPE_CHECKING:
+    from clevertap_assets.settings import PipelineSettings
 
 
 @dataclass(frozen=True)
@@ -19,55 +29,39 @@ class Destination:
     build_resources: Callable[[PipelineSettings], dict[str, object]]
     """`{warehouse_io_manager: ..., warehouse_stats: ...}` for the event tables."""
     check: Callable[[PipelineSettings], str]
-    """Reach, authenticate and prepare the warehouse; one line on success, raises otherwise."""
+    """Reach, authenticate and prepare the warehouse; one line on success, raises
+    `DestinationError` (or `SettingsError`) otherwise."""
 
 
-def _duckdb() -> Destination:
-    from clevertap_assets.destinations.duckdb.io_manager import (
-        build_duckdb_resources,
-        check_duckdb_destination,
-    )
+def _loader(
+    name: str, resources: str = "resources", check: str = "check"
+) -> Callable[[], Destination]:
+    """Imports `<name>.resources` and `<name>.check` when the destination is chosen."""
 
-    return Destination(build_duckdb_resources, check_duckdb_destination)
+    def load() -> Destination:
+        package = f"{__name__}.{name}"
+        resources_module = import_module(f"{package}.{resources}")
+        check_module = import_module(f"{package}.{check}")
+        return Destination(
+            getattr(resources_module, f"build_{name}_resources"),
+            getattr(check_module, f"check_{name}_destination"),
+        )
 
-
-def _snowflake() -> Destination:
-    from clevertap_assets.destinations.snowflake.io_manager import (
-        build_snowflake_resources,
-        check_snowflake_destination,
-    )
-
-    return Destination(build_snowflake_resources, check_snowflake_destination)
-
-
-def _bigquery() -> Destination:
-    from clevertap_assets.destinations.bigquery.io_manager import (
-        build_bigquery_resources,
-        check_bigquery_destination,
-    )
-
-    return Destination(build_bigquery_resources, check_bigquery_destination)
-
-
-def _redshift() -> Destination:
-    from clevertap_assets.destinations.redshift.io_manager import (
-        build_redshift_resources,
-        check_redshift_destination,
-    )
-
-    return Destination(build_redshift_resources, check_redshift_destination)
+    return load
 
 
 DESTINATIONS: dict[str, Callable[[], Destination]] = {
-    "duckdb": _duckdb,
-    "snowflake": _snowflake,
-    "bigquery": _bigquery,
-    "redshift": _redshift,
+    "duckdb": _loader("duckdb", "io_manager", "io_manager"),
+    "snowflake": _loader("snowflake", "io_manager", "io_manager"),
+    "bigquery": _loader("bigquery", "io_manager", "io_manager"),
+    "redshift": _loader("redshift"),
 }
 
 
 def destination_for(settings: PipelineSettings) -> Destination:
     """The chosen destination; one clear message when its extra is not installed."""
+    from clevertap_assets.settings import SettingsError
+
     try:
         return DESTINATIONS[settings.destination]()
     except ModuleNotFoundError as exc:

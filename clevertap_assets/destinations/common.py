@@ -1,15 +1,13 @@
 """What every destination shares on top of Dagster's `DbIOManager`.
 
-Dagster's database IO managers already replace a partition's rows (delete the window, insert
-the output) inside one connection; what they lack for CleverTap is Hevo's table naming and a
-table whose columns follow the data. Both are added here once, by subclassing, so each
-destination module only maps kinds to its own SQL types.
+What Dagster's database IO managers lack for CleverTap is Hevo's table naming, a table whose
+columns follow the data and a window replacement that stays atomic on every warehouse. The
+first two are here, once; the replacement is `destinations.window`, the counts the checks
+read are `destinations.stats`.
 """
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
@@ -18,6 +16,12 @@ from dagster_duckdb.io_manager import _partition_where_clause
 from clevertap_assets.batch.kinds import Kind, widen
 from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.naming import quote_identifier
+
+
+class DestinationError(ConnectionError):
+    """A destination could not be reached, refused the login, or cannot hold the pipeline's
+    schema: the one error every destination's check and connection raise. The message names
+    the endpoint and the reason, never a secret."""
 
 
 class NamedTableDbIOManager(DbIOManager):
@@ -84,12 +88,22 @@ def qualified_name(table_slice: TableSlice) -> str:
     return ".".join(quote_identifier(part) for part in parts if part)
 
 
+def window_condition(table_slice: TableSlice, alias: str | None = None) -> str:
+    """The slice's partitions as a condition on naive local timestamps, as every destination
+    stores `event_time` (optionally on a table alias); `TRUE` for an unpartitioned slice."""
+    dimensions = table_slice.partition_dimensions
+    if not dimensions:
+        return "TRUE"
+    if alias:
+        dimensions = [d._replace(partition_expr=f"{alias}.{d.partition_expr}") for d in dimensions]
+    return _partition_where_clause(dimensions)
+
+
 def window_where(table_slice: TableSlice) -> str:
-    """` WHERE <the slice's partitions>` with naive local timestamps, as DuckDB and
-    PostgreSQL/Redshift compare them; empty for an unpartitioned slice."""
+    """` WHERE <the slice's partitions>`; empty for an unpartitioned slice."""
     if not table_slice.partition_dimensions:
         return ""
-    return " WHERE " + _partition_where_clause(table_slice.partition_dimensions)
+    return " WHERE " + window_condition(table_slice)
 
 
 def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChange) -> dict:
@@ -102,15 +116,6 @@ def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChan
     }
 
 
-class EventTableStats(ABC):
-    """What the asset checks and the reconciliation sensor ask of any destination."""
-
-    @abstractmethod
-    def daily_row_counts(
-        self, schema: str, table: str, first_day: date, last_day: date
-    ) -> dict[date, int]:
-        """Rows per local day (by `event_time`) between two days, inclusive; absent days are 0."""
-
-    @abstractmethod
-    def duplicate_record_ids(self, schema: str, table: str) -> int:
-        """Rows beyond the first for each `_record_id`; 0 when the table is exactly-once."""
+ROW_COUNT = "dagster/row_count"
+"""Dagster's standard key for a table's rows, which the catalog charts: the whole table as
+the load leaves it (each day's rows are `dagster/partition_row_count`, set by the asset)."""

@@ -15,20 +15,23 @@ from dagster import AssetKey, EnvVar
 from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.destinations.redshift import io_manager as redshift_io_manager
-from clevertap_assets.destinations.redshift.io_manager import (
+from clevertap_assets.destinations.common import DestinationError
+from clevertap_assets.destinations.redshift import load as redshift_load
+from clevertap_assets.destinations.redshift.check import check_redshift_destination
+from clevertap_assets.destinations.redshift.client import RedshiftConnection
+from clevertap_assets.destinations.redshift.dialect import (
     MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
-    PolarsRedshiftTypeHandler,
-    RedshiftConnection,
-    RedshiftConnectionError,
     RedshiftDialect,
-    RedshiftEventIOManager,
-    RedshiftEventStats,
-    build_redshift_resources,
-    check_redshift_destination,
-    write_batches,
 )
+from clevertap_assets.destinations.redshift.io_manager import (
+    PolarsRedshiftTypeHandler,
+    RedshiftEventIOManager,
+)
+from clevertap_assets.destinations.redshift.load import RedshiftWindowLoad
+from clevertap_assets.destinations.redshift.resources import build_redshift_resources
+from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
+from clevertap_assets.destinations.window import frame_batch, replace_window
 from clevertap_assets.settings import SettingsError
 from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
 from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
@@ -200,7 +203,7 @@ def test_a_load_killed_after_the_delete_and_schema_change_rolls_back(
 
     drifted = make_emulator(extra_event_props={"Coupon": "X"})
     with monkeypatch.context() as patch:
-        patch.setattr(redshift_io_manager, "DEFAULT_INSERT_ROWS", 5)
+        patch.setattr(redshift_load, "DEFAULT_INSERT_ROWS", 5)
         patch.setattr(psycopg.Connection, "execute", dies_at_the_second_insert)
         result = replace(pipeline, emulator=drifted).load(first, last, **warehouse.resources())
     assert not result.success
@@ -310,13 +313,20 @@ def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse)
             "items": ["[1]", long_json, None, too_long_json],
         }
     )
-    kinds = {"note": Kind.TEXT, "items": Kind.JSON}
+    batch = frame_batch("limits", pa.Table.from_batches([batch]))
+    batch = replace(batch, json_columns=frozenset({"items"}))
+    assert batch.columns() == {"note": Kind.TEXT, "items": Kind.JSON}
     table_slice = TableSlice("limits", "clevertap")
     with warehouse.connection().connect() as connection:
         connection.execute("CREATE SCHEMA clevertap")
-        _, counts = write_batches(connection, RedshiftDialect(), table_slice, kinds, [batch])
         connection.commit()
-    assert (counts.text_values_truncated, counts.json_values_nulled) == (1, 1)
+        metadata = replace_window(
+            RedshiftWindowLoad(connection, RedshiftDialect()), table_slice, batch
+        )
+        connection.commit()
+    batch.discard()
+    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 1)
+    assert metadata["dagster/row_count"] == 4
     rows = warehouse.query(
         'SELECT note, octet_length(note), jsonb_array_length(items) FROM "clevertap"."limits" '
         "ORDER BY 2, 3"
@@ -359,7 +369,7 @@ def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulato
     )
 
     wrong = "not-" + password
-    with pytest.raises(RedshiftConnectionError) as caught:
+    with pytest.raises(DestinationError) as caught:
         warehouse.connection(wrong).connect()
     assert "password authentication failed" in str(caught.value)
     assert wrong not in str(caught.value) and password not in str(caught.value)

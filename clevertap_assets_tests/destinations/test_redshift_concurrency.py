@@ -21,7 +21,7 @@ import pytest
 from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.destinations.redshift.io_manager import RedshiftConnection, RedshiftDbClient
+from clevertap_assets.destinations.redshift.client import RedshiftConnection, RedshiftDbClient
 from clevertap_assets.naming import slug
 from clevertap_assets_tests.harness import write_events_csv
 from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401

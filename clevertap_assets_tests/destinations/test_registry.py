@@ -6,16 +6,21 @@ import pytest
 
 from clevertap_assets import destinations
 from clevertap_assets.destinations import DESTINATIONS, destination_for
-from clevertap_assets.settings import DESTINATIONS as ALLOWED
 from clevertap_assets.settings import SettingsError, load_settings
 from clevertap_assets_tests.harness import write_events_csv
 
 
-def test_every_allowed_destination_has_a_loader_and_each_loads():
-    assert set(DESTINATIONS) == set(ALLOWED)
-    for load in DESTINATIONS.values():
+def test_the_settings_accept_exactly_the_registrys_destinations_and_each_loads(tmp_path):
+    events_csv = write_events_csv(tmp_path / "events.csv", ["Charged"])
+    for name, load in DESTINATIONS.items():
+        assert load_settings(events_csv=events_csv, destination=name).destination == name
         destination = load()
         assert callable(destination.build_resources) and callable(destination.check)
+    with pytest.raises(SettingsError) as error:
+        load_settings(events_csv=events_csv, destination="oracle")
+    assert str(error.value) == (
+        "DESTINATION='oracle' is not a destination; allowed: duckdb, snowflake, bigquery, redshift"
+    )
 
 
 def test_a_missing_extra_is_one_clear_message(tmp_path, monkeypatch):

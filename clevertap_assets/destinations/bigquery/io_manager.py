@@ -54,12 +54,12 @@ from clevertap_assets.batch.spool import (
 )
 from clevertap_assets.days import days_between
 from clevertap_assets.destinations.common import (
-    EventTableStats,
     NamedTableDbIOManager,
     SchemaChange,
     load_metadata,
     plan_schema_change,
 )
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.naming import BIGQUERY_COLUMNS, destination_column
 from clevertap_assets.settings import PipelineSettings, SettingsError

@@ -26,7 +26,6 @@ from clevertap_assets.batch.spool import (
 )
 from clevertap_assets.days import days_between
 from clevertap_assets.destinations.common import (
-    EventTableStats,
     NamedTableDbIOManager,
     SchemaChange,
     load_metadata,
@@ -35,6 +34,7 @@ from clevertap_assets.destinations.common import (
     window_where,
 )
 from clevertap_assets.destinations.duckdb.lock import LOCK_TIMEOUT_SECONDS, connect_when_unlocked
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.settings import PipelineSettings

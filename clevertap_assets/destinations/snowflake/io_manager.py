@@ -46,13 +46,13 @@ from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.days import days_between
 from clevertap_assets.destinations.common import (
-    EventTableStats,
     NamedTableDbIOManager,
     SchemaChange,
     load_metadata,
     plan_schema_change,
     qualified_name,
 )
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.naming import SNOWFLAKE_COLUMNS, destination_column, quote_identifier
 from clevertap_assets.settings import PipelineSettings, SettingsError

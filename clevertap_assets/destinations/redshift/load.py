@@ -1,0 +1,176 @@
+"""A window replacement on Redshift (`destinations.window`), all in the load's transaction.
+
+Redshift speaks PostgreSQL's protocol but only part of its SQL, so everything here keeps to
+what Redshift documents: `LOCK`, `CREATE ... IF NOT EXISTS`, a range `DELETE`, multi-row
+`INSERT`, one `ALTER TABLE` per column, no `ON CONFLICT`, no `COPY FROM STDIN` and no
+`ALTER COLUMN ... TYPE`. Rows reach the table through `insert_batch`: multi-row INSERTs of
+bounded size, read chunk by chunk from the batch's Parquet file.
+"""
+
+from collections.abc import Mapping
+
+import psycopg
+import pyarrow as pa
+from dagster._core.storage.db_io_manager import TableSlice
+
+from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.destinations.common import SchemaChange, window_where
+from clevertap_assets.destinations.redshift.client import target_name
+from clevertap_assets.destinations.redshift.dialect import (
+    FitCounts,
+    RedshiftDialect,
+    column_values,
+    existing_kinds,
+)
+from clevertap_assets.destinations.window import WindowLoad, evolved
+from clevertap_assets.naming import destination_column, quote_identifier
+
+# Redshift's bind-parameter ceiling per statement (PostgreSQL's is 65,535).
+MAX_BIND_PARAMETERS = 32_767
+# Redshift refuses statements over 16 MB; stay well below it, estimated from Arrow sizes.
+MAX_STATEMENT_BYTES = 8 * 1024 * 1024
+DEFAULT_INSERT_ROWS = 2_000
+_WIDENING_COLUMN = "_clevertap_widening"
+
+
+class RedshiftWindowLoad(WindowLoad[EventBatch]):
+    """The table's `LOCK` first, then the schema change, the window's `DELETE` and the
+    INSERTs, in the caller's one transaction. Columns are named by Redshift's rules."""
+
+    def __init__(self, connection: psycopg.Connection, dialect: RedshiftDialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
+        self._exists = False
+        self.fitted = FitCounts()
+
+    def incoming(self, batch: EventBatch) -> dict[str, Kind]:
+        return {
+            destination_column(name, self._dialect.columns): kind
+            for name, kind in batch.columns().items()
+        }
+
+    def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
+        """`LOCK` is the transaction's first statement, before anything reads: a SERIALIZABLE
+        transaction's view is fixed by its first read, so locking later would still leave it
+        blind to a load that committed while it waited. A table that does not exist yet is
+        created by `prepare`; the failed LOCK is rolled back, nothing else had run."""
+        try:
+            self._connection.execute(f"LOCK TABLE {target_name(table_slice)}")
+        except psycopg.errors.UndefinedTable:
+            self._connection.rollback()
+            return {}
+        self._exists = True
+        return existing_kinds(self._connection, self._dialect, table_slice)
+
+    def prepare(
+        self, table_slice: TableSlice, existing: Mapping[str, Kind], change: SchemaChange
+    ) -> dict[str, Kind]:
+        target = target_name(table_slice)
+        if existing:
+            self._evolve(target, existing, change)
+        else:
+            definition = ", ".join(
+                f"{quote_identifier(n)} {self._dialect.column_type(k)}"
+                for n, k in change.add.items()
+            )
+            self._connection.execute(f"CREATE TABLE IF NOT EXISTS {target} ({definition})")
+        self._exists = True
+        return evolved(existing, change)
+
+    def _evolve(self, target: str, existing: Mapping[str, Kind], change: SchemaChange) -> None:
+        """New columns are added; a drifting column is rebuilt (add, copy converted, drop,
+        rename), since Redshift can change a column's type only by lengthening a VARCHAR,
+        and not inside a transaction. The rebuilt column moves to the end; inserts name
+        columns."""
+        execute, dialect = self._connection.execute, self._dialect
+        for name, kind in change.add.items():
+            execute(
+                f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} "
+                f"{dialect.column_type(kind)}"
+            )
+        staging = quote_identifier(_WIDENING_COLUMN)
+        for name, kind in change.widen.items():
+            column = quote_identifier(name)
+            converted = dialect.converted(column, existing[name], kind)
+            execute(f"ALTER TABLE {target} ADD COLUMN {staging} {dialect.column_type(kind)}")
+            execute(f"UPDATE {target} SET {staging} = {converted}")
+            execute(f"ALTER TABLE {target} DROP COLUMN {column}")
+            execute(f"ALTER TABLE {target} RENAME COLUMN {staging} TO {column}")
+
+    def stage(
+        self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]
+    ) -> EventBatch:
+        """Nothing to stage: the INSERTs read the batch file as they go."""
+        self._targets = dict(targets)
+        return batch
+
+    def replace(self, table_slice: TableSlice, staged: EventBatch | None) -> None:
+        if not self._exists:
+            return
+        target = target_name(table_slice)
+        self._connection.execute(f"DELETE FROM {target}{window_where(table_slice)}")
+        if staged is not None:
+            insert_batch(
+                self._connection, self._dialect, target, staged, self._targets, self.fitted
+            )
+
+    def row_count(self, table_slice: TableSlice) -> int:
+        if not self._exists:
+            return 0
+        return self._connection.execute(
+            f"SELECT count(*) FROM {target_name(table_slice)}"
+        ).fetchone()[0]
+
+    def metadata(self) -> dict:
+        return vars(self.fitted)
+
+
+def insert_batch(
+    connection: psycopg.Connection,
+    dialect: RedshiftDialect,
+    target: str,
+    batch: EventBatch,
+    kinds: Mapping[str, Kind],
+    fitted: FitCounts,
+) -> None:
+    """The insert path: the batch file's rows into `target`, in bounded multi-row INSERTs.
+    `kinds` are the target's column kinds by Redshift column name; values that do not fit
+    are counted in `fitted`."""
+    incoming = batch.columns()
+    names = {name: destination_column(name, dialect.columns) for name in incoming}
+    for chunk in batch.iter_arrow():
+        arrays = [
+            column_values(chunk.column(name), incoming[name], kinds[names[name]], fitted)
+            for name in chunk.schema.names
+        ]
+        renamed = [names[name] for name in chunk.schema.names]
+        _insert(connection, dialect, target, pa.RecordBatch.from_arrays(arrays, renamed), kinds)
+
+
+def _statement_rows(batch: pa.RecordBatch, insert_rows: int) -> int:
+    """Rows per INSERT, bounded by the configured count, the bind-parameter ceiling and the
+    statement size."""
+    by_parameters = MAX_BIND_PARAMETERS // max(batch.num_columns, 1)
+    by_bytes = MAX_STATEMENT_BYTES * batch.num_rows // max(batch.nbytes, 1)
+    return max(1, min(insert_rows, by_parameters, by_bytes))
+
+
+def _insert(
+    connection: psycopg.Connection,
+    dialect: RedshiftDialect,
+    target: str,
+    batch: pa.RecordBatch,
+    kinds: Mapping[str, Kind],
+) -> None:
+    names = batch.schema.names
+    columns = ", ".join(quote_identifier(name) for name in names)
+    row = "(" + ", ".join(dialect.placeholder(kinds[name]) for name in names) + ")"
+    step = _statement_rows(batch, DEFAULT_INSERT_ROWS)
+    for offset in range(0, batch.num_rows, step):
+        part = batch.slice(offset, step)
+        values = [value for record in part.to_pylist() for value in record.values()]
+        connection.execute(
+            f"INSERT INTO {target} ({columns}) VALUES " + ", ".join([row] * part.num_rows),
+            values,
+        )

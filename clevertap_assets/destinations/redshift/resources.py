@@ -1,0 +1,23 @@
+"""The Redshift resources a pipeline runs with, from `REDSHIFT_*` (see `settings`)."""
+
+from dagster import EnvVar
+
+from clevertap_assets.destinations.redshift.client import RedshiftConnection
+from clevertap_assets.destinations.redshift.io_manager import RedshiftEventIOManager
+from clevertap_assets.destinations.redshift.settings import PASSWORD_VARIABLE, RedshiftSettings
+from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
+from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
+from clevertap_assets.settings import PipelineSettings
+
+
+def build_redshift_resources(settings: PipelineSettings) -> dict[str, object]:
+    """The password as an `EnvVar`: resolved inside runs only, shown by its name."""
+    connection = RedshiftConnection(
+        **RedshiftSettings.from_env().connection_fields(), password=EnvVar(PASSWORD_VARIABLE)
+    )
+    return {
+        WAREHOUSE_IO_MANAGER: RedshiftEventIOManager(
+            connection=connection, schema=settings.warehouse_schema
+        ),
+        WAREHOUSE_STATS: RedshiftEventStats(connection=connection),
+    }

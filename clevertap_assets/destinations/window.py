@@ -1,0 +1,130 @@
+"""The one place a partition window's rows are replaced, for every destination.
+
+Dagster's `DbIOManager` deletes the window in its client, then hands the output to a type
+handler on the same connection, which creates or evolves the table and inserts. That is one
+transaction only where DDL is transactional (DuckDB, Redshift). On Snowflake every DDL
+statement, and the temporary stage `write_pandas` makes, commits the open transaction; on
+BigQuery every statement is a job of its own. There the delete would commit alone, before the
+handler's DDL, and a load that then failed would leave its days empty. That order cannot be
+fixed inside `DbIOManager`, so it is not used: every client's `delete_table_slice` does
+nothing (`HandlerReplacesWindow`), and every type handler, for event batches and DataFrames
+alike, calls `replace_window`, which runs one destination's `WindowLoad` steps in this order:
+
+1. `prepare`: create or evolve the table. Additive only (new columns, wider types), so the
+   previous rows stay readable if the run stops here, on warehouses where DDL commits alone.
+2. `stage`: put the rows where one statement can read them (a temporary table on Snowflake,
+   an expiring table on BigQuery; DuckDB and Redshift read the batch file as they insert).
+3. `replace`: delete the window's rows and insert the staged ones as one atomic unit: one
+   transaction (DuckDB, Redshift, Snowflake) or one `MERGE` (BigQuery).
+4. `row_count`: the table's rows as the load leaves it, Dagster's `dagster/row_count`.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Generic, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster._core.storage.db_io_manager import TableSlice
+
+from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.batch.spool import BATCH_COMPRESSION, EventBatch, batch_file_path
+from clevertap_assets.destinations.common import (
+    ROW_COUNT,
+    SchemaChange,
+    load_metadata,
+    plan_schema_change,
+)
+
+Staged = TypeVar("Staged")
+
+
+class WindowLoad(ABC, Generic[Staged]):
+    """One destination's steps of a window replacement, on one connection (see the module
+    docstring); made afresh for each load."""
+
+    def named(self, batch: EventBatch) -> EventBatch:
+        """The batch with its columns named as the destination stores them."""
+        return batch
+
+    def incoming(self, batch: EventBatch) -> dict[str, Kind]:
+        """The batch's columns as the table will name them."""
+        return batch.columns()
+
+    @abstractmethod
+    def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
+        """The table's columns; empty when it does not exist yet. Runs first."""
+
+    @abstractmethod
+    def prepare(
+        self, table_slice: TableSlice, existing: Mapping[str, Kind], change: SchemaChange
+    ) -> Mapping[str, Kind]:
+        """Create the table (`existing` empty) or apply the change to it; the table's
+        columns afterwards (`evolved(existing, change)`, unless a concurrent load made the
+        table first)."""
+
+    @abstractmethod
+    def stage(
+        self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]
+    ) -> Staged:
+        """Put the batch where `replace` reads it; `targets` are the table's column kinds."""
+
+    @abstractmethod
+    def replace(self, table_slice: TableSlice, staged: Staged | None) -> None:
+        """Delete the window's rows and insert the staged ones, atomically; `None` only
+        empties the window (a window without events now), if the table exists."""
+
+    @abstractmethod
+    def row_count(self, table_slice: TableSlice) -> int:
+        """Rows in the whole table after the load; 0 if it still does not exist."""
+
+    def metadata(self) -> dict:
+        """What this destination adds to the load's metadata (values it had to fit, say)."""
+        return {}
+
+
+def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch) -> dict:
+    """Replace the window's rows with the batch's; the materialization's load metadata. The
+    batch's files go whatever happens."""
+    try:
+        batch = load.named(batch)
+        incoming = load.incoming(batch)
+        existing = load.existing(table_slice)
+        change = plan_schema_change(existing, incoming)
+        if incoming:
+            targets = load.prepare(table_slice, existing, change)
+            by_lower = {name.lower(): kind for name, kind in targets.items()}
+            staged = load.stage(
+                table_slice, batch, {name: by_lower[name.lower()] for name in incoming}
+            )
+            load.replace(table_slice, staged)
+        else:
+            load.replace(table_slice, None)
+        return {
+            **load_metadata(batch, table_slice, change),
+            **load.metadata(),
+            ROW_COUNT: load.row_count(table_slice),
+        }
+    finally:
+        batch.discard()
+
+
+def evolved(existing: Mapping[str, Kind], change: SchemaChange) -> dict[str, Kind]:
+    """A table's columns once a schema change is applied."""
+    return {**existing, **change.add, **change.widen}
+
+
+def frame_batch(name: str, frame: pa.Table) -> EventBatch:
+    """A DataFrame output as a batch file, so it replaces its window as events do."""
+    with batch_file_path() as path:
+        pq.write_table(frame, path, compression=BATCH_COMPRESSION)
+    return EventBatch(name, path, frame.num_rows)
+
+
+class HandlerReplacesWindow:
+    """Mixed into every destination's `DbClient`: the type handler replaces the window
+    through `replace_window`, so Dagster's delete ahead of it is not run."""
+
+    @staticmethod
+    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
+        return None
