@@ -47,10 +47,10 @@ from clevertap_assets.source.client import (
     FetchStats,
 )
 from clevertap_assets.source.normalise import (
-    CanonicalPage,
     NormaliseOptions,
-    canonicalise_page,
+    ParsedPage,
     normalise_page,
+    parse_page,
 )
 
 PROGRESS_EVERY_SECONDS = 10.0
@@ -257,7 +257,7 @@ def _read_window_once(
 
 
 class _PageHandoff:
-    """Cursor threads hand their canonical pages to the spool threads here.
+    """Cursor threads hand their parsed pages (keys and columns) to the spool threads here.
 
     At most `SPOOL_THREADS` pages wait or are being spooled: a cursor that gets ahead blocks
     until one is done, so memory holds those pages, the one being parsed (`parse_gate`) and
@@ -289,7 +289,7 @@ class _PageHandoff:
             self.stopped.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, page: CanonicalPage, received: int) -> None:
+    def submit(self, page: ParsedPage, received: int) -> None:
         self._room.acquire()
         future = self._pool.submit(
             _spool_page, self._spool, page, received, self._options, *self._window
@@ -327,7 +327,7 @@ def _read_span(
     for records in pages:
         if handoff.stopped.is_set():
             return  # another cursor or a page failed; that failure is what the run reports
-        page = canonicalise_page(records, options)
+        page = parse_page(records, options)
         received = len(records)
         del records  # the spool thread holds the page; the dicts can go now
         handoff.submit(page, received)
@@ -362,14 +362,14 @@ def _await_cursors(
 
 def _spool_page(
     spool: EventSpool,
-    canonical: CanonicalPage,
+    parsed: ParsedPage,
     received: int,
     options: NormaliseOptions,
     window_start: datetime,
     window_end: datetime,
 ) -> None:
     """Runs on a spool thread while the cursors download and parse the next pages."""
-    page = normalise_page(canonical, options)
+    page = normalise_page(parsed, options)
     in_window = page.frame.filter(
         pl.col("event_time").is_between(window_start, window_end, closed="left")
     )

@@ -1,14 +1,14 @@
 """Turn one page of CleverTap records into warehouse-ready columns.
 
 The page is the unit of work: the client yields pages of up to 5000 records and each becomes
-one polars frame, so memory stays flat however long the window. Per-record Python is kept to
-what has no columnar form (canonical JSON and its SHA-256, the dedupe key); flattening, time
-parsing, `$D_` dates and the size limits are polars expressions.
+one polars frame, so memory stays flat however long the window. The page is parsed once
+(orjson, in the client): one walk over the parsed records gives each its canonical JSON and
+SHA-256 (the dedupe key) and fills one list of values per key path, which become typed
+columns; time parsing, `$D_` dates and the size limits are polars expressions.
 """
 
 import hashlib
-import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -20,7 +20,6 @@ from clevertap_assets.naming import ColumnNames
 JSON_SECTIONS = ("profile", "event_props", "session_props")
 SYSTEM_COLUMNS = ("_record_id", "event_name", "ts", "event_time", "event_time_utc")
 _DATE_PATTERN = r"^\$D_-?\d+$"
-_JSON_WRAPPER = '{"v":'
 
 
 @dataclass(frozen=True)
@@ -49,35 +48,37 @@ class NormalisedPage:
 
 
 @dataclass(frozen=True)
-class CanonicalPage:
-    """What a page's records are reduced to before they are shaped: each kept record's key,
-    and its canonical JSON (AUTO_MAPPING) or its sections as text (JSON mode). It holds a
-    fraction of the memory of the parsed dicts, so pages waiting for a spool thread keep
-    only this."""
+class ParsedPage:
+    """A page reduced on its reader's thread, where it was parsed: each kept record's key
+    and its data columns as a frame. The parsed dicts are read exactly once, here, and
+    freed; the frame holds a fraction of their memory until a spool thread shapes it."""
 
-    canonical: list[bytes]
+    data: pl.DataFrame
+    json_columns: frozenset[str]
     record_ids: list[str]
-    sections: dict[str, list] | None
     oversize_records: int
     bytes: int
     oversize_ts: list[str] = field(default_factory=list)
     """The `ts` of each record over the size limit, to count it against its day."""
 
 
-def canonicalise_page(records: Sequence[dict], options: NormaliseOptions) -> CanonicalPage:
+def parse_page(records: Sequence[dict], options: NormaliseOptions) -> ParsedPage:
     """The per-record Python part of normalising (it holds the GIL), done once per record:
     canonical JSON, its SHA-256 (Hevo's `__hevo_id` idea: the same record, received twice,
-    gets the same key) and the 128 MB record limit."""
+    gets the same key), the 128 MB record limit, and the record's leaves as columns."""
     canonical = [orjson.dumps(record, option=orjson.OPT_SORT_KEYS) for record in records]
     keep = [len(body) <= options.max_record_bytes for body in canonical]
-    kept = [body for body, k in zip(canonical, keep, strict=True) if k]
-    sections = None
-    if not options.auto_mapping:
-        sections = _json_sections([r for r, k in zip(records, keep, strict=True) if k])
-    return CanonicalPage(
-        canonical=kept if sections is None else [],
-        record_ids=[hashlib.sha256(body).hexdigest() for body in kept],
-        sections=sections,
+    kept = [record for record, k in zip(records, keep, strict=True) if k]
+    if options.auto_mapping:
+        data, json_columns = _flattened(kept, options.column_names)
+    else:
+        data, json_columns = _sections_frame(kept), frozenset(JSON_SECTIONS)
+    return ParsedPage(
+        data=data,
+        json_columns=json_columns,
+        record_ids=[
+            hashlib.sha256(body).hexdigest() for body, k in zip(canonical, keep, strict=True) if k
+        ],
         oversize_records=len(records) - len(kept),
         bytes=sum(len(body) for body in canonical),
         oversize_ts=[str(r.get("ts")) for r, k in zip(records, keep, strict=True) if not k],
@@ -85,22 +86,18 @@ def canonicalise_page(records: Sequence[dict], options: NormaliseOptions) -> Can
 
 
 def normalise_page(
-    records: Sequence[dict] | CanonicalPage, options: NormaliseOptions
+    records: Sequence[dict] | ParsedPage, options: NormaliseOptions
 ) -> NormalisedPage:
     """One page as a frame with the system columns first, then the data columns. The
-    columnar part (polars, mostly without the GIL) of a page `canonicalise_page` reduced."""
-    page = records if isinstance(records, CanonicalPage) else canonicalise_page(records, options)
-    if page.sections is None:
-        data, json_columns = _flattened(page.canonical, options.column_names)
-    else:
-        data, json_columns = _sections_frame(page.sections), frozenset(JSON_SECTIONS)
-    frame = _with_system_columns(data, page.record_ids, options)
+    columnar part (polars, mostly without the GIL) of a page `parse_page` reduced."""
+    page = records if isinstance(records, ParsedPage) else parse_page(records, options)
+    frame = _with_system_columns(page.data, page.record_ids, options)
     valid = frame.filter(pl.col("event_time").is_not_null())
     fits = valid.select(_row_bytes(valid) <= options.max_row_bytes).to_series()
     within_limit = valid.filter(fits)
     return NormalisedPage(
         frame=within_limit,
-        json_columns=json_columns & set(within_limit.columns),
+        json_columns=page.json_columns & set(within_limit.columns),
         oversize_records=page.oversize_records,
         oversize_rows=valid.height - within_limit.height,
         invalid_ts=frame.height - valid.height,
@@ -176,84 +173,97 @@ def _row_bytes(frame: pl.DataFrame) -> pl.Expr:
     return pl.sum_horizontal(text) + fixed if text else pl.lit(fixed)
 
 
-def _json_sections(records: Sequence[dict]) -> dict[str, list]:
+def _sections_frame(records: Sequence[dict]) -> pl.DataFrame:
     """AUTO_MAPPING=false: the three sections as JSON text exactly as received, schema fixed."""
-    columns = {"ts": [record.get("ts") for record in records]}
+    columns: dict[str, list] = {"ts": [record.get("ts") for record in records]}
     for section in JSON_SECTIONS:
         columns[section] = [
             orjson.dumps(record[section]).decode() if record.get(section) is not None else None
             for record in records
         ]
-    return columns
-
-
-def _sections_frame(sections: dict[str, list]) -> pl.DataFrame:
     schema = {"ts": pl.Int64, **dict.fromkeys(JSON_SECTIONS, pl.String)}
-    return pl.DataFrame(sections, schema=schema, strict=False)
+    return pl.DataFrame(columns, schema=schema, strict=False)
 
 
-def _flattened(canonical: list[bytes], names: ColumnNames) -> tuple[pl.DataFrame, frozenset[str]]:
+_Node = tuple[dict[str, list], dict[str, "_Node"]]
+"""One level of the records' objects while they are flattened: the scalar and list values
+under each key (a list with a slot per record), and the objects under each key."""
+
+
+def _flattened(records: Sequence[dict], names: ColumnNames) -> tuple[pl.DataFrame, frozenset[str]]:
     """AUTO_MAPPING=true: every scalar leaf its own column, lists as JSON text.
 
-    Polars infers one schema for the page (int and string become string) and flattens in
-    Rust; only a page whose types cannot be unified that way (a bool beside a number) takes
-    the slower per-record route.
+    One walk over the parsed records fills a list of values per key path, then each list
+    becomes a typed column: one Python type is that type, integers beside floats are floats,
+    any other mix (a bool beside a number, a number beside text, an object's key holding a
+    scalar elsewhere keeps both) is text, so a drifting property is kept, never dropped.
     """
-    if not canonical:
-        return pl.DataFrame(schema={"ts": pl.Int64}), frozenset()
-    try:
-        raw = _read_records(canonical)
-    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
-        return _flattened_slowly([orjson.loads(body) for body in canonical], names)
-    leaves = [
-        leaf
-        for name, dtype in raw.schema.items()
-        for leaf in _leaves(pl.col(name), dtype, [name], names)
+    root: _Node = ({}, {})
+    for row, record in enumerate(records):
+        _collect(record, root, row, len(records))
+    columns, json_columns = [], set()
+    for path, values in sorted(_paths(root, ())):
+        series, is_json = _typed(names.column_for(path), values)
+        if series is not None:
+            columns.append(series)
+            if is_json:
+                json_columns.add(series.name)
+    frame = pl.DataFrame(columns, height=len(records))
+    if "ts" not in frame.columns:  # a page without any `ts`: every record is invalid
+        frame = frame.with_columns(ts=pl.lit(None, pl.Int64))
+    return _parse_dates(frame), frozenset(json_columns)
+
+
+def _collect(record: dict, node: _Node, row: int, rows: int) -> None:
+    leaves, objects = node
+    for key, value in record.items():
+        if type(value) is dict:
+            child = objects.get(key)
+            if child is None:
+                child = objects[key] = ({}, {})
+            _collect(value, child, row, rows)
+        else:
+            column = leaves.get(key)
+            if column is None:
+                column = leaves[key] = [None] * rows
+            column[row] = value
+
+
+def _paths(node: _Node, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], list]]:
+    leaves, objects = node
+    for key, values in leaves.items():
+        yield (*prefix, key), values
+    for key, child in objects.items():
+        yield from _paths(child, (*prefix, key))
+
+
+_SORTED = orjson.OPT_SORT_KEYS
+_DTYPES = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+
+
+def _typed(name: str, values: list) -> tuple[pl.Series | None, bool]:
+    """A column of one key path's values, and whether it holds JSON; None when all null."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if not kinds:
+        return None, False
+    if kinds == {list}:
+        encoded = [None if v is None else orjson.dumps(v, option=_SORTED).decode() for v in values]
+        return pl.Series(name, encoded, dtype=pl.String), True
+    if kinds == {int, float}:
+        dtype = pl.Float64
+    else:
+        dtype = _DTYPES.get(kinds.pop()) if len(kinds) == 1 else None
+    if dtype is not None:
+        try:
+            return pl.Series(name, values, dtype=dtype), False
+        except (TypeError, OverflowError):  # beyond a signed 64-bit integer: kept as digits
+            pass
+    text = [
+        v if v is None or type(v) is str else orjson.dumps(v, option=_SORTED).decode()
+        for v in values
     ]
-    json_columns = frozenset(name for name, _, is_json in leaves if is_json)
-    return _parse_dates(raw.select(expr.alias(name) for name, expr, _ in leaves)), json_columns
-
-
-def _read_records(canonical: list[bytes]) -> pl.DataFrame:
-    """The page as one JSON array, which polars reads about a quarter faster than NDJSON.
-
-    The array reader, though, turns `true` beside a number into 1 where the NDJSON reader
-    refuses the page (and the slow path keeps both as text), so a page with a boolean
-    literal anywhere, even inside a string, is read as NDJSON.
-    """
-    joined = b",".join(canonical)
-    if b"true" in joined or b"false" in joined:
-        return pl.read_ndjson(io.BytesIO(b"\n".join(canonical)), infer_schema_length=None)
-    return pl.read_json(io.BytesIO(b"[" + joined + b"]"), infer_schema_length=None)
-
-
-def _leaves(
-    expr: pl.Expr, dtype: pl.DataType, path: list[str], names: ColumnNames
-) -> list[tuple[str, pl.Expr, bool]]:
-    """(column name, expression, is JSON) for each scalar or list under a column, depth first."""
-    if isinstance(dtype, pl.Struct):
-        return [
-            leaf
-            for member in dtype.fields
-            for leaf in _leaves(
-                expr.struct.field(member.name), member.dtype, [*path, member.name], names
-            )
-        ]
-    name = names.column_for(path)
-    if isinstance(dtype, pl.List | pl.Array):
-        return [(name, _json_text(expr), True)]
-    if dtype == pl.Null:
-        return []
-    if dtype in (pl.Int128, pl.UInt64, pl.UInt128):
-        return [(name, expr.cast(pl.String), False)]
-    return [(name, expr, False)]
-
-
-def _json_text(expr: pl.Expr) -> pl.Expr:
-    """A list as JSON text, in Rust: wrap it in a one-field struct, encode, unwrap."""
-    encoded = pl.struct(expr.alias("v")).struct.json_encode()
-    unwrapped = encoded.str.strip_prefix(_JSON_WRAPPER).str.strip_suffix("}")
-    return pl.when(expr.is_null()).then(None).otherwise(unwrapped)
+    return pl.Series(name, text, dtype=pl.String), False
 
 
 def _parse_dates(frame: pl.DataFrame) -> pl.DataFrame:
@@ -272,38 +282,3 @@ def _parse_dates(frame: pl.DataFrame) -> pl.DataFrame:
         .alias(c)
         for c in dates
     )
-
-
-def _flattened_slowly(
-    records: Sequence[dict], names: ColumnNames
-) -> tuple[pl.DataFrame, frozenset[str]]:
-    """Slow path for pages polars cannot type: leaves whose Python types disagree become text."""
-    rows = [_flatten_record(record, names) for record in records]
-    kinds: dict[str, set[type]] = {}
-    for row in rows:
-        for key, value in row.items():
-            if value is not None:
-                kinds.setdefault(key, set()).add(type(value))
-    json_columns = frozenset(key for key, seen in kinds.items() if seen == {list})
-    text = {key for key, seen in kinds.items() if len(seen) > 1 or seen == {list}}
-    typed = [
-        {k: _as_text(v) if k in text and v is not None else v for k, v in row.items()}
-        for row in rows
-    ]
-    return _parse_dates(pl.from_dicts(typed, infer_schema_length=None)), json_columns
-
-
-def _flatten_record(
-    record: dict, names: ColumnNames, path: tuple[str, ...] = ()
-) -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update(_flatten_record(value, names, (*path, key)))
-        else:
-            flat[names.column_for((*path, key))] = value
-    return flat
-
-
-def _as_text(value: object) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()

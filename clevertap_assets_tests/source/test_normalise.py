@@ -72,18 +72,47 @@ def test_drifting_types_widen_within_a_page():
     assert frame["event_props__fare"].to_list() == ["5149", "free"]
 
 
-def test_bool_beside_number_takes_the_slow_path_and_keeps_both():
+def test_bool_beside_number_is_text_and_keeps_both():
     records = [RECORD, {**RECORD, "event_props": {"Fare": True}}]
     frame = normalise_page(records, options()).frame
     assert frame["event_props__fare"].to_list() == ["5149", "true"]
     assert frame["profile__object_id"].to_list() == ["__068b9a97"] * 2
 
 
-def test_object_beside_scalar_takes_the_slow_path_and_keeps_both():
+def test_object_beside_scalar_keeps_both():
     records = [RECORD, {**RECORD, "event_props": {"Fare": {"amount": 12}}}]
     frame = normalise_page(records, options()).frame
     assert frame["event_props__fare"].to_list() == [5149, None]
     assert frame["event_props__fare__amount"].to_list() == [None, 12]
+
+
+def test_record_id_ignores_key_order_at_every_level():
+    shuffled = {
+        "event_props": dict(reversed(RECORD["event_props"].items())),
+        "ts": RECORD["ts"],
+        "session_props": RECORD["session_props"],
+        "profile": {**dict(reversed(RECORD["profile"].items()))},
+    }
+    other = {**RECORD, "event_props": {**RECORD["event_props"], "Fare": 5150}}
+    ids = normalise_page([RECORD, shuffled, other], options()).frame["_record_id"].to_list()
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_ints_beside_floats_are_floats_and_other_mixes_text():
+    records = [
+        {**RECORD, "event_props": {"Fare": 5149, "Big": 2**64 - 1, "Tags": ["a"], "Flag": True}},
+        {**RECORD, "event_props": {"Fare": 51.5, "Big": 1, "Tags": "none", "Flag": False}},
+    ]
+    frame = normalise_page(records, options()).frame
+    assert frame["event_props__fare"].to_list() == [5149.0, 51.5]
+    assert frame["event_props__big"].to_list() == [str(2**64 - 1), "1"]
+    assert frame["event_props__tags"].to_list() == ['["a"]', "none"]
+    assert frame["event_props__flag"].to_list() == [True, False]
+
+
+def test_a_page_without_any_ts_counts_every_record_invalid():
+    page = normalise_page([{"event_props": {"Fare": 1}}], options())
+    assert (page.frame.height, page.invalid_ts) == (0, 1)
 
 
 def test_keys_alike_in_snake_case_keep_their_own_values_and_columns():
@@ -100,8 +129,8 @@ def test_keys_alike_in_snake_case_keep_their_own_values_and_columns():
     }
     record = names.record()
     assert record["event_props__ct_source"] == ["event_props", "CT Source"]
-    # A later page (or run, from the recorded names) with a bool beside a number takes the
-    # slow path and holds only the lower-case key: it keeps its own column.
+    # A later page (or run, from the recorded names) with a bool beside a number (text)
+    # holds only the lower-case key: it keeps its own column.
     later = {**RECORD, "event_props": {"ct_source": "Web", "flag": True}}
     other = {**RECORD, "ts": 20250607130936, "event_props": {"ct_source": 3, "flag": 1}}
     page = normalise_page([later, other], options(column_names=ColumnNames(record)))
