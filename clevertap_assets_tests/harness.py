@@ -4,13 +4,16 @@ Shared by the tests of every destination, so each asserts the same user-visible 
 (rows per event and day equal the emulator's truth) against its own warehouse.
 """
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 from dagster import ExecuteInProcessResult
 
+from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.emulator.server import CleverTapEmulator
 from clevertap_assets.headless import load_days
@@ -83,3 +86,30 @@ def make_pipeline(
         **settings,
     }
     return Pipeline(load_settings(**values), emulator)
+
+
+def daily_rows(pipeline: Pipeline, table: str) -> dict[date, int]:
+    """Rows per day of an event table in the pipeline's DuckDB file (opened read-only)."""
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        rows = connection.execute(
+            f'SELECT CAST(event_time AS DATE), count(*) FROM "clevertap"."{table}" GROUP BY 1'
+        ).fetchall()
+    return dict(rows)
+
+
+def pipeline_env(pipeline: Pipeline, home: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment a Dagster process (CLI, run worker, daemon) of this pipeline gets."""
+    settings = pipeline.settings
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CLEVERTAP_ACCOUNT_ID": pipeline.emulator.config.account_id,
+        "CLEVERTAP_PASSCODE": pipeline.emulator.config.passcode,
+        "CLEVERTAP_API_URL": pipeline.emulator.url,
+        "CLEVERTAP_EVENTS_CSV": str(settings.events_csv),
+        "CLEVERTAP_TIMEZONE": settings.timezone,
+        "CLEVERTAP_HISTORY_DAYS": str(settings.history_days),
+        "DUCKDB_PATH": settings.duckdb_path,
+        "WEBHOOK_INBOX_PATH": str(tmp_path / "inbox.sqlite3"),
+        SPOOL_DIR_ENV: str(tmp_path / "spools"),
+    }

@@ -8,9 +8,13 @@ from dagster import AssetKey, Definitions
 
 from clevertap_assets.definitions import build_code_location
 from clevertap_assets.settings import load_settings
-from clevertap_assets_tests.assets.test_events import daily_rows
-from clevertap_assets_tests.automation.test_crashed_runs import pipeline_env
-from clevertap_assets_tests.harness import make_pipeline, recent_days, write_events_csv
+from clevertap_assets_tests.harness import (
+    daily_rows,
+    make_pipeline,
+    pipeline_env,
+    recent_days,
+    write_events_csv,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "clevertap_assets.definitions"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clevertap_assets"
+TESTS = Path(__file__).resolve().parent
 
 
 def module_name(path: Path) -> str:
@@ -68,6 +69,61 @@ def closure(start: str) -> set[str]:
             seen.add(node)
             todo.extend(GRAPH[node])
     return seen
+
+
+def imported_test_modules(source: str, package: str) -> list[str]:
+    """The test modules (`test_*`, `conftest`) that code in `package` imports, relative
+    imports resolved: shared helpers belong in helper modules (harness.py and its kind)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            candidates = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        found += [
+            c
+            for c in candidates
+            if c.startswith("clevertap_assets_tests.")
+            and (c.rsplit(".", 1)[-1].startswith("test_") or c.endswith(".conftest"))
+        ]
+    return found
+
+
+def test_the_test_import_finder_finds_each_form():
+    package = "clevertap_assets_tests.automation"
+    assert imported_test_modules("from clevertap_assets_tests.a.test_b import f", package) == [
+        "clevertap_assets_tests.a.test_b"
+    ]
+    assert imported_test_modules("from clevertap_assets_tests.a import test_b", package) == [
+        "clevertap_assets_tests.a.test_b"
+    ]
+    assert imported_test_modules("def f():\n    from .test_b import g", package) == [
+        "clevertap_assets_tests.automation.test_b"
+    ]
+    assert imported_test_modules("from ..assets.test_c import h", package) == [
+        "clevertap_assets_tests.assets.test_c"
+    ]
+    assert imported_test_modules("import clevertap_assets_tests.conftest", package) == [
+        "clevertap_assets_tests.conftest"
+    ]
+    assert imported_test_modules("from clevertap_assets_tests.harness import x", package) == []
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(TESTS)) for p in TESTS.rglob("*.py")), ids=str
+)
+def test_no_test_module_imports_another_test_module(path):
+    """A helper kept in a test module is hard to find and ties that file's edits to its
+    importers; a test or fixture imported with it is collected a second time."""
+    file = TESTS / path
+    package = ".".join(["clevertap_assets_tests", *file.relative_to(TESTS).parent.parts])
+    assert imported_test_modules(file.read_text(encoding="utf-8"), package) == []
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -18,15 +18,13 @@ from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.naming import event_slugs
-from clevertap_assets_tests.harness import EVENTS, fast_clevertap, make_pipeline, recent_days
-
-
-def daily_rows(pipeline, table: str) -> dict:
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
-        rows = connection.execute(
-            f'SELECT CAST(event_time AS DATE), count(*) FROM "clevertap"."{table}" GROUP BY 1'
-        ).fetchall()
-    return dict(rows)
+from clevertap_assets_tests.harness import (
+    EVENTS,
+    daily_rows,
+    fast_clevertap,
+    make_pipeline,
+    recent_days,
+)
 
 
 def query(pipeline, sql: str) -> list[tuple]:

@@ -26,7 +26,13 @@ from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
 from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets.webhooks.receiver import MAX_BODY_BYTES, WebhookAuth
 from clevertap_assets_tests.harness import make_pipeline
-from clevertap_assets_tests.webhooks.test_receiver import PASSWORD, USER, _basic, _post, _serving
+from clevertap_assets_tests.webhook_server import (
+    PASSWORD,
+    USER,
+    basic_auth,
+    post_webhook,
+    serving,
+)
 
 
 class CommitThenCrash(DuckDBEventIOManager):
@@ -103,15 +109,15 @@ def test_every_acknowledged_payload_lands_once_despite_crashes_and_restarts(tmp_
     with pipeline_with_inbox(tmp_path, emulator, table_prefix="ct") as (pipe, defs, instance):
         inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
         auth = WebhookAuth(basic_user=USER, basic_password=PASSWORD)
-        good = _basic(USER, PASSWORD)
-        with _serving(inbox, auth) as url, ThreadPoolExecutor(8) as pool:
+        good = basic_auth(USER, PASSWORD)
+        with serving(inbox, auth) as url, ThreadPoolExecutor(8) as pool:
             bodies = [orjson.dumps(payload(n, 1 + n % 3)) for n in range(24)]
-            answers = list(pool.map(lambda body: _post(url, body, good), bodies))
+            answers = list(pool.map(lambda body: post_webhook(url, body, good), bodies))
             assert {a.status_code for a in answers} == {200}
-            assert _post(url, bodies[0], _basic(USER, "wrong")).status_code == 401
-            assert _post(url, b"{not json", good).status_code == 400
-            assert _post(url, b" " * (MAX_BODY_BYTES + 1), good).status_code == 413
-            assert _post(url, orjson.dumps({"is_test": True}), good).status_code == 200
+            assert post_webhook(url, bodies[0], basic_auth(USER, "wrong")).status_code == 401
+            assert post_webhook(url, b"{not json", good).status_code == 400
+            assert post_webhook(url, b" " * (MAX_BODY_BYTES + 1), good).status_code == 413
+            assert post_webhook(url, orjson.dumps({"is_test": True}), good).status_code == 200
 
             first = evaluate(defs, instance)
             assert [r.partition_key for r in first.run_requests] == ["000000000001-000000000025"]
@@ -119,7 +125,7 @@ def test_every_acknowledged_payload_lands_once_despite_crashes_and_restarts(tmp_
             assert rows(pipe, 'SELECT count(*) FROM "clevertap"."ct_webhook_events"') == [(48,)]
 
             late = orjson.dumps(payload(99, 2))
-            assert _post(url, late, good).status_code == 200
+            assert post_webhook(url, late, good).status_code == 200
         retry = evaluate(defs, instance)
         assert [r.partition_key for r in retry.run_requests] == [
             "000000000001-000000000025",
@@ -184,11 +190,11 @@ def test_a_redelivered_payload_is_loaded_once_within_the_window(tmp_path, emulat
         inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
         auth = WebhookAuth(basic_user=USER, basic_password=PASSWORD)
         body, other = orjson.dumps(payload(1, 2)), orjson.dumps(payload(2, 1))
-        with _serving(inbox, auth) as url:
+        with serving(inbox, auth) as url:
             for sent in (body, other, body):
-                assert _post(url, sent, _basic(USER, PASSWORD)).status_code == 200
+                assert post_webhook(url, sent, basic_auth(USER, PASSWORD)).status_code == 200
             assert load(pipe, defs, instance, evaluate(defs, instance))
-            assert _post(url, body, _basic(USER, PASSWORD)).status_code == 200
+            assert post_webhook(url, body, basic_auth(USER, PASSWORD)).status_code == 200
         later = datetime.now(UTC) + REDELIVERY_WINDOW + timedelta(minutes=1)
         inbox.append(body, later)
         assert load(pipe, defs, instance, evaluate(defs, instance))

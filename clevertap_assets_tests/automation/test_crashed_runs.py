@@ -38,9 +38,8 @@ from clevertap_assets.emulator.server import CleverTapEmulator
 from clevertap_assets.keys import clevertap_pool
 from clevertap_assets.resources import build_resources
 from clevertap_assets.webhooks.inbox import WebhookInbox
-from clevertap_assets_tests.assets.test_events import daily_rows
-from clevertap_assets_tests.automation.test_schedules import execute, run_range, tick
-from clevertap_assets_tests.harness import Pipeline, make_pipeline
+from clevertap_assets_tests.daemon import execute, run_range, tick
+from clevertap_assets_tests.harness import daily_rows, make_pipeline, pipeline_env
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 STARTED_TIMEOUT_SECONDS = 120
@@ -53,23 +52,6 @@ def dagster_home(tmp_path: Path) -> Iterator[Path]:
     home.mkdir()
     shutil.copy(REPOSITORY / "dagster.yaml", home / "dagster.yaml")
     yield home
-
-
-def pipeline_env(pipeline: Pipeline, home: Path, tmp_path: Path) -> dict[str, str]:
-    settings = pipeline.settings
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CLEVERTAP_ACCOUNT_ID": pipeline.emulator.config.account_id,
-        "CLEVERTAP_PASSCODE": pipeline.emulator.config.passcode,
-        "CLEVERTAP_API_URL": pipeline.emulator.url,
-        "CLEVERTAP_EVENTS_CSV": str(settings.events_csv),
-        "CLEVERTAP_TIMEZONE": settings.timezone,
-        "CLEVERTAP_HISTORY_DAYS": str(settings.history_days),
-        "DUCKDB_PATH": settings.duckdb_path,
-        "WEBHOOK_INBOX_PATH": str(tmp_path / "inbox.sqlite3"),
-        SPOOL_DIR_ENV: str(tmp_path / "spools"),
-    }
 
 
 @contextmanager

@@ -11,16 +11,11 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetMaterialization,
-    AssetSelection,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
-    Definitions,
-    ExecuteInProcessResult,
-    RunRequest,
     build_schedule_context,
     instance_for_test,
-    materialize,
 )
 
 from clevertap_assets.assets import refusals
@@ -28,10 +23,9 @@ from clevertap_assets.automation.schedules import cron_for_interval
 from clevertap_assets.connection_check import check_connection
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
-from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import INGESTION_FREQUENCIES, SettingsError
-from clevertap_assets_tests.assets.test_events import daily_rows
-from clevertap_assets_tests.harness import Pipeline, fast_clevertap, make_pipeline
+from clevertap_assets_tests.daemon import execute, run_range, tick
+from clevertap_assets_tests.harness import daily_rows, make_pipeline
 
 MODULE = "clevertap_assets.definitions"
 
@@ -45,41 +39,6 @@ ALLOWED = {
     "24h": "0 0 * * *",
 }
 REFUSED = ["5m", "1.5h", "90m", "25h", "0h", "60m", "daily", ""]
-
-
-def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
-    (key,) = request.asset_selection or ()
-    return (
-        key,
-        request.tags[ASSET_PARTITION_RANGE_START_TAG],
-        request.tags[ASSET_PARTITION_RANGE_END_TAG],
-    )
-
-
-def execute(
-    pipeline: Pipeline, definitions: Definitions, request: RunRequest, instance: DagsterInstance
-) -> ExecuteInProcessResult:
-    """What the run worker does with a requested run: its assets and checks (exactly those it
-    names), over its tags' days."""
-    selection = None  # a request naming no assets runs them all, with their checks
-    if request.asset_selection is not None:
-        selection = AssetSelection.assets(*request.asset_selection).without_checks()
-        selection |= AssetSelection.checks(*(request.asset_check_keys or []))
-    return materialize(
-        [*(definitions.assets or []), *(definitions.asset_checks or [])],
-        selection=selection,
-        tags=request.tags,
-        instance=instance,
-        resources={**(definitions.resources or {}), "clevertap": fast_clevertap(pipeline.emulator)},
-        raise_on_error=False,
-    )
-
-
-def tick(definitions: Definitions, instance: DagsterInstance, timezone: str) -> list[RunRequest]:
-    schedule = definitions.resolve_schedule_def("ingestion_schedule")
-    now = datetime.now(ZoneInfo(timezone))
-    with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
-        return list(schedule.evaluate_tick(context).run_requests or [])
 
 
 def mark_loaded(instance: DagsterInstance, key: AssetKey, days: list[date]) -> None:

@@ -16,9 +16,8 @@ from clevertap_assets.automation.sensors import RECONCILE_CLEVERTAP_TAG, RECONCI
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from clevertap_assets_tests.assets.test_events import daily_rows
-from clevertap_assets_tests.automation.test_schedules import execute, run_range
-from clevertap_assets_tests.harness import Pipeline, make_pipeline
+from clevertap_assets_tests.daemon import execute, run_range
+from clevertap_assets_tests.harness import Pipeline, daily_rows, make_pipeline
 
 EVENTS = ["Charged", "Notification Sent"]
 

@@ -37,8 +37,7 @@ from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventStats
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import load_settings
-from clevertap_assets_tests.assets.test_events import daily_rows
-from clevertap_assets_tests.harness import Pipeline, recent_days, write_events_csv
+from clevertap_assets_tests.harness import Pipeline, daily_rows, recent_days, write_events_csv
 
 CHARGED = AssetKey(["clevertap", "charged"])
 CHECKS = [

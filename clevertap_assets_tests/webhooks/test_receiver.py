@@ -1,7 +1,6 @@
 """The receiver over a real uvicorn server on 127.0.0.1: what CleverTap gets back, what lands
 in the inbox (only what was acknowledged), and what never leaks (secrets, bodies)."""
 
-import base64
 import logging
 import os
 import signal
@@ -9,17 +8,15 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from clevertap_assets.settings import SettingsError
 from clevertap_assets.webhooks.inbox import WebhookInbox, expand_entry
@@ -27,12 +24,16 @@ from clevertap_assets.webhooks.receiver import (
     MAX_BODY_BYTES,
     WEBHOOK_PATH,
     WebhookAuth,
-    build_app,
     serve_webhooks,
 )
+from clevertap_assets_tests.webhook_server import (
+    PASSWORD,
+    USER,
+    basic_auth,
+    post_webhook,
+    serving,
+)
 
-USER = "clevertap-user"
-PASSWORD = "pa:ss-Wörd-7f3a9c"  # a colon and non-ASCII: both must survive Basic auth
 SECRET = "s3cr3t-header-value-91b2"
 PAYLOAD = {
     "targetId": 1472124953,
@@ -42,11 +43,6 @@ PAYLOAD = {
         {"ObjectId": "o2", "Identity": "u2", "profileData": {"plan": "gold"}},
     ],
 }
-
-
-def _basic(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 class Receiver:
@@ -59,33 +55,7 @@ class Receiver:
 
     def post(self, content: object, headers: dict[str, str] | None = None) -> httpx.Response:
         body = content if isinstance(content, bytes) else orjson.dumps(content)
-        return _post(self.url, body, self.headers if headers is None else headers)
-
-
-def _post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(url + WEBHOOK_PATH, content=body, headers=headers, timeout=10)
-
-
-@contextmanager
-def _serving(inbox: WebhookInbox, auth: WebhookAuth) -> Iterator[str]:
-    """uvicorn in a background thread on a port the OS picked, so tests never collide."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(build_app(inbox, auth), log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
+        return post_webhook(self.url, body, self.headers if headers is None else headers)
 
 
 @pytest.fixture
@@ -100,8 +70,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
         ) -> Receiver:
             auth = auth or WebhookAuth(basic_user=USER, basic_password=PASSWORD)
             inbox = inbox or WebhookInbox(tmp_path / "inbox.sqlite3")
-            url = stack.enter_context(_serving(inbox, auth))
-            return Receiver(url, inbox, _basic(USER, PASSWORD) if headers is None else headers)
+            url = stack.enter_context(serving(inbox, auth))
+            return Receiver(url, inbox, basic_auth(USER, PASSWORD) if headers is None else headers)
 
         yield _start
 
@@ -147,9 +117,9 @@ def test_test_call_gets_200_and_never_becomes_rows(receiver: Receiver):
     "headers",
     [
         {},
-        _basic(USER, "wrong"),
-        _basic("someone-else", PASSWORD),
-        _basic(USER, PASSWORD + "x"),
+        basic_auth(USER, "wrong"),
+        basic_auth("someone-else", PASSWORD),
+        basic_auth(USER, PASSWORD + "x"),
         {"Authorization": "Basic !!not-base64!!"},
         {"Authorization": "Bearer " + SECRET},
         {"X-Webhook-Secret": SECRET},
@@ -178,10 +148,10 @@ def test_secret_header_mode(start: Callable[..., Receiver]):
 
 def test_both_modes_configured_require_both(start: Callable[..., Receiver]):
     auth = WebhookAuth(basic_user=USER, basic_password=PASSWORD, secret=SECRET)
-    receiver = start(auth, headers={**_basic(USER, PASSWORD), "X-Webhook-Secret": SECRET})
+    receiver = start(auth, headers={**basic_auth(USER, PASSWORD), "X-Webhook-Secret": SECRET})
 
     assert receiver.post(PAYLOAD).status_code == 200
-    assert receiver.post(PAYLOAD, headers=_basic(USER, PASSWORD)).status_code == 401
+    assert receiver.post(PAYLOAD, headers=basic_auth(USER, PASSWORD)).status_code == 401
     assert receiver.post(PAYLOAD, headers={"X-Webhook-Secret": SECRET}).status_code == 401
     assert receiver.inbox.last_id() == 1
 
@@ -291,7 +261,7 @@ def test_one_log_line_per_request_without_secrets_or_bodies(
     start: Callable[..., Receiver], caplog: pytest.LogCaptureFixture
 ):
     auth = WebhookAuth(basic_user=USER, basic_password=PASSWORD, secret=SECRET)
-    receiver = start(auth, headers={**_basic(USER, PASSWORD), "X-Webhook-Secret": SECRET})
+    receiver = start(auth, headers={**basic_auth(USER, PASSWORD), "X-Webhook-Secret": SECRET})
     caplog.set_level(logging.INFO, logger="clevertap_assets")
 
     receiver.post(PAYLOAD)
@@ -305,7 +275,7 @@ def test_one_log_line_per_request_without_secrets_or_bodies(
 
 
 def _assert_nothing_secret(text: str) -> None:
-    for secret in (PASSWORD, SECRET, _basic(USER, PASSWORD)["Authorization"], "a@example.com"):
+    for secret in (PASSWORD, SECRET, basic_auth(USER, PASSWORD)["Authorization"], "a@example.com"):
         assert secret not in text
 
 
@@ -376,7 +346,7 @@ def test_acknowledged_payloads_survive_a_kill_9(tmp_path: Path):
         bodies = [orjson.dumps({**PAYLOAD, "n": n}) for n in range(20)]
         with ThreadPoolExecutor(max_workers=10) as pool:
             responses = list(
-                pool.map(lambda body: _post(url, body, {"X-Webhook-Secret": SECRET}), bodies)
+                pool.map(lambda body: post_webhook(url, body, {"X-Webhook-Secret": SECRET}), bodies)
             )
         server.send_signal(signal.SIGKILL)
         logs = server.communicate(timeout=10)[0].decode()

@@ -1,0 +1,54 @@
+"""The daemon's and the run worker's part, played by a test: evaluate a schedule tick, and run
+what a request asks for on the same instance, exactly as the run worker would select it."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    RunRequest,
+    build_schedule_context,
+    materialize,
+)
+
+from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from clevertap_assets_tests.harness import Pipeline, fast_clevertap
+
+
+def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
+    (key,) = request.asset_selection or ()
+    return (
+        key,
+        request.tags[ASSET_PARTITION_RANGE_START_TAG],
+        request.tags[ASSET_PARTITION_RANGE_END_TAG],
+    )
+
+
+def execute(
+    pipeline: Pipeline, definitions: Definitions, request: RunRequest, instance: DagsterInstance
+) -> ExecuteInProcessResult:
+    """What the run worker does with a requested run: its assets and checks (exactly those it
+    names), over its tags' days."""
+    selection = None  # a request naming no assets runs them all, with their checks
+    if request.asset_selection is not None:
+        selection = AssetSelection.assets(*request.asset_selection).without_checks()
+        selection |= AssetSelection.checks(*(request.asset_check_keys or []))
+    return materialize(
+        [*(definitions.assets or []), *(definitions.asset_checks or [])],
+        selection=selection,
+        tags=request.tags,
+        instance=instance,
+        resources={**(definitions.resources or {}), "clevertap": fast_clevertap(pipeline.emulator)},
+        raise_on_error=False,
+    )
+
+
+def tick(definitions: Definitions, instance: DagsterInstance, timezone: str) -> list[RunRequest]:
+    schedule = definitions.resolve_schedule_def("ingestion_schedule")
+    now = datetime.now(ZoneInfo(timezone))
+    with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
+        return list(schedule.evaluate_tick(context).run_requests or [])
