@@ -193,7 +193,8 @@ class CleverTapResource(dg.ConfigurableResource):
     request_slots_dir: str | None = Field(
         None,
         description="where the per-account request slots (lock files) live; every process "
-        "reading the account must see the same directory (default: a folder in the temp dir)",
+        "reading the account must see the same directory (default: request_slots in the "
+        "spool directory, CLEVERTAP_SPOOL_DIR)",
     )
     timeout_seconds: float = Field(60, gt=0)
     max_attempts: int = Field(8, ge=1)
