@@ -51,7 +51,7 @@ def _loader(
 
 
 DESTINATIONS: dict[str, Callable[[], Destination]] = {
-    "duckdb": _loader("duckdb", "io_manager", "io_manager"),
+    "duckdb": _loader("duckdb"),
     "snowflake": _loader("snowflake", "io_manager", "io_manager"),
     "bigquery": _loader("bigquery", "io_manager", "io_manager"),
     "redshift": _loader("redshift"),

@@ -11,7 +11,8 @@ from dagster import AssetIn, AssetKey, asset, materialize
 
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.definitions import build_definitions
-from clevertap_assets.destinations.duckdb.io_manager import CONNECTION_CONFIG, DuckDBEventStats
+from clevertap_assets.destinations.duckdb.client import CONNECTION_CONFIG
+from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
 from clevertap_assets_tests.harness import make_pipeline, recent_days
 
 

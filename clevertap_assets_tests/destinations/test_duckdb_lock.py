@@ -33,8 +33,8 @@ from dagster import (
 )
 
 from clevertap_assets.definitions import STEP_PROCESSES, build_definitions
-from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventStats
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
+from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import load_settings
 from clevertap_assets_tests.harness import Pipeline, daily_rows, recent_days, write_events_csv

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 import duckdb
 
+from clevertap_assets.destinations.common import DestinationError
+
 LOCK_TIMEOUT_SECONDS = 300.0
 """How long an opener waits for the lock: a load holds it for seconds (3M rows load in about
 10 s), a check for less; five minutes means something else holds the file."""
@@ -23,7 +25,7 @@ _MAX_PAUSE_SECONDS = 1.0
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 
-class DuckDBLockTimeout(RuntimeError):
+class DuckDBLockTimeout(DestinationError):
     """The file stayed locked by another process for longer than the wait allows."""
 
 
