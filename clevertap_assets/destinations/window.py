@@ -85,28 +85,24 @@ class WindowLoad(ABC, Generic[Staged]):
 
 def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch) -> dict:
     """Replace the window's rows with the batch's; the materialization's load metadata. The
-    batch's files go whatever happens."""
-    try:
-        batch = load.named(batch)
-        incoming = load.incoming(batch)
-        existing = load.existing(table_slice)
-        change = plan_schema_change(existing, incoming)
-        if incoming:
-            targets = load.prepare(table_slice, existing, change)
-            by_lower = {name.lower(): kind for name, kind in targets.items()}
-            staged = load.stage(
-                table_slice, batch, {name: by_lower[name.lower()] for name in incoming}
-            )
-            load.replace(table_slice, staged)
-        else:
-            load.replace(table_slice, None)
-        return {
-            **load_metadata(batch, table_slice, change),
-            **load.metadata(),
-            ROW_COUNT: load.row_count(table_slice),
-        }
-    finally:
-        batch.discard()
+    batch's files stay: a destination may run the load again (Redshift retries one that met
+    a concurrent load), and `NamedTableDbIOManager` removes them once the output is handled."""
+    batch = load.named(batch)
+    incoming = load.incoming(batch)
+    existing = load.existing(table_slice)
+    change = plan_schema_change(existing, incoming)
+    if incoming:
+        targets = load.prepare(table_slice, existing, change)
+        by_lower = {name.lower(): kind for name, kind in targets.items()}
+        staged = load.stage(table_slice, batch, {name: by_lower[name.lower()] for name in incoming})
+        load.replace(table_slice, staged)
+    else:
+        load.replace(table_slice, None)
+    return {
+        **load_metadata(batch, table_slice, change),
+        **load.metadata(),
+        ROW_COUNT: load.row_count(table_slice),
+    }
 
 
 def evolved(existing: Mapping[str, Kind], change: SchemaChange) -> dict[str, Kind]:
