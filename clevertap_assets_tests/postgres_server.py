@@ -39,6 +39,22 @@ CREATE FUNCTION json_parse(text) RETURNS super LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT $1::jsonb $$;
 CREATE FUNCTION json_serialize(super) RETURNS text LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT $1::text $$;
+CREATE TYPE varbyte;
+CREATE FUNCTION varbyte_in(cstring) RETURNS varbyte LANGUAGE internal IMMUTABLE STRICT
+    AS 'byteain';
+CREATE FUNCTION varbyte_out(varbyte) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT
+    AS 'byteaout';
+CREATE FUNCTION varbyte_recv(internal) RETURNS varbyte LANGUAGE internal IMMUTABLE STRICT
+    AS 'bytearecv';
+CREATE FUNCTION varbyte_send(varbyte) RETURNS bytea LANGUAGE internal IMMUTABLE STRICT
+    AS 'byteasend';
+CREATE FUNCTION varbyte_typmod_in(cstring[]) RETURNS integer LANGUAGE internal IMMUTABLE STRICT
+    AS 'varbittypmodin';
+CREATE TYPE varbyte (INPUT = varbyte_in, OUTPUT = varbyte_out, RECEIVE = varbyte_recv,
+    SEND = varbyte_send, TYPMOD_IN = varbyte_typmod_in, LIKE = bytea);
+CREATE CAST (varbyte AS bytea) WITHOUT FUNCTION;
+CREATE FUNCTION json_parse(varbyte) RETURNS super LANGUAGE sql IMMUTABLE STRICT
+    AS $$ SELECT convert_from($1::bytea, 'UTF8')::jsonb $$;
 """
 """A database that behaves as a provisioned Redshift cluster where PostgreSQL can:
 
@@ -49,7 +65,10 @@ CREATE FUNCTION json_serialize(super) RETURNS text LANGUAGE sql IMMUTABLE STRICT
   (https://docs.aws.amazon.com/redshift/latest/dg/c_serial_isolation-serializable-isolation-troubleshooting.html);
 - `SUPER`, `JSON_PARSE(text)` and `JSON_SERIALIZE(super)` as Redshift spells them
   (https://docs.aws.amazon.com/redshift/latest/dg/JSON_PARSE.html), so the Redshift IO
-  manager runs its production SQL unchanged.
+  manager runs its production SQL unchanged;
+- `VARBYTE(n)` with n up to 16,777,216 (https://docs.aws.amazon.com/redshift/latest/dg/r_VARBYTE_type.html),
+  a type of its own over `bytea`'s functions (its length taken as bit varying's, which allows
+  it, and not enforced), and `JSON_PARSE(varbyte)`, for the S3 path's staging table.
 
 Per database, not per server: the same server also stands in for Dagster's run storage."""
 

@@ -39,6 +39,7 @@ from clevertap_assets.destinations.redshift.dialect import (
     existing_kinds,
 )
 from clevertap_assets.destinations.redshift.load import RedshiftWindowLoad
+from clevertap_assets.destinations.redshift.staging import RedshiftS3Staging
 from clevertap_assets.destinations.window import frame_batch, replace_window
 from clevertap_assets.naming import REDSHIFT_COLUMNS, quote_identifier
 
@@ -79,8 +80,9 @@ def _load(
     dialect: RedshiftDialect,
     table_slice: TableSlice,
     batch: EventBatch,
+    staging: RedshiftS3Staging | None,
 ) -> dict:
-    load = RedshiftWindowLoad(connection, dialect)
+    load = RedshiftWindowLoad(connection, dialect, staging)
     metadata = replace_window(load, table_slice, batch)
     _warn_fitted(context, load.fitted)
     return metadata
@@ -102,8 +104,9 @@ def _warn_fitted(context: OutputContext, counts: FitCounts) -> None:
 class EventBatchRedshiftTypeHandler(DbTypeHandler[EventBatch]):
     """Replaces the window with the batch; reads a slice back as a batch file."""
 
-    def __init__(self, dialect: RedshiftDialect) -> None:
+    def __init__(self, dialect: RedshiftDialect, staging: RedshiftS3Staging | None = None) -> None:
         self._dialect = dialect
+        self._staging = staging
 
     def handle_output(
         self,
@@ -112,7 +115,7 @@ class EventBatchRedshiftTypeHandler(DbTypeHandler[EventBatch]):
         obj: EventBatch,
         connection: psycopg.Connection,
     ) -> dict:
-        return _load(context, connection, self._dialect, table_slice, obj)
+        return _load(context, connection, self._dialect, table_slice, obj, self._staging)
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection: psycopg.Connection
@@ -138,8 +141,9 @@ class EventBatchRedshiftTypeHandler(DbTypeHandler[EventBatch]):
 class PolarsRedshiftTypeHandler(DbTypeHandler[pl.DataFrame]):
     """Downstream assets read event tables as polars DataFrames (and may write them)."""
 
-    def __init__(self, dialect: RedshiftDialect) -> None:
+    def __init__(self, dialect: RedshiftDialect, staging: RedshiftS3Staging | None = None) -> None:
         self._dialect = dialect
+        self._staging = staging
 
     def handle_output(
         self,
@@ -150,7 +154,7 @@ class PolarsRedshiftTypeHandler(DbTypeHandler[pl.DataFrame]):
     ) -> dict:
         batch = frame_batch(table_slice.table, obj.to_arrow())
         try:
-            return _load(context, connection, self._dialect, table_slice, batch)
+            return _load(context, connection, self._dialect, table_slice, batch, self._staging)
         finally:
             batch.discard()
 
@@ -197,6 +201,9 @@ class RedshiftEventIOManager(ConfigurableIOManagerFactory):
         REDSHIFT_COLUMNS.max_bytes,
         description="Redshift's limit; PostgreSQL-based stand-ins keep only 63 bytes.",
     )
+    s3_staging: RedshiftS3Staging | None = Field(
+        None, description="Load through S3 and COPY; without it, through multi-row INSERTs."
+    )
 
     def create_io_manager(self, context) -> DbIOManager:
         rules = replace(REDSHIFT_COLUMNS, max_bytes=self.max_identifier_bytes)
@@ -206,8 +213,8 @@ class RedshiftEventIOManager(ConfigurableIOManagerFactory):
             database=self.connection.database,
             schema=self.schema_,
             type_handlers=[
-                EventBatchRedshiftTypeHandler(dialect),
-                PolarsRedshiftTypeHandler(dialect),
+                EventBatchRedshiftTypeHandler(dialect, self.s3_staging),
+                PolarsRedshiftTypeHandler(dialect, self.s3_staging),
             ],
             default_load_type=pl.DataFrame,
             io_manager_name="RedshiftEventIOManager",

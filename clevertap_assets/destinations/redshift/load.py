@@ -4,10 +4,11 @@ Redshift speaks PostgreSQL's protocol but only part of its SQL, so everything he
 what Redshift documents: `LOCK`, `CREATE ... IF NOT EXISTS`, a range `DELETE`, multi-row
 `INSERT`, one `ALTER TABLE` per column, no `ON CONFLICT`, no `COPY FROM STDIN` and no
 `ALTER COLUMN ... TYPE`. Rows reach the table through `insert_batch`: multi-row INSERTs of
-bounded size, read chunk by chunk from the batch's Parquet file.
+bounded size, read chunk by chunk from the batch's Parquet file; or, with an S3 staging bucket,
+through S3 and `COPY` into a staging table (`staging`).
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import psycopg
 import pyarrow as pa
@@ -23,6 +24,11 @@ from clevertap_assets.destinations.redshift.dialect import (
     column_values,
     existing_kinds,
 )
+from clevertap_assets.destinations.redshift.staging import (
+    RedshiftS3Staging,
+    StagedRows,
+    insert_staged,
+)
 from clevertap_assets.destinations.window import WindowLoad, evolved
 from clevertap_assets.naming import destination_column, quote_identifier
 
@@ -34,13 +40,19 @@ DEFAULT_INSERT_ROWS = 2_000
 _WIDENING_COLUMN = "_clevertap_widening"
 
 
-class RedshiftWindowLoad(WindowLoad[EventBatch]):
+class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
     """The table's `LOCK` first, then the schema change, the window's `DELETE` and the
     INSERTs, in the caller's one transaction. Columns are named by Redshift's rules."""
 
-    def __init__(self, connection: psycopg.Connection, dialect: RedshiftDialect) -> None:
+    def __init__(
+        self,
+        connection: psycopg.Connection,
+        dialect: RedshiftDialect,
+        staging: RedshiftS3Staging | None = None,
+    ) -> None:
         self._connection = connection
         self._dialect = dialect
+        self._staging = staging
         self._exists = False
         self.fitted = FitCounts()
 
@@ -100,17 +112,25 @@ class RedshiftWindowLoad(WindowLoad[EventBatch]):
 
     def stage(
         self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]
-    ) -> EventBatch:
-        """Nothing to stage: the INSERTs read the batch file as they go."""
+    ) -> EventBatch | StagedRows:
+        """Without a staging bucket nothing to stage: the INSERTs read the batch file as
+        they go. With one, the rows are COPYed from S3 into a staging table."""
         self._targets = dict(targets)
-        return batch
+        if self._staging is None:
+            return batch
+        rows = fitted_chunks(self._dialect, batch, self._targets, self.fitted)
+        return self._staging.stage(
+            self._connection, self._dialect, table_slice, self._targets, rows
+        )
 
-    def replace(self, table_slice: TableSlice, staged: EventBatch | None) -> None:
+    def replace(self, table_slice: TableSlice, staged: EventBatch | StagedRows | None) -> None:
         if not self._exists:
             return
         target = target_name(table_slice)
         self._connection.execute(f"DELETE FROM {target}{window_where(table_slice)}")
-        if staged is not None:
+        if isinstance(staged, StagedRows):
+            insert_staged(self._connection, target, staged)
+        elif staged is not None:
             insert_batch(
                 self._connection, self._dialect, target, staged, self._targets, self.fitted
             )
@@ -137,6 +157,15 @@ def insert_batch(
     """The insert path: the batch file's rows into `target`, in bounded multi-row INSERTs.
     `kinds` are the target's column kinds by Redshift column name; values that do not fit
     are counted in `fitted`."""
+    for chunk in fitted_chunks(dialect, batch, kinds, fitted):
+        _insert(connection, dialect, target, chunk, kinds)
+
+
+def fitted_chunks(
+    dialect: RedshiftDialect, batch: EventBatch, kinds: Mapping[str, Kind], fitted: FitCounts
+) -> Iterator[pa.RecordBatch]:
+    """The batch file's rows in chunks, columns named by Redshift's rules and values
+    fitted to the target's column kinds (`kinds`); what did not fit is counted in `fitted`."""
     incoming = batch.columns()
     names = {name: destination_column(name, dialect.columns) for name in incoming}
     for chunk in batch.iter_arrow():
@@ -144,8 +173,7 @@ def insert_batch(
             column_values(chunk.column(name), incoming[name], kinds[names[name]], fitted)
             for name in chunk.schema.names
         ]
-        renamed = [names[name] for name in chunk.schema.names]
-        _insert(connection, dialect, target, pa.RecordBatch.from_arrays(arrays, renamed), kinds)
+        yield pa.RecordBatch.from_arrays(arrays, [names[name] for name in chunk.schema.names])
 
 
 def _statement_rows(batch: pa.RecordBatch, insert_rows: int) -> int:

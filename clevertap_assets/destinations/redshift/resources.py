@@ -5,19 +5,23 @@ from dagster import EnvVar
 from clevertap_assets.destinations.redshift.client import RedshiftConnection
 from clevertap_assets.destinations.redshift.io_manager import RedshiftEventIOManager
 from clevertap_assets.destinations.redshift.settings import PASSWORD_VARIABLE, RedshiftSettings
+from clevertap_assets.destinations.redshift.staging import StagingSettings
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
 from clevertap_assets.settings import PipelineSettings
 
 
 def build_redshift_resources(settings: PipelineSettings) -> dict[str, object]:
-    """The password as an `EnvVar`: resolved inside runs only, shown by its name."""
+    """The password as an `EnvVar`: resolved inside runs only, shown by its name. With
+    `REDSHIFT_S3_STAGING_URI` set, loads go through S3 and COPY (`staging`)."""
     connection = RedshiftConnection(
         **RedshiftSettings.from_env().connection_fields(), password=EnvVar(PASSWORD_VARIABLE)
     )
     return {
         WAREHOUSE_IO_MANAGER: RedshiftEventIOManager(
-            connection=connection, schema=settings.warehouse_schema
+            connection=connection,
+            schema=settings.warehouse_schema,
+            s3_staging=StagingSettings().staging(),
         ),
         WAREHOUSE_STATS: RedshiftEventStats(connection=connection),
     }

@@ -1,0 +1,309 @@
+"""Redshift's bulk path (`REDSHIFT_S3_STAGING_URI`): Parquet to S3, `COPY ... FORMAT AS
+PARQUET` into a staging table, then the window's DELETE and an INSERT from it, in one
+transaction.
+
+What is real here and what is not:
+
+- S3 is moto's server in its own process, over HTTP, through boto3 as in production: the
+  Parquet objects really are uploaded, read back by the COPY below, and deleted.
+- PostgreSQL (the Redshift double, `postgres_server.REDSHIFT_LIKE`) has no COPY from S3, so
+  only that one statement is emulated (`emulated_copy`): it is parsed as Redshift SQL, the
+  object it names is fetched from the S3 server, checked as Redshift's COPY from Parquet
+  checks it (the staging table has exactly the file's columns, matched by position; each
+  Parquet type is one that loads into the column's type; only parameters columnar COPY takes)
+  and its rows are loaded into the staging table by position. Everything else, the staging
+  table, the DELETE and the INSERT ... SELECT with JSON_PARSE over VARBYTE, runs for real.
+- The SQL is checked against Redshift's documented grammar by parsing it with sqlglot's
+  `redshift` dialect; the statements sqlglot has no grammar for (LOCK) against the synopsis
+  on AWS's page.
+
+Not verifiable here: that a real cluster's COPY reads these files (Spectrum's Parquet reader,
+the IAM role's trust and bucket policy, the bucket's region)."""
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date
+from uuid import uuid4
+
+import boto3
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from dagster import EnvVar
+from sqlglot import exp
+
+from clevertap_assets.destinations.redshift.io_manager import RedshiftEventIOManager
+from clevertap_assets.destinations.redshift.resources import build_redshift_resources
+from clevertap_assets.destinations.redshift.staging import (
+    PARQUET_COMPRESSION,
+    RedshiftS3Staging,
+)
+from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
+from clevertap_assets.settings import SettingsError
+from clevertap_assets_tests.destinations.test_redshift import Warehouse, warehouse  # noqa: F401
+from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
+from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
+from clevertap_assets_tests.s3_server import S3Server, s3_server  # noqa: F401
+from clevertap_assets_tests.sql_grammar import parsed
+
+TABLES = ("app_launched", "product_viewed", "charged")
+ROLE = "arn:aws:iam::123456789012:role/clevertap-redshift-copy"
+
+COLUMNAR_COPY_PARAMETERS = {"FORMAT", "ACCEPTINVCHARS", "FILLRECORD", "STATUPDATE", "MANIFEST"}
+"""The parameters COPY from Parquet takes besides FROM and the authorization
+(https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-copy-from-columnar.html)."""
+
+LOADS_INTO = {
+    "bool": "boolean",
+    "int64": "bigint",
+    "double": "double precision",
+    "timestamp[us]": "timestamp without time zone",
+    "string": "character varying(65535)",
+    "binary": "varbyte(16777216)",
+}
+"""Parquet (Arrow) type to the Redshift column type COPY loads it into, as the staging table
+uses them: scalars by Redshift Spectrum's type mapping
+(https://docs.aws.amazon.com/redshift/latest/dg/c-spectrum-data-files.html), binary into
+VARBYTE (https://docs.aws.amazon.com/redshift/latest/dg/copy-usage-varbyte.html)."""
+
+LOCK_SYNOPSIS = re.compile(r'^LOCK (TABLE )?"[^"]+"\."[^"]+"$')
+"""`LOCK [ TABLE ] table_name [, ...]` (https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html);
+sqlglot has no grammar for LOCK."""
+
+
+@dataclass
+class CopiedObject:
+    """One S3 object a COPY read, as the emulated COPY found it."""
+
+    key: str
+    codecs: set[str]
+    table: pa.Table
+
+
+@dataclass
+class Recorder:
+    """Every statement the loads sent (parameters bound), and the objects COPY read."""
+
+    statements: list[str] = field(default_factory=list)
+    copied: list[CopiedObject] = field(default_factory=list)
+    fail_copies: bool = False
+
+
+def emulated_copy(connection: psycopg.Connection, sql: str, recorder: Recorder) -> None:
+    """Redshift's COPY from Parquet, as strict as its documentation, into PostgreSQL."""
+    copy = parsed(sql, "redshift")
+    assert isinstance(copy, exp.Copy) and copy.args["kind"] is True  # FROM, not TO
+    (source,) = copy.args["files"]
+    assert copy.args["credentials"].args["iam_role"].name == ROLE
+    names = {param.this.name.upper() for param in copy.args["params"]}
+    assert names <= COLUMNAR_COPY_PARAMETERS, names
+    assert {p.this.name.upper(): p.expression.name for p in copy.args["params"]}["FORMAT"] == (
+        "PARQUET"
+    )
+    if recorder.fail_copies:
+        raise psycopg.errors.InternalError("S3ServiceException: Access Denied (emulated)")
+    bucket, _, key = source.name.removeprefix("s3://").partition("/")
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    parquet = pq.ParquetFile(pa.BufferReader(body))
+    metadata = parquet.metadata
+    codecs = {
+        metadata.row_group(g).column(c).compression
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    }
+    table = parquet.read()
+    recorder.copied.append(CopiedObject(key, codecs, table))
+
+    staging = copy.this.name
+    columns = connection.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [f'"{staging}"'],
+    ).fetchall()
+    # COPY from Parquet maps columns by position, and their numbers must match.
+    assert len(columns) == table.num_columns, (columns, table.schema)
+    for (column, column_type), parquet_field in zip(columns, table.schema, strict=True):
+        assert LOADS_INTO[str(parquet_field.type)] == column_type, (column, parquet_field)
+    with connection.cursor().copy(f'COPY "{staging}" FROM STDIN') as rows:
+        for record in table.to_pylist():
+            rows.write_row(tuple(record.values()))
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    """Statements are recorded as sent (the multi-row INSERTs' parameters bound client-side,
+    to parse them), COPY from S3 is emulated, all else runs on PostgreSQL unchanged."""
+    recorded = Recorder()
+    execute = psycopg.Connection.execute
+
+    def recording(self, query, params=None, *args, **kwargs):
+        sql = str(query)
+        bound = psycopg.ClientCursor(self).mogrify(sql.replace("%t", "%s"), params)
+        recorded.statements.append(bound)
+        if sql.startswith("COPY ") and " FROM 's3://" in sql:
+            emulated_copy(self, sql, recorded)
+            return self.cursor()
+        return execute(self, query, params, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recording)
+    return recorded
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
+    """A bucket of its own, and the AWS variables pointing boto3 at the S3 server."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.create_bucket(f"staging-{uuid4().hex[:12]}")
+
+
+def staged_resources(warehouse: Warehouse, bucket: str) -> dict[str, object]:  # noqa: F811
+    connection = warehouse.connection(EnvVar("REDSHIFT_PASSWORD"))
+    staging = RedshiftS3Staging(uri=f"s3://{bucket}/loads/", iam_role=ROLE)
+    return {
+        "warehouse_io_manager": RedshiftEventIOManager(connection=connection, s3_staging=staging),
+        "warehouse_stats": RedshiftEventStats(connection=connection),
+    }
+
+
+def days_in(table: pa.Table) -> dict[date, int]:
+    days = pc.cast(table.column("event_time"), pa.date32())
+    counts = pc.value_counts(days)
+    return {entry["values"].as_py(): entry["counts"].as_py() for entry in counts}
+
+
+def test_s3_staged_loads_equal_the_truth_and_leave_no_objects(
+    tmp_path,
+    make_emulator,
+    warehouse,  # noqa: F811
+    s3_server,  # noqa: F811
+    bucket,
+    recorder,
+):
+    pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.2), destination="redshift")
+    first, last = recent_days(pipeline.settings, 3)
+    resources = staged_resources(warehouse, bucket)
+    assert pipeline.load(first, last, **resources).success
+    loaded = {table: warehouse.daily_rows(table) for table in TABLES}
+    for event, table in zip(EVENTS, TABLES, strict=True):
+        assert loaded[table] == pipeline.truth(event, first, last)
+        assert warehouse.query(
+            f'SELECT count(*) - count(DISTINCT _record_id) FROM "clevertap"."{table}"'
+        ) == [(0,)]
+    # JSON arrived through VARBYTE and JSON_PARSE as JSON, not as a string.
+    ((kind,),) = warehouse.query(
+        """SELECT DISTINCT jsonb_typeof(event_props__items) FROM "clevertap"."charged" """
+    )
+    assert kind == "array"
+
+    # One Parquet object per load, Snappy throughout, columns named as the table's, and the
+    # rows per local day the truth's; none left in the bucket.
+    assert len(recorder.copied) == len(EVENTS)
+    for copied in recorder.copied:
+        assert copied.key.startswith("loads/clevertap.")
+        assert copied.codecs == {PARQUET_COMPRESSION.upper()}
+        table = copied.key.split("/")[1].removeprefix("clevertap.")
+        assert set(copied.table.column_names) <= set(warehouse.columns(table))
+        assert days_in(copied.table) == loaded[table]
+    assert s3_server.keys(bucket) == []
+    assert not any(s.startswith("INSERT INTO") and " VALUES " in s for s in recorder.statements)
+
+    # A rerun replaces the same days through S3 again: nothing changes, nothing is left.
+    assert pipeline.load(first, last, **resources).success
+    assert {table: warehouse.daily_rows(table) for table in TABLES} == loaded
+    assert s3_server.keys(bucket) == []
+
+
+def test_a_failed_copy_leaves_the_loaded_days_and_removes_its_object(
+    tmp_path,
+    make_emulator,
+    warehouse,  # noqa: F811
+    s3_server,  # noqa: F811
+    bucket,
+    recorder,
+):
+    emulator = make_emulator()
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    resources = staged_resources(warehouse, bucket)
+    assert pipeline.load(first, last, **resources).success
+    before = warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1')
+    emulator.add_records("Charged", last, 5)
+    recorder.fail_copies = True
+    assert not pipeline.load(first, last, **resources).success
+    assert warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1') == before
+    assert s3_server.keys(bucket) == []
+
+
+def test_every_statement_of_both_paths_is_redshift_sql(
+    tmp_path,
+    make_emulator,
+    warehouse,  # noqa: F811
+    s3_server,  # noqa: F811
+    bucket,
+    recorder,
+):
+    """Create, widen, lock, delete, insert (both paths), copy, drop, the catalog reads: each
+    parsed by sqlglot's redshift dialect, LOCK by its synopsis."""
+    pipeline = make_pipeline(
+        tmp_path, make_emulator(), events=["Product Viewed"], destination="redshift"
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    inserting = warehouse.resources()
+    staging = staged_resources(warehouse, bucket)
+    assert pipeline.load(first, first, **inserting).success
+    with_coupon = make_emulator(extra_event_props={"Coupon": 10})
+    assert replace(pipeline, emulator=with_coupon).load(last, last, **staging).success
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"})
+    assert replace(pipeline, emulator=drifted).load(first, first, **inserting).success
+    assert replace(pipeline, emulator=drifted).load(last, last, **staging).success
+    assert warehouse.daily_rows("product_viewed") == {
+        first: drifted.true_count("Product Viewed", first),
+        last: drifted.true_count("Product Viewed", last),
+    }
+
+    kinds = set()
+    for sql in recorder.statements:
+        if sql.startswith("LOCK"):
+            assert LOCK_SYNOPSIS.match(sql), sql
+            kinds.add("LOCK")
+            continue
+        tree = parsed(sql, "redshift")
+        kinds.add(type(tree).__name__)
+        if isinstance(tree, exp.Create) and tree.args["kind"] == "TABLE":
+            for column in tree.find_all(exp.ColumnDef):
+                assert column.name == column.name.lower()
+    assert {"Create", "Alter", "Update", "LOCK", "Delete", "Insert", "Copy", "Drop"} <= kinds
+
+
+def test_staging_settings_name_what_is_wrong(tmp_path, emulator, warehouse, monkeypatch):  # noqa: F811
+    settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
+    resources = build_redshift_resources(settings)
+    assert resources["warehouse_io_manager"].s3_staging is None
+
+    cases = {
+        ("", ROLE): "REDSHIFT_IAM_ROLE is set but REDSHIFT_S3_STAGING_URI is not",
+        ("s3://b", ROLE): "REDSHIFT_S3_STAGING_URI='s3://b' is not s3://<bucket>",
+        ("https://bucket/x", ROLE): "is not s3://<bucket>[/<prefix>]",
+        ("s3://my-bucket/loads", ""): "REDSHIFT_IAM_ROLE is not set",
+        ("s3://my-bucket/loads", "my-role"): "REDSHIFT_IAM_ROLE='my-role' is not an IAM role ARN",
+    }
+    for (uri, role), message in cases.items():
+        monkeypatch.setenv("REDSHIFT_S3_STAGING_URI", uri)
+        monkeypatch.setenv("REDSHIFT_IAM_ROLE", role)
+        with pytest.raises(SettingsError, match=re.escape(message)):
+            build_redshift_resources(settings)
+
+    monkeypatch.setenv("REDSHIFT_S3_STAGING_URI", "s3://my-bucket/loads")
+    monkeypatch.setenv("REDSHIFT_IAM_ROLE", f"{ROLE},{ROLE}-chained")
+    staging = build_redshift_resources(settings)["warehouse_io_manager"].s3_staging
+    assert (staging.bucket, staging.iam_role) == ("my-bucket", f"{ROLE},{ROLE}-chained")
+    key = staging.object_key("clevertap", "charged")
+    assert re.fullmatch(r"loads/clevertap\.charged/[0-9a-f]{32}\.parquet", key)
+    monkeypatch.setenv("REDSHIFT_IAM_ROLE", "default")
+    staging = build_redshift_resources(settings)["warehouse_io_manager"].s3_staging
+    copy = parsed(staging.copy_statement(key), "redshift")
+    assert copy.args["credentials"].args["iam_role"].sql("redshift") == "default"
+    assert warehouse.server.password not in repr(build_redshift_resources(settings))
