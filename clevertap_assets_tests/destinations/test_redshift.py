@@ -2,10 +2,8 @@
 where PostgreSQL can (SERIALIZABLE, SUPER, JSON_PARSE: `postgres_server.REDSHIFT_LIKE`): the
 emulator over HTTP, the real asset code, our Redshift IO manager with its production SQL."""
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
-from uuid import uuid4
 
 import orjson
 import psycopg
@@ -18,7 +16,6 @@ from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.destinations.common import DestinationError
 from clevertap_assets.destinations.redshift import load as redshift_load
 from clevertap_assets.destinations.redshift.check import check_redshift_destination
-from clevertap_assets.destinations.redshift.client import RedshiftConnection
 from clevertap_assets.destinations.redshift.dialect import (
     MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
@@ -34,73 +31,9 @@ from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
 from clevertap_assets.destinations.window import frame_batch, replace_window
 from clevertap_assets.settings import SettingsError
 from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
-from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
 
 TABLES = ("app_launched", "product_viewed", "charged")
-
-
-@dataclass
-class Warehouse:
-    """One test's database on the test server, and how to read it back."""
-
-    server: PostgresServer
-    database: str
-
-    def connection(self, password: str | EnvVar | None = None) -> RedshiftConnection:
-        return RedshiftConnection(
-            host=self.server.host,
-            port=self.server.port,
-            database=self.database,
-            user=self.server.user,
-            password=password or self.server.password,
-            sslmode="disable",
-        )
-
-    def resources(self) -> dict[str, object]:
-        """What `build_redshift_resources` builds (password as an EnvVar), JSON as JSONB."""
-        connection = self.connection(EnvVar("REDSHIFT_PASSWORD"))
-        return {
-            "warehouse_io_manager": RedshiftEventIOManager(connection=connection),
-            "warehouse_stats": RedshiftEventStats(connection=connection),
-        }
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with psycopg.connect(self.server.conninfo(self.database)) as connection:
-            return connection.execute(sql, params).fetchall()
-
-    def daily_rows(self, table: str, schema: str = "clevertap") -> dict:
-        return dict(
-            self.query(
-                f'SELECT CAST(event_time AS DATE), count(*) FROM "{schema}"."{table}" GROUP BY 1'
-            )
-        )
-
-    def columns(self, table: str) -> dict[str, str]:
-        rows = self.query(
-            "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns "
-            "WHERE table_name = %s",
-            (table,),
-        )
-        return {name: f"{kind}({length})" if length else kind for name, kind, length in rows}
-
-
-@pytest.fixture
-def warehouse(
-    postgres_server: PostgresServer,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Warehouse]:
-    """A fresh database, and the REDSHIFT_* variables pointing at it, as a user would set them."""
-    database = postgres_server.create_redshift_database(f"t_{uuid4().hex[:12]}")
-    for name, value in {
-        "REDSHIFT_HOST": postgres_server.host,
-        "REDSHIFT_PORT": str(postgres_server.port),
-        "REDSHIFT_DATABASE": database,
-        "REDSHIFT_USER": postgres_server.user,
-        "REDSHIFT_PASSWORD": postgres_server.password,
-        "REDSHIFT_SSLMODE": "disable",
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield Warehouse(postgres_server, database)
 
 
 def materialization_metadata(result, key: AssetKey) -> dict:

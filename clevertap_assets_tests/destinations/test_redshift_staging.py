@@ -42,9 +42,9 @@ from clevertap_assets.destinations.redshift.staging import (
 )
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
 from clevertap_assets.settings import SettingsError
-from clevertap_assets_tests.destinations.test_redshift import Warehouse, warehouse  # noqa: F401
 from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
 from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
+from clevertap_assets_tests.redshift_warehouse import Warehouse
 from clevertap_assets_tests.s3_server import S3Server, s3_server  # noqa: F401
 from clevertap_assets_tests.sql_grammar import parsed
 
@@ -159,7 +159,7 @@ def bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa
     return s3_server.create_bucket(f"staging-{uuid4().hex[:12]}")
 
 
-def staged_resources(warehouse: Warehouse, bucket: str) -> dict[str, object]:  # noqa: F811
+def staged_resources(warehouse: Warehouse, bucket: str) -> dict[str, object]:
     connection = warehouse.connection(EnvVar("REDSHIFT_PASSWORD"))
     staging = RedshiftS3Staging(uri=f"s3://{bucket}/loads/", iam_role=ROLE)
     return {
@@ -177,7 +177,7 @@ def days_in(table: pa.Table) -> dict[date, int]:
 def test_s3_staged_loads_equal_the_truth_and_leave_no_objects(
     tmp_path,
     make_emulator,
-    warehouse,  # noqa: F811
+    warehouse,
     s3_server,  # noqa: F811
     bucket,
     recorder,
@@ -219,7 +219,7 @@ def test_s3_staged_loads_equal_the_truth_and_leave_no_objects(
 def test_a_failed_copy_leaves_the_loaded_days_and_removes_its_object(
     tmp_path,
     make_emulator,
-    warehouse,  # noqa: F811
+    warehouse,
     s3_server,  # noqa: F811
     bucket,
     recorder,
@@ -240,7 +240,7 @@ def test_a_failed_copy_leaves_the_loaded_days_and_removes_its_object(
 def test_every_statement_of_both_paths_is_redshift_sql(
     tmp_path,
     make_emulator,
-    warehouse,  # noqa: F811
+    warehouse,
     s3_server,  # noqa: F811
     bucket,
     recorder,
@@ -278,7 +278,7 @@ def test_every_statement_of_both_paths_is_redshift_sql(
     assert {"Create", "Alter", "Update", "LOCK", "Delete", "Insert", "Copy", "Drop"} <= kinds
 
 
-def test_staging_settings_name_what_is_wrong(tmp_path, emulator, warehouse, monkeypatch):  # noqa: F811
+def test_staging_settings_name_what_is_wrong(tmp_path, emulator, warehouse, monkeypatch):
     settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
     resources = build_redshift_resources(settings)
     assert resources["warehouse_io_manager"].s3_staging is None

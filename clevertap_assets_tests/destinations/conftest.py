@@ -1,0 +1,3 @@
+"""Fixtures shared by the destination tests."""
+
+from clevertap_assets_tests.redshift_warehouse import warehouse  # noqa: F401
