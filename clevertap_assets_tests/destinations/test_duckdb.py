@@ -3,7 +3,7 @@
 The load path itself is covered end to end in `test_event_assets` (DuckDB is the default).
 """
 
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import polars as pl
@@ -13,7 +13,7 @@ from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.duckdb.client import CONNECTION_CONFIG
 from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
-from clevertap_assets_tests.harness import make_pipeline, recent_days
+from clevertap_assets_tests.harness import daily_rows, make_pipeline, recent_days
 
 
 def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emulator):
@@ -96,3 +96,28 @@ def test_a_downstream_asset_reads_a_day_of_a_digit_led_table_as_a_frame(tmp_path
     ]
     query = materialization.materialization.metadata["Query"].value
     assert 'FROM "clevertap"."2024_charged" WHERE' in query
+
+
+def test_a_table_prefix_changed_only_in_case_keeps_loading_the_same_table(tmp_path, make_emulator):
+    """DuckDB matches identifiers without regard to case, quoted ones too
+    (https://duckdb.org/docs/stable/sql/dialect/keywords_and_identifiers.html): after
+    TABLE_PREFIX=ho becomes HO, `HO_charged` is the table `ho_charged`, so the next load
+    replaces its days there, and the checks count that table (the whole history: 3 days)."""
+    emulator = make_emulator(duplicate_share=0.2)
+    lower = make_pipeline(tmp_path, emulator, events=["Charged"], table_prefix="ho", history_days=3)
+    first, last = recent_days(lower.settings, 3)
+    assert lower.load(first, last - timedelta(days=1)).success
+
+    upper = make_pipeline(tmp_path, emulator, events=["Charged"], table_prefix="HO", history_days=3)
+    result = upper.load(first + timedelta(days=1), last)
+    assert result.success
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "row_count_matches_clevertap": True,
+        "no_duplicate_record_ids": True,
+    }
+    with duckdb.connect(upper.settings.duckdb_path, read_only=True) as connection:
+        tables = connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'clevertap'"
+        ).fetchall()
+    assert tables == [("ho_charged",)]
+    assert daily_rows(upper, "HO_charged") == upper.truth("Charged", first, last)

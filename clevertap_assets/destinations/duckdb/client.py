@@ -88,9 +88,13 @@ def select_statement(table_slice: TableSlice) -> str:
 def existing_columns(
     connection: duckdb.DuckDBPyConnection, table_slice: TableSlice
 ) -> dict[str, Kind]:
+    """The table's columns, found whatever the case of its name: DuckDB matches identifiers
+    without regard to case, quoted ones too, so `HO_charged` (TABLE_PREFIX=HO) is the table
+    that TABLE_PREFIX=ho created, and loads go on into it.
+    (https://duckdb.org/docs/stable/sql/dialect/keywords_and_identifiers.html)"""
     rows = connection.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        "SELECT column_name, data_type FROM information_schema.columns WHERE "
+        "lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position",
         [table_slice.schema, table_slice.table],
     ).fetchall()
     return {name: _KINDS_BY_TYPE.get(data_type, Kind.TEXT) for name, data_type in rows}
