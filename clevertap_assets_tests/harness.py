@@ -97,6 +97,29 @@ def daily_rows(pipeline: Pipeline, table: str) -> dict[date, int]:
     return dict(rows)
 
 
+def partition_metadata(result: ExecuteInProcessResult, event_slug: str) -> dict[date, dict]:
+    """Each day's materialization metadata of one event (the last part of its key)."""
+    return {
+        date.fromisoformat(event.partition): {
+            key: value.value for key, value in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[-1] == event_slug
+    }
+
+
+def assert_partitions_describe_their_days(
+    result: ExecuteInProcessResult, event_slug: str, truth: dict[date, int], table_name: str
+) -> None:
+    """Issue 12: each day's materialization has that day's rows; the standard keys name the
+    table and its rows after the load (every day of the range loaded here)."""
+    by_day = partition_metadata(result, event_slug)
+    assert set(by_day) == set(truth)
+    assert {day: m["dagster/partition_row_count"] for day, m in by_day.items()} == truth
+    assert {m["dagster/row_count"] for m in by_day.values()} == {sum(truth.values())}
+    assert {m["dagster/table_name"] for m in by_day.values()} == {table_name}
+
+
 def pipeline_env(pipeline: Pipeline, home: Path, tmp_path: Path) -> dict[str, str]:
     """The environment a Dagster process (CLI, run worker, daemon) of this pipeline gets."""
     settings = pipeline.settings

@@ -52,7 +52,7 @@ def _loader(
 
 DESTINATIONS: dict[str, Callable[[], Destination]] = {
     "duckdb": _loader("duckdb"),
-    "snowflake": _loader("snowflake", "io_manager", "io_manager"),
+    "snowflake": _loader("snowflake"),
     "bigquery": _loader("bigquery", "io_manager", "io_manager"),
     "redshift": _loader("redshift"),
 }

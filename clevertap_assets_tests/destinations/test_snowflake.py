@@ -19,14 +19,18 @@ import sqlglot
 from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
 
 from clevertap_assets.batch.spool import EventBatch
-from clevertap_assets.destinations.snowflake import io_manager as snowflake_io_manager
-from clevertap_assets.destinations.snowflake.io_manager import (
-    SnowflakeEventIOManager,
-    build_snowflake_resources,
-    check_snowflake_destination,
-)
+from clevertap_assets.destinations.snowflake import dialect as snowflake_dialect
+from clevertap_assets.destinations.snowflake import load as snowflake_load
+from clevertap_assets.destinations.snowflake.check import check_snowflake_destination
+from clevertap_assets.destinations.snowflake.io_manager import SnowflakeEventIOManager
+from clevertap_assets.destinations.snowflake.resources import build_snowflake_resources
 from clevertap_assets.settings import SettingsError
-from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
+from clevertap_assets_tests.harness import (
+    EVENTS,
+    assert_partitions_describe_their_days,
+    make_pipeline,
+    recent_days,
+)
 
 try:
     import fakesnow
@@ -129,8 +133,9 @@ def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
 def test_reruns_and_overlapping_backfills_keep_each_record_once(
     tmp_path, make_emulator, fake_snowflake, monkeypatch
 ):
-    # Small chunks, so every load stages its batch through many `write_pandas` calls.
+    # Small chunks, so every load stages its batch as many Parquet files.
     monkeypatch.setattr(EventBatch, "iter_arrow", partialmethod(EventBatch.iter_arrow, 25))
+    monkeypatch.setattr(snowflake_load, "STAGE_CHUNK_ROWS", 25)
     pipeline = snowflake_pipeline(tmp_path, make_emulator(duplicate_share=0.3))
     first, last = recent_days(pipeline.settings, 4)
     assert load(pipeline, first, last - timedelta(days=1)).success
@@ -141,6 +146,44 @@ def test_reruns_and_overlapping_backfills_keep_each_record_once(
         assert query(
             f'SELECT COUNT(*) - COUNT(DISTINCT _RECORD_ID) FROM "CLEVERTAP"."{table}"'
         ) == [(0,)]
+
+
+def test_a_load_over_the_chunk_size_is_one_write_pandas_call_with_exactly_the_data(
+    tmp_path, make_emulator, fake_snowflake, monkeypatch
+):
+    """One `write_pandas` with `chunk_size` PUTs a file per chunk to one stage and runs one
+    COPY (snowflake-connector-python's pandas_tools.write_pandas: the PUT loop, then a single
+    `COPY INTO`); fakesnow replaces the whole call, so the calls are counted here."""
+    monkeypatch.setattr(snowflake_load, "STAGE_CHUNK_ROWS", 25)
+    calls: list[tuple[int, int]] = []
+    with monkeypatch.context() as patch:
+        write_pandas = snowflake_load.pandas_tools.write_pandas
+
+        def counted(connection, frame, **kwargs):
+            calls.append((len(frame), kwargs["chunk_size"]))
+            return write_pandas(connection, frame, **kwargs)
+
+        patch.setattr(snowflake_load.pandas_tools, "write_pandas", counted)
+        pipeline = snowflake_pipeline(
+            tmp_path, make_emulator(records_per_day=40), events=["Charged"]
+        )
+        first, last = recent_days(pipeline.settings, 2)
+        result = load(pipeline, first, last)
+    assert result.success
+    truth = pipeline.truth("Charged", first, last)
+    assert calls == [(sum(truth.values()), 25)] and sum(truth.values()) > 25
+    assert daily_rows("CHARGED") == truth
+
+
+def test_each_partition_carries_its_days_rows_and_the_tables(
+    tmp_path, make_emulator, fake_snowflake
+):
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(records_per_day=30), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 3)
+    result = load(pipeline, first, last)
+    assert result.success
+    truth = pipeline.truth("Charged", first, last)
+    assert_partitions_describe_their_days(result, "charged", truth, f"{DATABASE}.CLEVERTAP.CHARGED")
 
 
 @pytest.mark.parametrize("fault", ["api", "staging", "insert"])
@@ -155,10 +198,10 @@ def test_a_failed_load_leaves_the_loaded_days_as_they_were(
     emulator.add_records("Charged", last, 5)
     if fault == "api":
         emulator.set_faults(server_error_every=1)
-    elif fault == "staging":  # the load stops after the first chunk was copied in
+    elif fault == "staging":  # the load stops while the batch is read for staging
         monkeypatch.setattr(EventBatch, "iter_arrow", _first_chunk_then_fail(EventBatch.iter_arrow))
     else:  # the INSERT fails after the window's DELETE, inside the transaction
-        monkeypatch.setattr(snowflake_io_manager, "_insert_expression", lambda *_: "NO_SUCH")
+        monkeypatch.setattr(snowflake_dialect, "insert_expression", lambda *_: "NO_SUCH")
     assert not load(pipeline, first, last).success
     assert query('SELECT _RECORD_ID FROM "CLEVERTAP"."CHARGED" ORDER BY 1') == before
     logged = capfd.readouterr()

@@ -1,0 +1,177 @@
+"""A window replacement on Snowflake (`destinations.window`).
+
+Every DDL statement (CREATE TABLE, ALTER TABLE, and the temporary stage `write_pandas`
+creates) commits the open transaction first, so the steps are:
+
+1. Schema evolution, each statement committing on its own: create the table, add new
+   columns, widen drifting ones. All of it is additive, so the previous rows stay readable
+   and intact if the run stops between statements. Snowflake cannot change NUMBER to
+   VARCHAR in place, so a column is widened by add `<C>$WIDENING`, update, drop, rename; a
+   run that stops midway leaves a `$WIDENING` column that the next load finishes (rename)
+   or restarts (drop).
+2. Staging, still outside any transaction: the batch goes into a session-scoped temporary
+   table by one `write_pandas` call (its Parquet files PUT `STAGE_CHUNK_ROWS` rows at a time,
+   then one COPY), JSON columns as text. A failure here leaves the table untouched, and the
+   temporary table ends with the session.
+3. `BEGIN; DELETE` the window; `INSERT ... SELECT` from staging with `PARSE_JSON` into
+   VARIANT and casts into the (possibly widened) column types; `COMMIT`. Any error rolls
+   back, so readers see the old rows of those days or the new ones, never neither.
+"""
+
+from collections.abc import Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster._core.storage.db_io_manager import TableSlice
+from snowflake.connector import pandas_tools
+from snowflake.connector.cursor import SnowflakeCursor
+
+from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
+from clevertap_assets.destinations.common import SchemaChange, qualified_name, window_where
+from clevertap_assets.destinations.snowflake import dialect
+from clevertap_assets.destinations.snowflake.client import existing_columns, schema_name
+from clevertap_assets.destinations.snowflake.dialect import (
+    SNOWFLAKE_TYPES,
+    converted,
+    snowflake_column,
+    staged_kind,
+)
+from clevertap_assets.destinations.window import WindowLoad, evolved
+from clevertap_assets.naming import quote_identifier
+
+# `$` never occurs in our table or column names (slugs; TABLE_PREFIX is [A-Za-z0-9_]).
+STAGING_SUFFIX = "$STAGING"
+WIDENING_SUFFIX = "$WIDENING"
+STAGE_CHUNK_ROWS = LOAD_CHUNK_ROWS
+"""Rows per Parquet file `write_pandas` PUTs to its stage; one COPY loads them all."""
+
+
+class SnowflakeWindowLoad(WindowLoad[str]):
+    """The steps of the module docstring, on one connection and cursor."""
+
+    def __init__(self, connection, cursor: SnowflakeCursor) -> None:
+        self._connection = connection
+        self._cursor = cursor
+        self._exists = False
+        self._kinds: dict[str, Kind] = {}
+        self._targets: dict[str, Kind] = {}
+
+    def incoming(self, batch: EventBatch) -> dict[str, Kind]:
+        return {snowflake_column(name): kind for name, kind in batch.columns().items()}
+
+    def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
+        """The table's columns, once a widening a previous run left half done is completed
+        or undone. The update is committed before the old column is dropped, so a
+        `$WIDENING` column whose original is gone holds every value and only needs its name
+        back; one whose original is still there may be partial and is dropped, to be widened
+        again from the original."""
+        existing = existing_columns(self._cursor, table_slice)
+        leftovers = [name for name in existing if name.endswith(WIDENING_SUFFIX)]
+        target = qualified_name(table_slice)
+        for leftover in leftovers:
+            original = leftover.removesuffix(WIDENING_SUFFIX)
+            if original in existing:
+                self._cursor.execute(
+                    f"ALTER TABLE {target} DROP COLUMN {quote_identifier(leftover)}"
+                )
+            else:
+                self._cursor.execute(
+                    f"ALTER TABLE {target} RENAME COLUMN {quote_identifier(leftover)} "
+                    f"TO {quote_identifier(original)}"
+                )
+        if leftovers:
+            existing = existing_columns(self._cursor, table_slice)
+        self._exists = bool(existing)
+        return existing
+
+    def prepare(
+        self, table_slice: TableSlice, existing: Mapping[str, Kind], change: SchemaChange
+    ) -> dict[str, Kind]:
+        target = qualified_name(table_slice)
+        if not existing:
+            definition = ", ".join(
+                f"{quote_identifier(n)} {SNOWFLAKE_TYPES[k]}" for n, k in change.add.items()
+            )
+            self._cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({definition})")
+        else:
+            for name, kind in change.add.items():
+                self._cursor.execute(
+                    f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} "
+                    f"{SNOWFLAKE_TYPES[kind]}"
+                )
+            for name, kind in change.widen.items():
+                self._widen_column(target, name, existing[name], kind)
+        self._exists = True
+        return evolved(existing, change)
+
+    def _widen_column(self, target: str, name: str, current: Kind, kind: Kind) -> None:
+        column = quote_identifier(name)
+        widened = quote_identifier(name + WIDENING_SUFFIX)
+        execute = self._cursor.execute
+        execute(f"ALTER TABLE {target} ADD COLUMN {widened} {SNOWFLAKE_TYPES[kind]}")
+        execute(f"UPDATE {target} SET {widened} = {converted(column, current, kind)}")
+        execute(f"ALTER TABLE {target} DROP COLUMN {column}")
+        execute(f"ALTER TABLE {target} RENAME COLUMN {widened} TO {column}")
+
+    def stage(self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]) -> str:
+        """Copy the batch into a temporary table, JSON kept as text, by one `write_pandas`.
+
+        The table is unqualified (Snowflake puts temporary tables in the current schema), so
+        `write_pandas` finds it without a database or schema and creates its stage there too.
+        """
+        self._kinds, self._targets = self.incoming(batch), dict(targets)
+        name = table_slice.table + STAGING_SUFFIX
+        staging = quote_identifier(name)
+        self._cursor.execute(f"USE SCHEMA {schema_name(table_slice)}")
+        definition = ", ".join(
+            f"{quote_identifier(n)} {SNOWFLAKE_TYPES[staged_kind(k)]}"
+            for n, k in self._kinds.items()
+        )
+        self._cursor.execute(f"CREATE OR REPLACE TEMPORARY TABLE {staging} ({definition})")
+        frame = (
+            pa.Table.from_batches(batch.iter_arrow(), schema=pq.read_schema(batch.path))
+            .to_pandas(types_mapper=pd.ArrowDtype)
+            .rename(columns=snowflake_column)
+        )
+        pandas_tools.write_pandas(
+            self._connection,
+            frame,
+            table_name=name,
+            chunk_size=STAGE_CHUNK_ROWS,
+            quote_identifiers=True,
+            use_logical_type=True,
+            compression="snappy",
+        )
+        return staging
+
+    def replace(self, table_slice: TableSlice, staged: str | None) -> None:
+        """DELETE the window and INSERT the staged rows as one transaction."""
+        if not self._exists:
+            return
+        target = qualified_name(table_slice)
+        self._cursor.execute("BEGIN")
+        try:
+            self._cursor.execute(f"DELETE FROM {target}{window_where(table_slice)}")
+            if staged is not None:
+                names = ", ".join(quote_identifier(name) for name in self._targets)
+                values = ", ".join(
+                    dialect.insert_expression(name, self._kinds[name], kind)
+                    for name, kind in self._targets.items()
+                )
+                self._cursor.execute(
+                    f"INSERT INTO {target} ({names}) SELECT {values} FROM {staged}"
+                )
+        except BaseException:
+            self._cursor.execute("ROLLBACK")
+            raise
+        self._cursor.execute("COMMIT")
+        if staged is not None:
+            self._cursor.execute(f"DROP TABLE IF EXISTS {staged}")
+
+    def row_count(self, table_slice: TableSlice) -> int:
+        if not self._exists:
+            return 0
+        self._cursor.execute(f"SELECT COUNT(*) FROM {qualified_name(table_slice)}")
+        return self._cursor.fetchone()[0]

@@ -1,0 +1,66 @@
+"""The `SNOWFLAKE_*` variables: account, user, database, one way to authenticate.
+
+Read when the definitions load, so what is missing is named all at once before any run.
+Resources get every variable as an `EnvVar` (`resource_fields`), so the password or key is
+resolved inside runs only and shown by its name.
+"""
+
+from dagster import EnvVar
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clevertap_assets.settings import SettingsError
+
+PREFIX = "SNOWFLAKE_"
+REQUIRED = ("account", "user", "database")
+AUTHENTICATION = ("password", "private_key", "private_key_path")
+"""Exactly one of these; `private_key_password` goes with a private key."""
+
+
+class SnowflakeSettings(BaseSettings):
+    """The connection fields of Dagster's Snowflake resource, from `SNOWFLAKE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    account: str = ""
+    user: str = ""
+    database: str = ""
+    password: SecretStr = Field(SecretStr(""), repr=False)
+    private_key: SecretStr = Field(SecretStr(""), repr=False)
+    private_key_path: str = ""
+    private_key_password: SecretStr = Field(SecretStr(""), repr=False)
+    warehouse: str = ""
+    role: str = ""
+
+    @classmethod
+    def from_env(cls) -> "SnowflakeSettings":
+        settings = cls()
+        missing = [_variable(name) for name in REQUIRED if not settings.is_set(name)]
+        given = [_variable(name) for name in AUTHENTICATION if settings.is_set(name)]
+        if not given:
+            missing.append(f"one of {' / '.join(map(_variable, AUTHENTICATION))}")
+        if missing:
+            raise SettingsError(
+                f"DESTINATION=snowflake needs these environment variables set: {', '.join(missing)}"
+            )
+        if len(given) > 1:
+            raise SettingsError(
+                f"set only one of {', '.join(map(_variable, AUTHENTICATION))} for Snowflake, "
+                f"not {' and '.join(given)}"
+            )
+        return settings
+
+    def is_set(self, name: str) -> bool:
+        value = getattr(self, name)
+        return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+    def resource_fields(self) -> dict[str, EnvVar]:
+        """Every field that is set, as the `EnvVar` it came from (an unset `EnvVar` would
+        fail the run)."""
+        return {
+            name: EnvVar(_variable(name)) for name in type(self).model_fields if self.is_set(name)
+        }
+
+
+def _variable(name: str) -> str:
+    return f"{PREFIX}{name.upper()}"
