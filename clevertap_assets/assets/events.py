@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
@@ -109,14 +109,11 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
     def _event_asset(
         context: AssetExecutionContext, clevertap: CleverTapResource
     ) -> Iterator[Output[EventBatch]]:
-        window = context.partition_time_window
-        first_day = window.start.date()
-        last_day = (window.end - timedelta(days=1)).date()
-        names = recorded_column_names(context)
+        days = context.partition_time_window
+        last_day = (days.end - timedelta(days=1)).date()
+        window = _Window(event_name, days.start.date(), last_day, recorded_column_names(context))
         try:
-            batch, read = _read_window(
-                context, clevertap, settings, event_name, first_day, last_day, names
-            )
+            batch, read = _read_window(context, clevertap, settings, window)
         except ExportNotAllowedError:
             context.log.warning(
                 f"CleverTap does not allow exporting {event_name!r} (notification events are "
@@ -163,28 +160,35 @@ def recorded_column_names(context: AssetExecutionContext) -> ColumnNames:
     return ColumnNames(recorded.value if isinstance(recorded, JsonMetadataValue) else None)
 
 
+@dataclass(frozen=True)
+class _Window:
+    """What one asset run reads: an event over whole local days, with the columns its keys
+    were given so far (shared by every page, and by a reopened read of the window)."""
+
+    event_name: str
+    first_day: date
+    last_day: date
+    names: ColumnNames
+
+
 def _read_window(
     context: AssetExecutionContext,
     clevertap: CleverTapResource,
     settings: PipelineSettings,
-    event_name: str,
-    first_day: date,
-    last_day: date,
-    names: ColumnNames,
+    window: _Window,
 ) -> tuple[EventBatch, dict]:
     """Read and spool the window; an expired cursor means reopening and reading it all again,
     with the partial spool thrown away."""
     for attempt in range(1, CURSOR_REOPENS + 1):
         try:
-            return _read_window_once(
-                context, clevertap, settings, event_name, first_day, last_day, names
-            )
+            return _read_window_once(context, clevertap, settings, window)
         except CursorExpiredError:
             if attempt == CURSOR_REOPENS:
                 raise
             context.log.warning(
-                f"cursor for {event_name!r} expired; reopening and re-reading "
-                f"{first_day}..{last_day} (attempt {attempt + 1} of {CURSOR_REOPENS})"
+                f"cursor for {window.event_name!r} expired; reopening and re-reading "
+                f"{window.first_day}..{window.last_day} "
+                f"(attempt {attempt + 1} of {CURSOR_REOPENS})"
             )
     raise AssertionError("unreachable")
 
@@ -193,11 +197,10 @@ def _read_window_once(
     context: AssetExecutionContext,
     clevertap: CleverTapResource,
     settings: PipelineSettings,
-    event_name: str,
-    first_day: date,
-    last_day: date,
-    names: ColumnNames,
+    window: _Window,
 ) -> tuple[EventBatch, dict]:
+    event_name, first_day, last_day = window.event_name, window.first_day, window.last_day
+    names = window.names
     options = NormaliseOptions(
         event_name=event_name,
         timezone=settings.timezone,
