@@ -134,7 +134,7 @@ def build_event_asset(settings: PipelineSettings, event_name: str) -> AssetsDefi
             metadata={
                 **read,
                 "table": table,
-                "preview": _preview(batch),
+                "preview": _preview(batch, [date.fromisoformat(k) for k in context.partition_keys]),
                 COLUMN_SCHEMA: _column_schema(batch),
             },
         )
@@ -427,6 +427,42 @@ def _column_schema(batch: EventBatch) -> TableSchema:
     return TableSchema(columns=[TableColumn(n, kind.value) for n, kind in batch.columns().items()])
 
 
-def _preview(batch: EventBatch) -> MetadataValue:
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True, tbl_cols=12):
-        return MetadataValue.md(str(batch.preview()))
+PREVIEW_ROWS = 5
+PREVIEW_PROPERTIES = 3
+PREVIEW_CELL_CHARS = 24
+
+
+def _preview(batch: EventBatch, days: list[date]) -> MetadataValue:
+    """What the UI's preview shows at a glance, in two small tables that fit its dialog: each
+    day of the window (rows, copies dropped, records skipped) and a few rows' time and event
+    properties, each value cut short. A frame of every column printed as markdown gave
+    headers cut to a few characters and values wrapped over many lines."""
+    per_day = [
+        (
+            day,
+            batch.rows_by_day.get(day, 0),
+            batch.duplicates_by_day.get(day, 0),
+            batch.skipped_by_day.get(day, 0),
+        )
+        for day in days
+    ]
+    days_table = _markdown_table(["day", "rows", "duplicates dropped", "skipped"], per_day)
+    parts = [f"Each day of this run:\n\n{days_table}"]
+    sample = batch.preview(PREVIEW_ROWS)
+    if not sample.is_empty():
+        properties = [c for c in sample.columns if c.startswith("event_props")]
+        shown = ["event_time", *properties[:PREVIEW_PROPERTIES]]
+        header = [name.removeprefix("event_props__") for name in shown]
+        table = _markdown_table(header, sample.select(shown).rows())
+        parts.append(f"First rows (event properties without `event_props__`):\n\n{table}")
+    return MetadataValue.md("\n\n".join(parts))
+
+
+def _markdown_table(header: list[str], rows: list) -> str:
+    lines = [header, ["---"] * len(header), *[[_cell(v) for v in row] for row in rows]]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= PREVIEW_CELL_CHARS else text[: PREVIEW_CELL_CHARS - 1] + "…"

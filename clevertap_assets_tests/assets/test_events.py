@@ -93,6 +93,13 @@ def test_each_partition_of_a_range_run_describes_its_own_day(tmp_path, make_emul
     assert window["dagster/table_name"].endswith("warehouse.duckdb.clevertap.charged")
     columns = {column.name for column in window["dagster/column_schema"].columns}
     assert {"_record_id", "event_time", "event_props__amount"} <= columns
+    # The preview fits the UI: each day's row, then a few rows' time and event properties,
+    # every line short enough not to wrap (a frame of all columns did).
+    preview = window["preview"]
+    for day, rows in truth.items():
+        assert f"| {day} | {rows} | {copies[day]} | 0 |" in preview
+    assert "| event_time | amount |" in preview
+    assert max(len(line) for line in preview.splitlines()) <= 120
 
 
 _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
