@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import sqlglot
 from dagster import AssetKey
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import bigquery
 from google.oauth2 import service_account
+from sqlglot import exp
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
@@ -39,6 +39,7 @@ from clevertap_assets_tests.bigquery_emulator import (
     bigquery_emulator_fixture,  # noqa: F401 (the `bigquery_emulator` fixture)
 )
 from clevertap_assets_tests.harness import EVENTS, Pipeline, make_pipeline, recent_days
+from clevertap_assets_tests.sql_grammar import parsed
 
 TABLES = ("app_launched", "product_viewed", "charged")
 STANDARD = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
@@ -520,10 +521,10 @@ def test_widening_keeps_the_owners_clustering_labels_and_description(
     assert load(replace(pipeline, emulator=drifted), last, last).success
 
     (rewrite,) = [sql for sql in sent if sql.startswith("CREATE OR REPLACE TABLE")]
-    parsed = sqlglot.parse_one(rewrite, read="bigquery")
-    assert parsed.find(sqlglot.exp.ClusterProperty).sql("bigquery") == "CLUSTER BY `event_name`"
-    assert "labels=[('owner', 'growth')]" in parsed.sql("bigquery")
-    partitioning = parsed.find(sqlglot.exp.PartitionedByProperty).sql("bigquery")
+    ddl = parsed(rewrite, "bigquery")
+    assert ddl.find(exp.ClusterProperty).sql("bigquery") == "CLUSTER BY `event_name`"
+    assert "labels=[('owner', 'growth')]" in ddl.sql("bigquery")
+    partitioning = ddl.find(exp.PartitionedByProperty).sql("bigquery")
     assert partitioning == "PARTITION BY DATETIME_TRUNC(`event_time`, DAY)"
     table = bq.client().get_table(table_id)
     assert columns(bq, pipeline, "product_viewed")["event_props__coupon"] == "STRING"

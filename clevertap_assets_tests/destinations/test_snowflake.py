@@ -15,7 +15,6 @@ import orjson
 import pandas as pd
 import pytest
 import snowflake.connector
-import sqlglot
 from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
 
 from clevertap_assets.batch.spool import EventBatch
@@ -31,6 +30,7 @@ from clevertap_assets_tests.harness import (
     make_pipeline,
     recent_days,
 )
+from clevertap_assets_tests.sql_grammar import parsed
 
 try:
     import fakesnow
@@ -286,7 +286,7 @@ def test_widening_to_text_keeps_microseconds_and_json_quotes_in_snowflakes_sql(
     assert load(replace(pipeline, emulator=drifted), last, last).success
 
     updates = [
-        sqlglot.parse_one(sql, read="snowflake")
+        parsed(sql, "snowflake")
         for sql in statements
         if sql.startswith("UPDATE") and "$WIDENING" in sql
     ]
@@ -302,7 +302,7 @@ def test_widening_to_text_keeps_microseconds_and_json_quotes_in_snowflakes_sql(
     }
     for sql in statements:
         if sql.startswith(("CREATE", "ALTER")):
-            assert not isinstance(sqlglot.parse_one(sql, read="snowflake"), sqlglot.exp.Command)
+            parsed(sql, "snowflake")
     assert columns("PRODUCT_VIEWED")["EVENT_PROPS__TAGS"] == "TEXT"
     values = query(
         'SELECT EVENT_PROPS__COUPON, EVENT_PROPS__TAGS FROM "CLEVERTAP"."PRODUCT_VIEWED" '
