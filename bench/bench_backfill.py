@@ -198,9 +198,13 @@ class RssSampler(threading.Thread):
         self.join()
 
 
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
 def _rss_mb() -> float:
-    status = Path("/proc/self/status").read_text(encoding="ascii")
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+    """Resident pages from /proc/self/statm: /proc/self/status walks every thread and
+    mapping, and read ten times a second it cost the measured process 1.5 s of CPU a run."""
+    return int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1]) * _PAGE_MB
 
 
 def _start_profiler() -> cProfile.Profile:
