@@ -185,7 +185,9 @@ def test_s3_staged_loads_equal_the_truth_and_leave_no_objects(
     pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.2), destination="redshift")
     first, last = recent_days(pipeline.settings, 3)
     resources = staged_resources(warehouse, bucket)
-    assert pipeline.load(first, last, **resources).success
+    result = pipeline.load(first, last, **resources)
+    assert result.success
+    assert not any(s3_server.secret_key in repr(event) for event in result.all_events)
     loaded = {table: warehouse.daily_rows(table) for table in TABLES}
     for event, table in zip(EVENTS, TABLES, strict=True):
         assert loaded[table] == pipeline.truth(event, first, last)
@@ -235,6 +237,29 @@ def test_a_failed_copy_leaves_the_loaded_days_and_removes_its_object(
     assert not pipeline.load(first, last, **resources).success
     assert warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1') == before
     assert s3_server.keys(bucket) == []
+
+
+def test_a_bucket_that_refuses_the_upload_fails_the_load_with_one_clear_error(
+    tmp_path,
+    make_emulator,
+    warehouse,
+    s3_server,  # noqa: F811
+    bucket,
+    recorder,
+):
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last, **staged_resources(warehouse, bucket)).success
+    before = warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1')
+    missing = f"missing-{uuid4().hex[:12]}"
+    result = pipeline.load(first, last, **staged_resources(warehouse, missing))
+    assert not result.success
+    told = "".join(repr(event) for event in result.all_events)
+    assert f"could not upload the rows to s3://{missing}/loads/clevertap.charged/" in told
+    assert f"REDSHIFT_S3_STAGING_URI=s3://{missing}/loads/" in told and "NoSuchBucket" in told
+    assert s3_server.secret_key not in told
+    assert warehouse.query('SELECT _record_id FROM "clevertap"."charged" ORDER BY 1') == before
+    assert len(recorder.copied) == 1  # the second load never reached its COPY
 
 
 def test_every_statement_of_both_paths_is_redshift_sql(

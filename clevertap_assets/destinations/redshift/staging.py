@@ -38,7 +38,8 @@ not a secret.
 import re
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,15 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster import ConfigurableResource
 from dagster._core.storage.db_io_manager import TableSlice
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.destinations.common import DestinationError
 from clevertap_assets.destinations.redshift.dialect import MAX_SUPER_BYTES, RedshiftDialect
 from clevertap_assets.destinations.redshift.settings import PREFIX
 from clevertap_assets.naming import quote_identifier
@@ -80,6 +84,10 @@ _STAGING_TYPES = {
     Kind.JSON: (f"VARBYTE({MAX_SUPER_BYTES})", pa.binary()),
 }
 """Per kind: the staging column's type and the Parquet (Arrow) type COPY loads into it."""
+
+
+class RedshiftStagingError(DestinationError):
+    """The staging bucket refused an upload or a delete; the message names the object."""
 
 
 class StagingSettings(BaseSettings):
@@ -185,7 +193,8 @@ class RedshiftS3Staging(ConfigurableResource):
         with tempfile.TemporaryDirectory(prefix="redshift_staging_") as folder:
             path = Path(folder) / "rows.parquet"
             count = write_parquet(path, kinds, rows)
-            s3.upload_file(str(path), self.bucket, key)
+            with self._s3_errors("upload the rows to", key):
+                s3.upload_file(str(path), self.bucket, key)
         try:
             columns = ", ".join(
                 f"{quote_identifier(name)} {staging_type(dialect, kind)}"
@@ -194,9 +203,25 @@ class RedshiftS3Staging(ConfigurableResource):
             staging = quote_identifier(STAGING_TABLE)
             connection.execute(f"CREATE TEMPORARY TABLE {staging} ({columns})")
             connection.execute(self.copy_statement(key))
-        finally:
+        except BaseException:
+            with suppress(BotoCoreError, ClientError):  # the COPY's error is the one to tell
+                s3.delete_object(Bucket=self.bucket, Key=key)
+            raise
+        with self._s3_errors("delete (s3:DeleteObject) the COPYed", key):
             s3.delete_object(Bucket=self.bucket, Key=key)
         return StagedRows(dict(kinds), count)
+
+    @contextmanager
+    def _s3_errors(self, action: str, key: str) -> Iterator[None]:
+        """An S3 failure as one error naming the object, the setting and S3's reason.
+        boto3's messages name the operation, bucket and code, never the credentials."""
+        try:
+            yield
+        except (BotoCoreError, ClientError, S3UploadFailedError) as error:
+            raise RedshiftStagingError(
+                f"could not {action} s3://{self.bucket}/{key} ({STAGING_URI_VARIABLE}="
+                f"{self.uri}): {error}"
+            ) from None
 
 
 def staging_type(dialect: RedshiftDialect, kind: Kind) -> str:
