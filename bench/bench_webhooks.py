@@ -36,6 +36,7 @@ from clevertap_assets.automation.sensors import (
 from clevertap_assets.definitions import build_webhook_definitions
 from clevertap_assets.settings import load_settings
 from clevertap_assets.webhooks.inbox import WebhookInbox
+from clevertap_assets_tests.daemon import apply_partition_requests
 
 MATERIALIZE = [sys.executable, "-m", "dagster", "asset", "materialize"]
 MATERIALIZE += ["-m", "clevertap_assets.definitions"]
@@ -106,8 +107,7 @@ def measure_loader(env: dict[str, str]) -> list[tuple[int, float]]:
     with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         while True:
             result = webhook_result(instance, settings, asset, inbox)
-            for request in result.dynamic_partitions_requests or []:
-                instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+            apply_partition_requests(instance, result)
             if not result.run_requests:
                 return runs
             for request in result.run_requests:

@@ -1,16 +1,19 @@
-"""The daemon's and the run worker's part, played by a test: evaluate a schedule tick, and run
-what a request asks for on the same instance, exactly as the run worker would select it."""
+"""The daemon's and the run worker's part, played by a test: evaluate a schedule tick, apply a
+sensor's partition requests, and run what a request asks for on the same instance, exactly as
+the run worker would select it."""
 
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetKey,
     AssetSelection,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
     RunRequest,
+    SensorResult,
     build_schedule_context,
     materialize,
 )
@@ -52,3 +55,13 @@ def tick(definitions: Definitions, instance: DagsterInstance, timezone: str) -> 
     now = datetime.now(ZoneInfo(timezone))
     with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
         return list(schedule.evaluate_tick(context).run_requests or [])
+
+
+def apply_partition_requests(instance: DagsterInstance, result: SensorResult) -> None:
+    """What the daemon does with a sensor's dynamic partition requests, before its runs."""
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)

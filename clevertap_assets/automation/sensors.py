@@ -9,11 +9,18 @@ saw, so the daemon launches one re-run per discrepancy; a difference that a re-r
 (records over the size limits are skipped by design) is not retried every hour.
 
 `webhook_inbox_sensor` turns new inbox entries into ranges of the `webhook_events` asset (see
-webhook_assets.py for why a range is loaded exactly once). The ranges it has created, stored by
-the instance as dynamic partitions, are its cursor: each new range starts after the newest one,
-and a range without a materialization and without a run in progress (its run failed, or the
-daemon stopped before launching it) is requested again. A new sensor, a restarted daemon or a
-lost cursor therefore neither skips nor reloads an entry.
+assets/webhooks.py for why a range is loaded exactly once). The ranges it has created, stored
+by the instance as dynamic partitions, are its cursor: each new range starts after the newest
+one, and a range without a materialization and without a run in progress (its run failed, or
+the daemon stopped before launching it) is requested again. A new sensor, a restarted daemon
+or a lost cursor therefore neither skips nor reloads an entry.
+
+The partitions stay bounded however long webhooks arrive: a loaded range is never loaded
+again, so all but the newest `RANGES_KEPT` loaded ranges are deleted as partitions (their rows
+stay in the table, their materializations with first and last inbox id in the asset's
+history), and no new range is opened while `MAX_OPEN_RANGES` wait to be loaded (the entries
+wait in the inbox, and the next range takes up to `ENTRIES_PER_RANGE` of them). The newest
+range always stays: it is the cursor.
 """
 
 import time
@@ -21,6 +28,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, timedelta
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
     AssetsDefinition,
     DagsterInstance,
     DagsterRunStatus,
@@ -60,6 +69,10 @@ ENTRIES_PER_RANGE = 10_000
 """Inbox entries one tick turns into one range (one run): a run's fixed cost (a process,
 the definitions, a DuckDB transaction) is most of a small range's time, so ranges this large
 let one run per 30-s tick drain more than the receiver accepts (bench/bench_webhooks.py)."""
+RANGES_KEPT = 48
+"""Loaded ranges kept as partitions, the newest, so recent loads show in the UI."""
+MAX_OPEN_RANGES = 16
+"""Ranges not loaded yet (queued, running, failed) at which no new range is opened."""
 
 
 def reconciliation_requests(
@@ -160,35 +173,79 @@ def webhook_result(
     webhook_asset: AssetsDefinition,
     inbox: WebhookInbox,
     now: float | None = None,
+    kept: int = RANGES_KEPT,
+    max_open: int = MAX_OPEN_RANGES,
 ) -> SensorResult:
-    """Retry the ranges not loaded (each once its backoff has passed), then open one range
-    over the entries after the newest."""
+    """Retry the ranges not loaded (each once its backoff has passed), open one range over the
+    entries after the newest unless `max_open` wait, and retire loaded ranges but `kept`."""
     ranges_def = webhook_ranges(settings)
     key = webhook_asset.key
-    ranges = instance.get_dynamic_partitions(ranges_def.name)
-    loaded = instance.get_materialized_partitions(key)
+    ranges = sorted(instance.get_dynamic_partitions(ranges_def.name))  # keys sort like ids
+    loaded = materialized_ranges(instance, key, ranges)
     running = {
         run.tags.get(PARTITION_NAME_TAG)
         for run in in_progress_runs(instance)
         if key in (run.asset_selection or ())
     }
-    unloaded = [r for r in ranges if r not in loaded and r not in running]
+    open_ranges = [r for r in ranges if r not in loaded]
+    unloaded = [r for r in open_ranges if r not in running]
     now = time.time() if now is None else now
     pending = [r for r in unloaded if retry_at(instance, r) <= now]
-    after_id = max((parse_range_key(r)[1] for r in ranges), default=0)
-    entries = inbox.read_after(after_id, ENTRIES_PER_RANGE)
+    after_id = parse_range_key(ranges[-1])[1] if ranges else 0
+    full = len(open_ranges) >= max_open
+    entries = [] if full else inbox.read_after(after_id, ENTRIES_PER_RANGE)
     new = [range_key(after_id + 1, entries[-1].id)] if entries else []
+    retired = retired_ranges(ranges, loaded, running, kept)
     requests = [RunRequest(asset_selection=[key], partition_key=r) for r in [*pending, *new]]
     return SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[ranges_def.build_add_request(new)] if new else [],
-        skip_reason=None
-        if requests
-        else SkipReason(
-            f"no inbox entry after id {after_id}"
-            + (f"; {len(unloaded)} failed range(s) wait for their retry" if unloaded else "")
-        ),
+        dynamic_partitions_requests=[
+            *([ranges_def.build_add_request(new)] if new else []),
+            *([ranges_def.build_delete_request(retired)] if retired else []),
+        ],
+        skip_reason=None if requests else SkipReason(_idle_reason(after_id, unloaded, full)),
     )
+
+
+def _idle_reason(after_id: int, unloaded: Sequence[str], full: bool) -> str:
+    if full:
+        return (
+            f"{len(unloaded)} range(s) are not loaded yet; entries after id {after_id} wait "
+            "in the inbox until one is"
+        )
+    waiting = f"; {len(unloaded)} failed range(s) wait for their retry" if unloaded else ""
+    return f"no inbox entry after id {after_id}{waiting}"
+
+
+def materialized_ranges(
+    instance: DagsterInstance, key: AssetKey, ranges: Sequence[str]
+) -> set[str]:
+    """The ranges among `ranges` with a materialization: asked for those ranges only, so a
+    tick's cost does not grow with every range ever loaded."""
+    if not ranges:
+        return set()
+    found: set[str] = set()
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=list(ranges)),
+            limit=1000,
+            cursor=cursor,
+        )
+        found |= {record.partition_key for record in result.records if record.partition_key}
+        if not result.has_more:
+            return found
+        cursor = result.cursor
+
+
+def retired_ranges(
+    ranges: Sequence[str], loaded: set[str], running: set[str | None], kept: int
+) -> list[str]:
+    """Loaded ranges with no run in progress, but the newest `kept` of them and the newest
+    range (the cursor): with at most `max_open` ranges not loaded, the instance then holds at
+    most `kept + max_open` ranges."""
+    done = [r for r in ranges if r in loaded and r not in running]
+    return [r for r in done[: max(0, len(done) - kept)] if r != ranges[-1]]
 
 
 def retry_at(instance: DagsterInstance, partition_key: str) -> float:

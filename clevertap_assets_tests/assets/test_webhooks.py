@@ -19,12 +19,18 @@ from dagster import (
     materialize,
 )
 
-from clevertap_assets.assets.webhooks import REDELIVERY_WINDOW, WebhookInboxResource
+from clevertap_assets.assets.webhooks import (
+    REDELIVERY_WINDOW,
+    WebhookInboxResource,
+    parse_range_key,
+    webhook_ranges,
+)
 from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.definitions import build_webhook_definitions
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
 from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets.webhooks.receiver import MAX_BODY_BYTES, WebhookAuth
+from clevertap_assets_tests.daemon import apply_partition_requests
 from clevertap_assets_tests.harness import make_pipeline
 from clevertap_assets_tests.webhook_server import (
     PASSWORD,
@@ -79,8 +85,7 @@ def evaluate(definitions, instance: DagsterInstance) -> SensorResult:
     resources = {"webhook_inbox": definitions.resources["webhook_inbox"]}
     with build_sensor_context(instance=instance, resources=resources) as context:
         result = definitions.resolve_sensor_def("webhook_inbox_sensor")(context)
-    for request in result.dynamic_partitions_requests or []:  # what the daemon does first
-        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    apply_partition_requests(instance, result)
     return result
 
 
@@ -227,3 +232,71 @@ def test_a_range_that_keeps_failing_is_retried_with_a_growing_backoff(tmp_path, 
         assert [r.partition_key for r in later.run_requests] == [key]
         assert load(pipe, defs, instance, later)
         assert rows(pipe, 'SELECT count(*) FROM "clevertap"."webhook_events"') == [(1,)]
+
+
+class WarehouseDown(DuckDBEventIOManager):
+    """A warehouse that refuses every load before anything is written."""
+
+    def create_io_manager(self, context) -> IOManager:
+        class _Down(IOManager):
+            def handle_output(self, context, obj) -> None:
+                obj.discard()
+                raise ConnectionError("warehouse unreachable")
+
+            def load_input(self, context) -> object:
+                raise ConnectionError("warehouse unreachable")
+
+        return _Down()
+
+
+def test_partitions_stay_bounded_and_every_payload_lands_once(tmp_path, emulator):
+    """Ticks as the daemon runs them, a payload arriving before each: loaded ranges but the
+    newest `kept` are deleted as partitions; while the warehouse is down at most `max_open`
+    ranges are opened and later payloads wait in the inbox; once it is back, every payload is
+    in the table once, retired ranges' rows included, and the partitions are still bounded."""
+    with pipeline_with_inbox(tmp_path, emulator) as (pipe, defs, instance):
+        inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
+        (asset,) = defs.assets
+        name = webhook_ranges(pipe.settings).name
+
+        def tick(warehouse=DuckDBEventIOManager, now=None) -> SensorResult:
+            result = webhook_result(instance, pipe.settings, asset, inbox, now, kept=2, max_open=3)
+            apply_partition_requests(instance, result)
+            load(pipe, defs, instance, result, io_manager=warehouse)
+            return result
+
+        opened = []
+        for n in range(6):
+            inbox.append(orjson.dumps(payload(n, 2)))
+            opened += [r.partition_key for r in tick().run_requests]
+        assert len(opened) == 6
+        # the 2 newest loaded ranges (kept) and this tick's new one
+        assert sorted(instance.get_dynamic_partitions(name)) == opened[-3:]
+        assert instance.get_materialized_partitions(asset.key) >= set(opened)
+
+        for n in range(6, 12):
+            inbox.append(orjson.dumps(payload(n, 2)))
+            down = tick(WarehouseDown)
+        ranges = sorted(instance.get_dynamic_partitions(name))
+        unloaded = [r for r in ranges if r not in instance.get_materialized_partitions(asset.key)]
+        assert len(unloaded) == 3
+        assert parse_range_key(ranges[-1])[1] < inbox.last_id()  # the rest waits in the inbox
+        for _ in range(4):  # until each has failed twice and waits for its backoff
+            if not down.run_requests:
+                break
+            down = tick(WarehouseDown)
+        assert not down.run_requests
+        assert down.skip_reason.skip_message == (
+            f"3 range(s) are not loaded yet; entries after id {parse_range_key(ranges[-1])[1]} "
+            "wait in the inbox until one is"
+        )
+
+        later = time.time() + 7200  # past every backoff
+        while tick(now=later).run_requests:
+            assert len(instance.get_dynamic_partitions(name)) <= 2 + 3
+        loaded = rows(
+            pipe,
+            'SELECT inbox_id, count(*) FROM "clevertap"."webhook_events" GROUP BY 1 ORDER BY 1',
+        )
+        assert loaded == [(n, 2) for n in range(1, 13)]
+        assert len(instance.get_dynamic_partitions(name)) == 2

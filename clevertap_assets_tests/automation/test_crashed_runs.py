@@ -38,7 +38,7 @@ from clevertap_assets.emulator.server import CleverTapEmulator
 from clevertap_assets.keys import clevertap_pool
 from clevertap_assets.resources import build_resources
 from clevertap_assets.webhooks.inbox import WebhookInbox
-from clevertap_assets_tests.daemon import execute, run_range, tick
+from clevertap_assets_tests.daemon import apply_partition_requests, execute, run_range, tick
 from clevertap_assets_tests.harness import daily_rows, make_pipeline, pipeline_env
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -164,10 +164,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         first = webhook_result(instance, pipeline.settings, webhook_asset, inbox)
         (request,) = first.run_requests
-        for partitions_request in first.dynamic_partitions_requests:
-            instance.add_dynamic_partitions(
-                partitions_request.partitions_def_name, partitions_request.partition_keys
-            )
+        apply_partition_requests(instance, first)
         selection = ["--select", webhook_asset.key.to_user_string()]
         with materialize_process(env, *selection, "--partition", request.partition_key) as process:
             wait_for(
