@@ -182,6 +182,10 @@ def test_materialize_a_range_and_execute_the_checks_from_the_ui(first_hour: Firs
             _read_the_preview(page, first_hour.url)
         except BaseException:
             page.screenshot(path=shots / "failure.png", full_page=True)
+            with contextlib.suppress(Exception):  # the runs list, red or stuck
+                page.goto(f"{first_hour.url}/runs")
+                page.get_by_text("Created at").wait_for(timeout=60_000)
+                page.screenshot(path=shots / "runs.png", full_page=True)
             (shots / "logs.txt").write_text(first_hour.logs())
             print(f"screenshots and logs of the failed UI test: {shots}")
             raise
