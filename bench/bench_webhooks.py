@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import orjson
-from dagster import DagsterInstance
+from dagster import AddDynamicPartitionsRequest, DagsterInstance
 
 from clevertap_assets.automation.sensors import (
     ENTRIES_PER_RANGE,
@@ -36,7 +36,6 @@ from clevertap_assets.automation.sensors import (
 from clevertap_assets.definitions import build_webhook_definitions
 from clevertap_assets.settings import load_settings
 from clevertap_assets.webhooks.inbox import WebhookInbox
-from clevertap_assets_tests.daemon import apply_partition_requests
 
 MATERIALIZE = [sys.executable, "-m", "dagster", "asset", "materialize"]
 MATERIALIZE += ["-m", "clevertap_assets.definitions"]
@@ -107,7 +106,14 @@ def measure_loader(env: dict[str, str]) -> list[tuple[int, float]]:
     with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         while True:
             result = webhook_result(instance, settings, asset, inbox)
-            apply_partition_requests(instance, result)
+            for request in result.dynamic_partitions_requests or []:  # as the daemon does
+                if isinstance(request, AddDynamicPartitionsRequest):
+                    instance.add_dynamic_partitions(
+                        request.partitions_def_name, request.partition_keys
+                    )
+                else:
+                    for key in request.partition_keys:
+                        instance.delete_dynamic_partition(request.partitions_def_name, key)
             if not result.run_requests:
                 return runs
             for request in result.run_requests:
