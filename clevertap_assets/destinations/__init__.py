@@ -51,10 +51,7 @@ def _loader(
 
 
 DESTINATIONS: dict[str, Callable[[], Destination]] = {
-    "duckdb": _loader("duckdb"),
-    "snowflake": _loader("snowflake"),
-    "bigquery": _loader("bigquery", "io_manager", "io_manager"),
-    "redshift": _loader("redshift"),
+    name: _loader(name) for name in ("duckdb", "snowflake", "bigquery", "redshift")
 }
 
 

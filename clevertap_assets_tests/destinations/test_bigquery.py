@@ -25,20 +25,25 @@ from sqlglot import exp
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
-from clevertap_assets.destinations.bigquery.io_manager import (
-    BigQueryEventStats,
-    EventBatchBigQueryTypeHandler,
-    build_bigquery_resources,
-    check_bigquery_destination,
-    replace_window,
-)
+from clevertap_assets.destinations.bigquery.check import check_bigquery_destination
+from clevertap_assets.destinations.bigquery.io_manager import EventBatchBigQueryTypeHandler
+from clevertap_assets.destinations.bigquery.load import BigQueryWindowLoad
+from clevertap_assets.destinations.bigquery.resources import build_bigquery_resources
+from clevertap_assets.destinations.bigquery.stats import BigQueryEventStats
+from clevertap_assets.destinations.window import replace_window
 from clevertap_assets.naming import slug
 from clevertap_assets.settings import SettingsError
 from clevertap_assets_tests.bigquery_emulator import (
     BigQueryEmulator,
     bigquery_emulator_fixture,  # noqa: F401 (the `bigquery_emulator` fixture)
 )
-from clevertap_assets_tests.harness import EVENTS, Pipeline, make_pipeline, recent_days
+from clevertap_assets_tests.harness import (
+    EVENTS,
+    Pipeline,
+    assert_partitions_describe_their_days,
+    make_pipeline,
+    recent_days,
+)
 from clevertap_assets_tests.sql_grammar import parsed
 
 TABLES = ("app_launched", "product_viewed", "charged")
@@ -126,6 +131,21 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
         if check.check_name == "no_duplicate_record_ids"
     ]
     assert duplicate_checks == [True] * 3
+
+
+def test_each_partition_carries_its_days_rows_and_the_tables(
+    tmp_path, make_emulator, bigquery_emulator
+):
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(
+        tmp_path, make_emulator(records_per_day=30), bq, events=["Charged"]
+    )
+    first, last = recent_days(pipeline.settings, 3)
+    result = load(pipeline, first, last)
+    assert result.success
+    truth = pipeline.truth("Charged", first, last)
+    table_name = f"{bq.project}.{pipeline.settings.warehouse_schema}.charged"
+    assert_partitions_describe_their_days(result, "charged", truth, table_name)
 
 
 def test_reruns_and_overlapping_backfills_keep_each_record_once(
@@ -480,7 +500,8 @@ def test_the_webhook_table_is_clustered_on_its_range_so_a_merge_reads_only_its_r
                 TablePartitionDimension(partition_expr="_inbox_range", partitions=[key])
             ],
         )
-        replace_window(client, table_slice, EventBatch("webhook_events", path, len(ids)))
+        batch = EventBatch("webhook_events", path, len(ids))
+        replace_window(BigQueryWindowLoad(client), table_slice, batch)
 
     load_range("1-2", [1, 2])
     load_range("3-4", [3, 4])

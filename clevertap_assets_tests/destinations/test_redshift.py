@@ -30,7 +30,12 @@ from clevertap_assets.destinations.redshift.resources import build_redshift_reso
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
 from clevertap_assets.destinations.window import frame_batch, replace_window
 from clevertap_assets.settings import SettingsError
-from clevertap_assets_tests.harness import EVENTS, make_pipeline, recent_days
+from clevertap_assets_tests.harness import (
+    EVENTS,
+    assert_partitions_describe_their_days,
+    make_pipeline,
+    recent_days,
+)
 from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
 
 TABLES = ("app_launched", "product_viewed", "charged")
@@ -68,6 +73,17 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
         if check.check_name == "no_duplicate_record_ids"
     ]
     assert duplicate_checks == [True, True, True]
+
+
+def test_each_partition_carries_its_days_rows_and_the_tables(tmp_path, make_emulator, warehouse):
+    emulator = make_emulator(records_per_day=30)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 3)
+    result = pipeline.load(first, last, **warehouse.resources())
+    assert result.success
+    truth = pipeline.truth("Charged", first, last)
+    table_name = f"{warehouse.database}.clevertap.charged"
+    assert_partitions_describe_their_days(result, "charged", truth, table_name)
 
 
 def test_stats_resource_counts_equal_the_truth(tmp_path, make_emulator, warehouse):

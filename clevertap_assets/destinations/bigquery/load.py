@@ -1,0 +1,211 @@
+"""A window replacement on BigQuery (`destinations.window`): one MERGE per window.
+
+A batch's Parquet file goes up in one load job (a resumable upload, so memory stays bounded
+whatever its size) into a staging table that expires by itself; one `MERGE` then deletes the
+window's old rows and inserts the new ones. A single DML statement is atomic in BigQuery, so
+a load that fails or is killed at any point leaves the previous rows of those days in place,
+and readers never see the window empty.
+
+Schema evolution happens before the `MERGE`, and each step keeps every row: new properties
+are appended to the table's schema (one metadata update, no data rewritten), and a column
+whose type drifts is widened by rewriting the table with a cast (`CREATE OR REPLACE TABLE ...
+AS SELECT`, carrying the table's layout and options), because BigQuery can change a column
+to STRING no other way. BigQuery does not allow DDL in a transaction, so these are not
+rolled back with a failed load: a wider or extra column is harmless and the next load needs
+it anyway.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster._core.storage.db_io_manager import TableSlice
+from google.cloud import bigquery
+
+from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.batch.spool import BATCH_COMPRESSION, LOAD_CHUNK_ROWS, EventBatch
+from clevertap_assets.destinations.bigquery.client import (
+    column_kinds,
+    existing_table,
+    table_id,
+    table_sql,
+)
+from clevertap_assets.destinations.bigquery.dialect import (
+    converted,
+    layout_and_options,
+    quote,
+    schema_fields,
+    staged_kind,
+    widened,
+)
+from clevertap_assets.destinations.common import (
+    SchemaChange,
+    plan_schema_change,
+    window_condition,
+)
+from clevertap_assets.destinations.window import WindowLoad, evolved
+from clevertap_assets.naming import BIGQUERY_COLUMNS, destination_column
+
+STAGING_TTL = timedelta(days=1)
+
+
+class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
+    """Evolve the table, upload the batch to a staging table, then one MERGE."""
+
+    def __init__(self, client: bigquery.Client) -> None:
+        self._client = client
+        self._table: bigquery.Table | None = None
+        self._incoming: dict[str, Kind] = {}
+        self._targets: dict[str, Kind] = {}
+
+    def named(self, batch: EventBatch) -> EventBatch:
+        return with_bigquery_names(batch)
+
+    def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
+        self._table = existing_table(self._client, table_slice)
+        return column_kinds(self._table)
+
+    def prepare(
+        self, table_slice: TableSlice, existing: Mapping[str, Kind], change: SchemaChange
+    ) -> dict[str, Kind]:
+        """A new table is created, then read back: a concurrent first load may have made it
+        with its own columns, which this load's then evolve like any other table's."""
+        if self._table is None:
+            _create_table(self._client, table_slice, change.add)
+            self._table = existing_table(self._client, table_slice)
+            current = column_kinds(self._table)
+            change = plan_schema_change(current, change.add)
+        else:
+            current = dict(existing)
+        _evolve(self._client, table_slice, self._table, change)
+        return evolved(current, change)
+
+    def stage(
+        self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]
+    ) -> bigquery.Table:
+        """Named after its target and expiring by itself, so one left by a killed run is
+        found and removed without anyone cleaning up."""
+        self._incoming, self._targets = batch.columns(), dict(targets)
+        name = f"{table_slice.table}__staging_{uuid.uuid4().hex[:12]}"
+        staged = {column: staged_kind(kind) for column, kind in self._incoming.items()}
+        table = bigquery.Table(table_id(table_slice, name), schema=schema_fields(staged))
+        table.expires = datetime.now(UTC) + STAGING_TTL
+        staging = self._client.create_table(table)
+        try:
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            )
+            with batch.path.open("rb") as source:
+                self._client.load_table_from_file(source, staging, job_config=config).result()
+        except BaseException:
+            self._client.delete_table(staging, not_found_ok=True)
+            raise
+        return staging
+
+    def replace(self, table_slice: TableSlice, staged: bigquery.Table | None) -> None:
+        """An empty window only deletes its days (CleverTap has no rows for them any more)."""
+        if staged is None:
+            if self._table is not None:
+                self._client.query(
+                    f"DELETE FROM {table_sql(table_slice)} WHERE {window_condition(table_slice)}"
+                ).result()
+            return
+        try:
+            self._client.query(self._merge_statement(table_slice, staged)).result()
+        finally:
+            self._client.delete_table(staged, not_found_ok=True)
+
+    def _merge_statement(self, table_slice: TableSlice, staging: bigquery.Table) -> str:
+        """Delete the window's rows and insert the batch as one atomic statement.
+
+        `ON FALSE` matches nothing, so every target row is "not matched by source" (deleted
+        when in the window) and every staged row is "not matched" (inserted).
+        """
+        names = ", ".join(quote(name) for name in self._incoming)
+        expressions = ", ".join(
+            f"{converted(quote(name), kind, self._targets[name])} AS {quote(name)}"
+            for name, kind in self._incoming.items()
+        )
+        return (
+            f"MERGE {table_sql(table_slice)} AS target "
+            f"USING (SELECT {expressions} FROM {table_sql(table_slice, staging.table_id)}) "
+            "AS source ON FALSE "
+            f"WHEN NOT MATCHED BY SOURCE AND {window_condition(table_slice, 'target')} "
+            "THEN DELETE "
+            f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({names})"
+        )
+
+    def row_count(self, table_slice: TableSlice) -> int:
+        if self._table is None:
+            return 0
+        (row,) = self._client.query(f"SELECT COUNT(*) AS n FROM {table_sql(table_slice)}").result()
+        return row["n"]
+
+
+def with_bigquery_names(batch: EventBatch) -> EventBatch:
+    """The batch with column names BigQuery's Parquet loads take (`BIGQUERY_COLUMNS`): the
+    file is rewritten in chunks, in place, only when a name has to change."""
+    if batch.path is None:
+        return batch
+    source = pq.ParquetFile(batch.path)
+    names = {name: destination_column(name, BIGQUERY_COLUMNS) for name in source.schema_arrow.names}
+    if all(old == new for old, new in names.items()):
+        return batch
+    renamed = batch.path.with_name("bigquery_" + batch.path.name)
+    schema = pa.schema([field.with_name(names[field.name]) for field in source.schema_arrow])
+    with pq.ParquetWriter(renamed, schema, compression=BATCH_COMPRESSION) as writer:
+        for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
+            writer.write_batch(chunk.rename_columns(schema.names))
+    source.close()
+    renamed.replace(batch.path)
+    return replace(batch, json_columns=frozenset(names[name] for name in batch.json_columns))
+
+
+def _partition_column(table_slice: TableSlice, incoming: Mapping[str, Kind]) -> str | None:
+    """Daily partitions on the naive `event_time`, so a window's MERGE reads only its days."""
+    for dimension in table_slice.partition_dimensions:
+        if incoming.get(dimension.partition_expr) == Kind.TIMESTAMP:
+            return dimension.partition_expr
+    return None
+
+
+def _create_table(
+    client: bigquery.Client, table_slice: TableSlice, incoming: Mapping[str, Kind]
+) -> None:
+    table = bigquery.Table(table_id(table_slice), schema=schema_fields(dict(incoming)))
+    partition_column = _partition_column(table_slice, incoming)
+    if partition_column:
+        table.time_partitioning = bigquery.TimePartitioning(field=partition_column)
+    clustering = [
+        dimension.partition_expr
+        for dimension in table_slice.partition_dimensions
+        if dimension.partition_expr in incoming and dimension.partition_expr != partition_column
+    ]
+    if clustering:
+        # A text partition key (the webhook table's `_inbox_range`): clustered on it, a range's
+        # MERGE reads only the blocks of its range instead of the whole table.
+        table.clustering_fields = clustering
+    client.create_table(table, exists_ok=True)
+
+
+def _evolve(
+    client: bigquery.Client, table_slice: TableSlice, table: bigquery.Table, change: SchemaChange
+) -> None:
+    if change.add:
+        table.schema = [*table.schema, *schema_fields(change.add)]
+        client.update_table(table, ["schema"])
+    if change.widen:
+        current = column_kinds(table)
+        casts = ", ".join(
+            f"{widened(quote(name), current[name], kind)} AS {quote(name)}"
+            for name, kind in change.widen.items()
+        )
+        target = table_sql(table_slice)
+        client.query(
+            f"CREATE OR REPLACE TABLE {target}{layout_and_options(table)} "
+            f"AS SELECT * REPLACE ({casts}) FROM {target}"
+        ).result()
