@@ -117,6 +117,15 @@ def frame_batch(name: str, frame: pa.Table) -> EventBatch:
     return EventBatch(name, path, frame.num_rows)
 
 
+def replace_window_with_frame(load: WindowLoad, table_slice: TableSlice, frame: pa.Table) -> dict:
+    """`replace_window` for a DataFrame output (as Arrow), through a batch file of its own."""
+    batch = frame_batch(table_slice.table, frame)
+    try:
+        return replace_window(load, table_slice, batch)
+    finally:
+        batch.discard()
+
+
 class HandlerReplacesWindow:
     """Mixed into every destination's `DbClient`: the type handler replaces the window
     through `replace_window`, so Dagster's delete ahead of it is not run."""

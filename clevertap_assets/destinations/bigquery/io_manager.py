@@ -21,7 +21,7 @@ from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch, batch_file
 from clevertap_assets.destinations.bigquery.client import BigQueryEventClient
 from clevertap_assets.destinations.bigquery.load import BigQueryWindowLoad
 from clevertap_assets.destinations.common import NamedTableDbIOManager
-from clevertap_assets.destinations.window import frame_batch, replace_window
+from clevertap_assets.destinations.window import replace_window, replace_window_with_frame
 
 
 class EventBatchBigQueryTypeHandler(DbTypeHandler[EventBatch]):
@@ -68,11 +68,9 @@ class EventFramePolarsTypeHandler(PolarsBigQueryTypeHandler):
     def handle_output(
         self, context: OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection
     ) -> dict:
-        batch = frame_batch(table_slice.table, obj.to_arrow())
-        try:
-            return replace_window(BigQueryWindowLoad(connection), table_slice, batch)
-        finally:
-            batch.discard()
+        return replace_window_with_frame(
+            BigQueryWindowLoad(connection), table_slice, obj.to_arrow()
+        )
 
 
 class BigQueryEventIOManager(PolarsBigQueryIOManager):

@@ -21,7 +21,7 @@ from clevertap_assets.destinations.duckdb.client import (
 )
 from clevertap_assets.destinations.duckdb.load import DuckDBWindowLoad
 from clevertap_assets.destinations.duckdb.lock import LOCK_TIMEOUT_SECONDS
-from clevertap_assets.destinations.window import frame_batch, replace_window
+from clevertap_assets.destinations.window import replace_window, replace_window_with_frame
 
 
 class EventBatchDuckDBTypeHandler(DbTypeHandler[EventBatch]):
@@ -54,11 +54,7 @@ class EventFrameDuckDBTypeHandler(DuckDBPolarsTypeHandler):
     def handle_output(
         self, context: OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection
     ) -> dict:
-        batch = frame_batch(table_slice.table, obj.to_arrow())
-        try:
-            return replace_window(DuckDBWindowLoad(connection), table_slice, batch)
-        finally:
-            batch.discard()
+        return replace_window_with_frame(DuckDBWindowLoad(connection), table_slice, obj.to_arrow())
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection

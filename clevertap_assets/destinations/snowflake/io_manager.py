@@ -18,12 +18,16 @@ from clevertap_assets.destinations.snowflake.client import (
     UpperCaseNamedTableDbIOManager,
 )
 from clevertap_assets.destinations.snowflake.load import SnowflakeWindowLoad
-from clevertap_assets.destinations.window import frame_batch, replace_window
+from clevertap_assets.destinations.window import replace_window, replace_window_with_frame
 
 
-def _load(connection, table_slice: TableSlice, batch: EventBatch) -> dict:
+def _load(connection, table_slice: TableSlice, batch: EventBatch | pa.Table) -> dict:
+    """A batch, or a DataFrame's rows, on a cursor of the load's connection."""
     with connection.cursor() as cursor:
-        return replace_window(SnowflakeWindowLoad(connection, cursor), table_slice, batch)
+        load = SnowflakeWindowLoad(connection, cursor)
+        if isinstance(batch, pa.Table):
+            return replace_window_with_frame(load, table_slice, batch)
+        return replace_window(load, table_slice, batch)
 
 
 class EventBatchSnowflakeTypeHandler(DbTypeHandler[EventBatch]):
@@ -51,11 +55,7 @@ class EventFrameSnowflakeTypeHandler(SnowflakePandasTypeHandler):
     def handle_output(
         self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
     ) -> dict:
-        batch = frame_batch(table_slice.table, pa.Table.from_pandas(obj, preserve_index=False))
-        try:
-            return _load(connection, table_slice, batch)
-        finally:
-            batch.discard()
+        return _load(connection, table_slice, pa.Table.from_pandas(obj, preserve_index=False))
 
 
 class SnowflakeEventIOManager(SnowflakePandasIOManager):
