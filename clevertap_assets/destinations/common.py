@@ -6,15 +6,18 @@ first two are here, once; the replacement is `destinations.window`, the counts t
 read are `destinations.stats`.
 """
 
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 from dagster_duckdb.io_manager import _partition_where_clause
 
 from clevertap_assets.batch.kinds import Kind, widen
-from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.batch.spool import EventBatch, batch_file_path
 from clevertap_assets.naming import quote_identifier
 
 
@@ -119,3 +122,21 @@ def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChan
 ROW_COUNT = "dagster/row_count"
 """Dagster's standard key for a table's rows, which the catalog charts: the whole table as
 the load leaves it (each day's rows are `dagster/partition_row_count`, set by the asset)."""
+
+
+def batch_of_chunks(
+    name: str, chunks: Iterable[pa.Table | pa.RecordBatch], json_columns: frozenset[str]
+) -> EventBatch:
+    """Rows read back for a downstream asset that takes an `EventBatch`, written to a batch
+    file chunk by chunk, so the read stays bounded; no chunk at all is an empty batch."""
+    with batch_file_path() as path:
+        rows, writer = 0, None
+        for chunk in chunks:
+            writer = writer or pq.ParquetWriter(path, chunk.schema)
+            writer.write(chunk)
+            rows += chunk.num_rows
+        if writer is None:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            return EventBatch(name, None, 0)
+        writer.close()
+    return EventBatch(name, path, rows, json_columns)

@@ -22,6 +22,7 @@ from clevertap_assets.destinations.redshift.dialect import (
     RedshiftDialect,
 )
 from clevertap_assets.destinations.redshift.io_manager import (
+    EventBatchRedshiftTypeHandler,
     PolarsRedshiftTypeHandler,
     RedshiftEventIOManager,
 )
@@ -248,6 +249,17 @@ def test_json_mode_keeps_sections_as_native_json_and_reads_back_as_text(
         frame = handler.load_input(None, TableSlice("charged", "clevertap"), connection)
     assert frame.height == sum(pipeline.truth("Charged", first, last).values())
     assert isinstance(orjson.loads(frame["event_props"][0])["Items"], list)
+
+    with warehouse.connection().connect() as connection:
+        batch = EventBatchRedshiftTypeHandler(RedshiftDialect()).load_input(
+            None, TableSlice("charged", "clevertap"), connection
+        )
+    try:
+        assert batch.rows == frame.height
+        assert batch.columns()["event_props"] == Kind.JSON
+        assert batch.preview(1)["_record_id"].to_list() != []
+    finally:
+        batch.discard()
 
 
 def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse):

@@ -5,11 +5,9 @@ Event batches and polars DataFrames are written alike, through `destinations.win
 `load` for the steps on BigQuery); DataFrames are read back by dagster-polars' handler.
 """
 
-import shutil
 from collections.abc import Sequence
 
 import polars as pl
-import pyarrow.parquet as pq
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_gcp.bigquery.io_manager import BigQueryClient
@@ -17,10 +15,10 @@ from dagster_polars import PolarsBigQueryIOManager
 from dagster_polars.io_managers.bigquery import PolarsBigQueryTypeHandler
 from google.cloud import bigquery
 
-from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch, batch_file_path
+from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
 from clevertap_assets.destinations.bigquery.client import BigQueryEventClient
 from clevertap_assets.destinations.bigquery.load import BigQueryWindowLoad
-from clevertap_assets.destinations.common import NamedTableDbIOManager
+from clevertap_assets.destinations.common import NamedTableDbIOManager, batch_of_chunks
 from clevertap_assets.destinations.window import replace_window, replace_window_with_frame
 
 
@@ -44,18 +42,7 @@ class EventBatchBigQueryTypeHandler(DbTypeHandler[EventBatch]):
             page_size=LOAD_CHUNK_ROWS
         )
         json_columns = frozenset(f.name for f in rows.schema if f.field_type == "JSON")
-        with batch_file_path() as path:
-            count = 0
-            writer: pq.ParquetWriter | None = None
-            for chunk in rows.to_arrow_iterable():
-                writer = writer or pq.ParquetWriter(path, chunk.schema)
-                writer.write_batch(chunk)
-                count += chunk.num_rows
-            if writer is None:
-                shutil.rmtree(path.parent, ignore_errors=True)
-                return EventBatch(table_slice.table, None, 0)
-            writer.close()
-        return EventBatch(table_slice.table, path, count, json_columns)
+        return batch_of_chunks(table_slice.table, rows.to_arrow_iterable(), json_columns)
 
     @property
     def supported_types(self) -> Sequence[type]:

@@ -8,19 +8,18 @@ read back in streamed chunks. A load that met a concurrent one is retried from t
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from itertools import chain, islice
+from itertools import islice
 
 import polars as pl
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from pydantic import Field
 
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch, batch_file_path
-from clevertap_assets.destinations.common import NamedTableDbIOManager
+from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
+from clevertap_assets.destinations.common import NamedTableDbIOManager, batch_of_chunks
 from clevertap_assets.destinations.redshift.client import (
     LOAD_ATTEMPTS,
     RedshiftConnection,
@@ -122,16 +121,9 @@ class EventBatchRedshiftTypeHandler(DbTypeHandler[EventBatch]):
     ) -> EventBatch:
         """A downstream asset can take the rows as a batch file too, written in chunks."""
         kinds = existing_kinds(connection, self._dialect, table_slice)
-        with batch_file_path() as path:
-            rows = 0
-            chunks = iter_slice_arrow(connection, self._dialect, table_slice)
-            first = next(chunks)
-            with pq.ParquetWriter(path, first.schema) as writer:
-                for chunk in chain([first], chunks):
-                    writer.write_table(chunk)
-                    rows += chunk.num_rows
         json_columns = frozenset(name for name, kind in kinds.items() if kind == Kind.JSON)
-        return EventBatch(table_slice.table, path, rows, json_columns)
+        chunks = iter_slice_arrow(connection, self._dialect, table_slice)
+        return batch_of_chunks(table_slice.table, chunks, json_columns)
 
     @property
     def supported_types(self) -> Sequence[type]:
