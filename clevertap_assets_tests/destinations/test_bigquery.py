@@ -8,14 +8,15 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, DailyPartitionsDefinition, asset, materialize
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
@@ -26,7 +27,10 @@ from sqlglot import exp
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.bigquery.check import check_bigquery_destination
-from clevertap_assets.destinations.bigquery.io_manager import EventBatchBigQueryTypeHandler
+from clevertap_assets.destinations.bigquery.io_manager import (
+    BigQueryEventIOManager,
+    EventBatchBigQueryTypeHandler,
+)
 from clevertap_assets.destinations.bigquery.load import BigQueryWindowLoad
 from clevertap_assets.destinations.bigquery.resources import build_bigquery_resources
 from clevertap_assets.destinations.bigquery.stats import BigQueryEventStats
@@ -555,3 +559,33 @@ def test_widening_keeps_the_owners_clustering_labels_and_description(
         first: with_coupon.true_count("Product Viewed", first),
         last: drifted.true_count("Product Viewed", last),
     }
+
+
+def test_dataframe_outputs_replace_their_partition_and_add_columns(bigquery_emulator):
+    """A polars asset on the event IO manager replaces its window as event batches do (the
+    shared window replacement, one MERGE): a rerun does not duplicate, another day stays,
+    and a new column is added to the table."""
+    bq = bigquery_emulator
+    dataset = bq.new_dataset()
+    days = DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @asset(
+        partitions_def=days,
+        io_manager_key="io_manager",
+        metadata={"table": "orders", "partition_expr": "event_time"},
+    )
+    def orders(context) -> pl.DataFrame:
+        start = context.partition_time_window.start.replace(tzinfo=None)
+        frame = pl.DataFrame({"event_time": [start, start], "amount": [1, 2]})
+        if context.partition_key == "2024-01-03":
+            frame = frame.with_columns(currency=pl.lit("EUR"))
+        return frame
+
+    resources = {"io_manager": BigQueryEventIOManager(project=bq.project, dataset=dataset)}
+    for day in ("2024-01-02", "2024-01-02", "2024-01-03"):
+        assert materialize([orders], partition_key=day, resources=resources).success
+    rows = bq.query(
+        f"SELECT DATE(event_time), COUNT(*), COUNT(currency) FROM `{bq.project}.{dataset}.orders` "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    assert rows == [(date(2024, 1, 2), 2, 0), (date(2024, 1, 3), 2, 2)]
