@@ -33,6 +33,7 @@ from clevertap_assets.destinations.bigquery.io_manager import (
 )
 from clevertap_assets.destinations.bigquery.load import BigQueryWindowLoad
 from clevertap_assets.destinations.bigquery.resources import build_bigquery_resources
+from clevertap_assets.destinations.bigquery.settings import BigQuerySettings
 from clevertap_assets.destinations.bigquery.stats import BigQueryEventStats
 from clevertap_assets.destinations.window import replace_window
 from clevertap_assets.naming import slug
@@ -284,6 +285,16 @@ def test_json_mode_keeps_sections_as_native_json(tmp_path, make_emulator, bigque
     ((items_type, props),) = bq.query(sql)
     assert items_type == "array"
     assert isinstance(orjson.loads(props)["Items"], list)
+
+
+def test_the_settings_model_reads_its_variables_and_never_shows_the_key(monkeypatch):
+    key = base64.b64encode(orjson.dumps({"private_key": "PRIVATE-KEY-3f1a"})).decode()
+    monkeypatch.setenv("BIGQUERY_GCP_CREDENTIALS", key)
+    monkeypatch.setenv("BIGQUERY_LOCATION", "EU")
+    settings = BigQuerySettings.from_env("events")
+    assert (settings.location_or_none, settings.key_file) == ("EU", "")
+    assert settings.gcp_credentials.get_secret_value() == key
+    assert key not in repr(settings) + str(settings) + str(settings.model_dump())
 
 
 def test_missing_settings_give_one_clear_error(

@@ -28,6 +28,7 @@ from clevertap_assets.destinations.redshift.io_manager import (
 )
 from clevertap_assets.destinations.redshift.load import RedshiftWindowLoad
 from clevertap_assets.destinations.redshift.resources import build_redshift_resources
+from clevertap_assets.destinations.redshift.settings import RedshiftSettings
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
 from clevertap_assets.destinations.window import frame_batch, replace_window
 from clevertap_assets.settings import SettingsError
@@ -295,6 +296,22 @@ def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse)
     assert rows[0] == ("shortok", 7, 1)
     assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, MAX_VARCHAR_BYTES + 1)  # text cut, JSON whole
     assert rows[2:] == [(None, None, None), (None, None, None)]
+
+
+def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(monkeypatch):
+    monkeypatch.setenv("REDSHIFT_HOST", "cluster.example")
+    monkeypatch.setenv("REDSHIFT_DATABASE", "dev")
+    monkeypatch.setenv("REDSHIFT_USER", "loader")
+    monkeypatch.setenv("REDSHIFT_PASSWORD", "pw-never-shown")
+    settings = RedshiftSettings.from_env()
+    assert settings.connection_fields() == {
+        "host": "cluster.example",
+        "port": 5439,
+        "database": "dev",
+        "user": "loader",
+        "sslmode": "require",
+    }
+    assert "pw-never-shown" not in repr(settings) + str(settings) + str(settings.model_dump())
 
 
 def test_missing_settings_name_every_variable(tmp_path, emulator, monkeypatch):

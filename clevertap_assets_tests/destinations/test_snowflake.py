@@ -23,6 +23,7 @@ from clevertap_assets.destinations.snowflake import load as snowflake_load
 from clevertap_assets.destinations.snowflake.check import check_snowflake_destination
 from clevertap_assets.destinations.snowflake.io_manager import SnowflakeEventIOManager
 from clevertap_assets.destinations.snowflake.resources import build_snowflake_resources
+from clevertap_assets.destinations.snowflake.settings import SnowflakeSettings
 from clevertap_assets.settings import SettingsError
 from clevertap_assets_tests.harness import (
     EVENTS,
@@ -403,6 +404,15 @@ def test_connection_check_reports_and_creates_the_schema(tmp_path, make_emulator
     assert "ANALYTICS.EVENTS_RAW created" in line
     assert PASSWORD not in line
     assert "ANALYTICS.EVENTS_RAW present" in check_snowflake_destination(pipeline.settings)
+
+
+def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(fake_snowflake):
+    settings = SnowflakeSettings.from_env()
+    assert settings.database == DATABASE.lower() and settings.role == "clevertap_loader"
+    assert PASSWORD not in repr(settings) + str(settings) + str(settings.model_dump())
+    fields = settings.resource_fields()
+    assert set(fields) == {"account", "user", "password", "database", "warehouse", "role"}
+    assert PASSWORD not in repr(fields) and fields["password"].env_var_name == "SNOWFLAKE_PASSWORD"
 
 
 def test_missing_settings_are_named_in_one_message(tmp_path, make_emulator, monkeypatch):
