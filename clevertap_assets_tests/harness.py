@@ -5,13 +5,20 @@ Shared by the tests of every destination, so each asserts the same user-visible 
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-from dagster import ExecuteInProcessResult
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    DailyPartitionsDefinition,
+    ExecuteInProcessResult,
+    asset,
+    materialize,
+)
 
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
@@ -118,6 +125,27 @@ def assert_partitions_describe_their_days(
     assert {day: m["dagster/partition_row_count"] for day, m in by_day.items()} == truth
     assert {m["dagster/row_count"] for m in by_day.values()} == {sum(truth.values())}
     assert {m["dagster/table_name"] for m in by_day.values()} == {table_name}
+
+
+def assert_frame_outputs_replace_their_partition(
+    resources: dict[str, object], metadata: dict[str, str], read_back: Callable[[], list[tuple]]
+) -> None:
+    """A polars asset on an event IO manager replaces its window as event batches do: a rerun
+    does not duplicate, another day stays, a new column is added. `read_back` returns
+    (day, rows, non-null currencies) per day of the written table."""
+    days = DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @asset(partitions_def=days, io_manager_key="io_manager", metadata=metadata)
+    def orders(context: AssetExecutionContext) -> pl.DataFrame:
+        start = context.partition_time_window.start.replace(tzinfo=None)
+        frame = pl.DataFrame({"event_time": [start, start], "amount": [1, 2]})
+        if context.partition_key == "2024-01-03":
+            frame = frame.with_columns(currency=pl.lit("EUR"))
+        return frame
+
+    for day in ("2024-01-02", "2024-01-02", "2024-01-03"):
+        assert materialize([orders], partition_key=day, resources=resources).success
+    assert read_back() == [(date(2024, 1, 2), 2, 0), (date(2024, 1, 3), 2, 2)]
 
 
 def pipeline_env(pipeline: Pipeline, home: Path, tmp_path: Path) -> dict[str, str]:

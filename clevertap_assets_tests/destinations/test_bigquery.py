@@ -8,15 +8,14 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import timedelta
 
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, DailyPartitionsDefinition, asset, materialize
+from dagster import AssetKey
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
@@ -45,6 +44,7 @@ from clevertap_assets_tests.bigquery_emulator import (
 from clevertap_assets_tests.harness import (
     EVENTS,
     Pipeline,
+    assert_frame_outputs_replace_their_partition,
     assert_partitions_describe_their_days,
     make_pipeline,
     recent_days,
@@ -573,30 +573,14 @@ def test_widening_keeps_the_owners_clustering_labels_and_description(
 
 
 def test_dataframe_outputs_replace_their_partition_and_add_columns(bigquery_emulator):
-    """A polars asset on the event IO manager replaces its window as event batches do (the
-    shared window replacement, one MERGE): a rerun does not duplicate, another day stays,
-    and a new column is added to the table."""
+    """The shared window replacement (one MERGE), for a polars output."""
     bq = bigquery_emulator
     dataset = bq.new_dataset()
-    days = DailyPartitionsDefinition(start_date="2024-01-01")
-
-    @asset(
-        partitions_def=days,
-        io_manager_key="io_manager",
-        metadata={"table": "orders", "partition_expr": "event_time"},
+    assert_frame_outputs_replace_their_partition(
+        {"io_manager": BigQueryEventIOManager(project=bq.project, dataset=dataset)},
+        {"table": "orders", "partition_expr": "event_time"},
+        lambda: bq.query(
+            "SELECT DATE(event_time), COUNT(*), COUNT(currency) "
+            f"FROM `{bq.project}.{dataset}.orders` GROUP BY 1 ORDER BY 1"
+        ),
     )
-    def orders(context) -> pl.DataFrame:
-        start = context.partition_time_window.start.replace(tzinfo=None)
-        frame = pl.DataFrame({"event_time": [start, start], "amount": [1, 2]})
-        if context.partition_key == "2024-01-03":
-            frame = frame.with_columns(currency=pl.lit("EUR"))
-        return frame
-
-    resources = {"io_manager": BigQueryEventIOManager(project=bq.project, dataset=dataset)}
-    for day in ("2024-01-02", "2024-01-02", "2024-01-03"):
-        assert materialize([orders], partition_key=day, resources=resources).success
-    rows = bq.query(
-        f"SELECT DATE(event_time), COUNT(*), COUNT(currency) FROM `{bq.project}.{dataset}.orders` "
-        "GROUP BY 1 ORDER BY 1"
-    )
-    assert rows == [(date(2024, 1, 2), 2, 0), (date(2024, 1, 3), 2, 2)]

@@ -9,14 +9,19 @@ from datetime import date, timedelta
 
 import duckdb
 import polars as pl
-from dagster import AssetIn, AssetKey, DailyPartitionsDefinition, asset, materialize
+from dagster import AssetIn, AssetKey, asset, materialize
 
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.duckdb.client import CONNECTION_CONFIG
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
 from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
-from clevertap_assets_tests.harness import daily_rows, make_pipeline, recent_days
+from clevertap_assets_tests.harness import (
+    assert_frame_outputs_replace_their_partition,
+    daily_rows,
+    make_pipeline,
+    recent_days,
+)
 
 
 def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emulator):
@@ -127,32 +132,22 @@ def test_a_table_prefix_changed_only_in_case_keeps_loading_the_same_table(tmp_pa
 
 
 def test_dataframe_outputs_replace_their_partition_and_add_columns(tmp_path):
-    """A polars asset on the event IO manager replaces its window as event batches do (the
-    shared window replacement): a rerun does not duplicate, another day stays, and a new
-    column is added to the table."""
-    days = DailyPartitionsDefinition(start_date="2024-01-01")
+    """The shared window replacement, for a polars output."""
     database = str(tmp_path / "frames.duckdb")
 
-    @asset(
-        partitions_def=days,
-        io_manager_key="io_manager",
-        metadata={"schema": "reports", "table": "orders", "partition_expr": "event_time"},
-    )
-    def orders(context) -> pl.DataFrame:
-        start = context.partition_time_window.start.replace(tzinfo=None)
-        frame = pl.DataFrame({"event_time": [start, start], "amount": [1, 2]})
-        if context.partition_key == "2024-01-03":
-            frame = frame.with_columns(currency=pl.lit("EUR"))
-        return frame
+    def read_back() -> list[tuple]:
+        with duckdb.connect(database, read_only=True) as connection:
+            return connection.execute(
+                "SELECT CAST(event_time AS DATE), count(*), count(currency) "
+                'FROM "reports"."orders" GROUP BY 1 ORDER BY 1'
+            ).fetchall()
 
-    resources = {
-        "io_manager": DuckDBEventIOManager(database=database, connection_config=CONNECTION_CONFIG)
-    }
-    for day in ("2024-01-02", "2024-01-02", "2024-01-03"):
-        assert materialize([orders], partition_key=day, resources=resources).success
-    with duckdb.connect(database, read_only=True) as connection:
-        rows = connection.execute(
-            'SELECT CAST(event_time AS DATE), count(*), count(currency) FROM "reports"."orders" '
-            "GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    assert rows == [(date(2024, 1, 2), 2, 0), (date(2024, 1, 3), 2, 2)]
+    assert_frame_outputs_replace_their_partition(
+        {
+            "io_manager": DuckDBEventIOManager(
+                database=database, connection_config=CONNECTION_CONFIG
+            )
+        },
+        {"schema": "reports", "table": "orders", "partition_expr": "event_time"},
+        read_back,
+    )
