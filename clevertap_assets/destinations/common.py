@@ -7,7 +7,7 @@ read are `destinations.stats`.
 """
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -84,6 +84,23 @@ def plan_schema_change(existing: Mapping[str, Kind], incoming: Mapping[str, Kind
         if target != current:
             widened[current_name] = target
     return SchemaChange(add=add, widen=widened)
+
+
+def rebuild_column(
+    execute: Callable[[str], object],
+    target: str,
+    column: str,
+    rebuilt: str,
+    column_type: str,
+    converted: str,
+) -> None:
+    """Change a (quoted) column's type by rebuilding it: add the new column, copy the
+    converted values, drop the old one, give the new one its name. Snowflake and Redshift
+    cannot change NUMBER to text in place; the rebuilt column moves to the end."""
+    execute(f"ALTER TABLE {target} ADD COLUMN {rebuilt} {column_type}")
+    execute(f"UPDATE {target} SET {rebuilt} = {converted}")
+    execute(f"ALTER TABLE {target} DROP COLUMN {column}")
+    execute(f"ALTER TABLE {target} RENAME COLUMN {rebuilt} TO {column}")
 
 
 def qualified_name(table_slice: TableSlice) -> str:

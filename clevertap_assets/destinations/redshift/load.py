@@ -16,7 +16,7 @@ from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
-from clevertap_assets.destinations.common import SchemaChange, window_where
+from clevertap_assets.destinations.common import SchemaChange, rebuild_column, window_where
 from clevertap_assets.destinations.redshift.client import target_name
 from clevertap_assets.destinations.redshift.dialect import (
     FitCounts,
@@ -101,14 +101,16 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
                 f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} "
                 f"{dialect.column_type(kind)}"
             )
-        staging = quote_identifier(_WIDENING_COLUMN)
         for name, kind in change.widen.items():
             column = quote_identifier(name)
-            converted = dialect.converted(column, existing[name], kind)
-            execute(f"ALTER TABLE {target} ADD COLUMN {staging} {dialect.column_type(kind)}")
-            execute(f"UPDATE {target} SET {staging} = {converted}")
-            execute(f"ALTER TABLE {target} DROP COLUMN {column}")
-            execute(f"ALTER TABLE {target} RENAME COLUMN {staging} TO {column}")
+            rebuild_column(
+                execute,
+                target,
+                column,
+                quote_identifier(_WIDENING_COLUMN),
+                dialect.column_type(kind),
+                dialect.converted(column, existing[name], kind),
+            )
 
     def stage(
         self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]

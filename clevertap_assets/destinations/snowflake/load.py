@@ -29,7 +29,12 @@ from snowflake.connector.cursor import SnowflakeCursor
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
-from clevertap_assets.destinations.common import SchemaChange, qualified_name, window_where
+from clevertap_assets.destinations.common import (
+    SchemaChange,
+    qualified_name,
+    rebuild_column,
+    window_where,
+)
 from clevertap_assets.destinations.snowflake import dialect
 from clevertap_assets.destinations.snowflake.client import existing_columns, schema_name
 from clevertap_assets.destinations.snowflake.dialect import (
@@ -108,12 +113,14 @@ class SnowflakeWindowLoad(WindowLoad[str]):
 
     def _widen_column(self, target: str, name: str, current: Kind, kind: Kind) -> None:
         column = quote_identifier(name)
-        widened = quote_identifier(name + WIDENING_SUFFIX)
-        execute = self._cursor.execute
-        execute(f"ALTER TABLE {target} ADD COLUMN {widened} {SNOWFLAKE_TYPES[kind]}")
-        execute(f"UPDATE {target} SET {widened} = {converted(column, current, kind)}")
-        execute(f"ALTER TABLE {target} DROP COLUMN {column}")
-        execute(f"ALTER TABLE {target} RENAME COLUMN {widened} TO {column}")
+        rebuild_column(
+            self._cursor.execute,
+            target,
+            column,
+            quote_identifier(name + WIDENING_SUFFIX),
+            SNOWFLAKE_TYPES[kind],
+            converted(column, current, kind),
+        )
 
     def stage(self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]) -> str:
         """Copy the batch into a temporary table, JSON kept as text, by one `write_pandas`.
