@@ -13,7 +13,8 @@ alike, calls `replace_window`, which runs one destination's `WindowLoad` steps i
 1. `prepare`: create or evolve the table. Additive only (new columns, wider types), so the
    previous rows stay readable if the run stops here, on warehouses where DDL commits alone.
 2. `stage`: put the rows where one statement can read them (a temporary table on Snowflake,
-   an expiring table on BigQuery; DuckDB and Redshift read the batch file as they insert).
+   an expiring table on BigQuery, on Redshift a temporary table COPYed from S3 when a staging
+   bucket is set; DuckDB and Redshift's INSERTs otherwise read the batch file as they go).
 3. `replace`: delete the window's rows and insert the staged ones as one atomic unit: one
    transaction (DuckDB, Redshift, Snowflake) or one `MERGE` (BigQuery).
 4. `row_count`: the table's rows as the load leaves it, Dagster's `dagster/row_count`.
