@@ -163,6 +163,7 @@ def _start(name: str, argv: list[str], env: dict[str, str], cwd: Path, logs: Pat
     return Service(name, process, log)
 
 
+@pytest.mark.timeout(1500)  # dagster dev, two runs' step processes and a browser, on 2 cores
 def test_materialize_a_range_and_execute_the_checks_from_the_ui(first_hour: FirstHour) -> None:
     assert CHROMIUM, "Debian's chromium is not installed (bin/test installs it)"
     last = local_today("UTC")  # .env.example's CLEVERTAP_TIMEZONE
