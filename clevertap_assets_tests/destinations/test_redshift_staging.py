@@ -17,6 +17,15 @@ What is real here and what is not:
   `redshift` dialect; the statements sqlglot has no grammar for (LOCK) against the synopsis
   on AWS's page.
 
+The pages the checks follow: COPY from columnar formats (positional mapping, equal column
+counts, parameters; https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-copy-from-columnar.html),
+column mapping (https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-column-mapping.html),
+IAM_ROLE (https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-authorization.html),
+SUPER from Parquet and SERIALIZETOJSON, which is why JSON goes through VARBYTE
+(https://docs.aws.amazon.com/redshift/latest/dg/ingest-super.html#copy_json-from-parquet-orc),
+and the staging-table merge in one transaction
+(https://docs.aws.amazon.com/redshift/latest/dg/merge-replacing-existing-rows.html).
+
 Not verifiable here: that a real cluster's COPY reads these files (Spectrum's Parquet reader,
 the IAM role's trust and bucket policy, the bucket's region)."""
 
