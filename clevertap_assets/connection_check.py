@@ -16,7 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from clevertap_assets.days import local_today
-from clevertap_assets.destinations import destination_for
+from clevertap_assets.destinations.registry import destination_for
 from clevertap_assets.settings import (
     CREDENTIAL_VARIABLES,
     PipelineSettings,

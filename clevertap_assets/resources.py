@@ -6,7 +6,7 @@ name, never its value, in the UI.
 
 from dagster import EnvVar
 
-from clevertap_assets.destinations import destination_for
+from clevertap_assets.destinations.registry import destination_for
 from clevertap_assets.keys import CLEVERTAP
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.client import CleverTapResource

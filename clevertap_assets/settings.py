@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
-from clevertap_assets.destinations import DESTINATIONS
+from clevertap_assets.destinations import DESTINATION_NAMES
 from clevertap_assets.naming import (
     TABLE_NAME_BYTES,
     WEBHOOK_TABLE,
@@ -222,9 +222,10 @@ class PipelineSettings(BaseSettings):
     @field_validator("destination")
     @classmethod
     def _destination(cls, value: str) -> str:
-        if value not in DESTINATIONS:
+        if value not in DESTINATION_NAMES:
             raise SettingsError(
-                f"DESTINATION={value!r} is not a destination; allowed: {', '.join(DESTINATIONS)}"
+                f"DESTINATION={value!r} is not a destination; "
+                f"allowed: {', '.join(DESTINATION_NAMES)}"
             )
         return value
 

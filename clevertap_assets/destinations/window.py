@@ -32,6 +32,7 @@ from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import BATCH_COMPRESSION, EventBatch, batch_file_path
 from clevertap_assets.destinations.common import (
     ROW_COUNT,
+    DestinationError,
     SchemaChange,
     load_metadata,
     plan_schema_change,
@@ -91,6 +92,7 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
     batch = load.named(batch)
     incoming = load.incoming(batch)
     existing = load.existing(table_slice)
+    _check_partition_columns(table_slice, existing)
     change = plan_schema_change(existing, incoming)
     if incoming:
         targets = load.prepare(table_slice, existing, change)
@@ -104,6 +106,19 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
         **load.metadata(),
         ROW_COUNT: load.row_count(table_slice),
     }
+
+
+def _check_partition_columns(table_slice: TableSlice, existing: Mapping[str, Kind]) -> None:
+    """A table of the target's name without the partition column was not made by this
+    pipeline: refused before anything in it changes."""
+    names = {name.lower() for name in existing}
+    for dimension in table_slice.partition_dimensions:
+        if existing and dimension.partition_expr.lower() not in names:
+            raise DestinationError(
+                f"table {table_slice.schema}.{table_slice.table} exists without the partition "
+                f"column {dimension.partition_expr!r}, so this pipeline did not make it; "
+                "rename it, or set another TABLE_PREFIX or schema"
+            )
 
 
 def evolved(existing: Mapping[str, Kind], change: SchemaChange) -> dict[str, Kind]:

@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 
-from clevertap_assets import destinations
-from clevertap_assets.destinations import DESTINATIONS, destination_for
+from clevertap_assets.destinations import registry
+from clevertap_assets.destinations.registry import DESTINATIONS, destination_for
 from clevertap_assets.settings import SettingsError, load_settings
 from clevertap_assets_tests.harness import write_events_csv
 
@@ -26,7 +26,7 @@ def test_the_settings_accept_exactly_the_registrys_destinations_and_each_loads(t
 def test_a_missing_extra_is_one_clear_message(tmp_path, monkeypatch):
     """A destination whose client library is not installed names the extra to install."""
 
-    def missing_stack() -> destinations.Destination:
+    def missing_stack() -> registry.Destination:
         importlib.import_module("snowflake_not_installed_here")
         raise AssertionError("unreachable")
 
