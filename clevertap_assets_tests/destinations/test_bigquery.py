@@ -527,10 +527,11 @@ def test_the_webhook_table_is_clustered_on_its_range_so_a_merge_reads_only_its_r
     assert rows == [(1,), (2,), (3,), (4,)]
 
 
-def test_widening_keeps_the_owners_clustering_labels_and_description(
+def test_widening_keeps_the_owners_clustering_labels_descriptions_and_policy_tags(
     tmp_path, make_emulator, bigquery_emulator, monkeypatch
 ):
-    """A user clusters the table and labels it; a widening rewrites the table and keeps both
+    """A user clusters the table, labels it, describes columns and tags one with a policy; a
+    widening rewrites the table and keeps all of it
     (without CLUSTER BY, BigQuery refuses to replace a clustered table outright), checked in
     the DDL parsed as BigQuery SQL."""
     bq = bigquery_emulator
@@ -543,7 +544,16 @@ def test_widening_keeps_the_owners_clustering_labels_and_description(
     table.clustering_fields = ["event_name"]
     table.labels = {"owner": "growth"}
     table.description = "CleverTap's Product Viewed, 'as loaded'"
-    bq.client().update_table(table, ["clustering_fields", "labels", "description"])
+    tag = "projects/p/locations/us/taxonomies/1/policyTags/2"
+    table.schema = [
+        annotated(field, "The coupon code", [tag])
+        if field.name == "event_props__coupon"
+        else annotated(field, "CleverTap's event name", [])
+        if field.name == "event_name"
+        else field
+        for field in table.schema
+    ]
+    bq.client().update_table(table, ["clustering_fields", "labels", "description", "schema"])
 
     sent: list[str] = []
     run_query = bigquery.Client.query
@@ -553,6 +563,28 @@ def test_widening_keeps_the_owners_clustering_labels_and_description(
         return run_query(self, query, *args, **kwargs)
 
     monkeypatch.setattr(bigquery.Client, "query", recorded)
+    # As BigQuery returns the table: with the policy tag bqemulator does not keep.
+    get_table, update_table = bigquery.Client.get_table, bigquery.Client.update_table
+    updates: list[list[bigquery.SchemaField]] = []
+
+    def as_bigquery_returns_it(self, reference, *args, **kwargs):
+        table = get_table(self, reference, *args, **kwargs)
+        if table.table_id == "product_viewed" and not updates:
+            table.schema = [
+                annotated(field, field.description, [tag])
+                if field.name == "event_props__coupon"
+                else field
+                for field in table.schema
+            ]
+        return table
+
+    def recorded_update(self, table, fields, *args, **kwargs):
+        if "schema" in fields:
+            updates.append(list(table.schema))
+        return update_table(self, table, fields, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "get_table", as_bigquery_returns_it)
+    monkeypatch.setattr(bigquery.Client, "update_table", recorded_update)
     drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"})
     assert load(replace(pipeline, emulator=drifted), last, last).success
 
@@ -566,10 +598,29 @@ def test_widening_keeps_the_owners_clustering_labels_and_description(
     assert columns(bq, pipeline, "product_viewed")["event_props__coupon"] == "STRING"
     # bqemulator keeps no partitioning, clustering or labels from DDL: the SQL checks above.
     assert table.description == "CleverTap's Product Viewed, 'as loaded'"
+    # Column descriptions and policy tags, which no DDL carries, are put back after it.
+    fields = {field.name: field for field in table.schema}
+    assert fields["event_props__coupon"].description == "The coupon code"
+    assert fields["event_name"].description == "CleverTap's event name"
+    # bqemulator drops policy tags from every schema it stores, so what the rewrite sends them
+    # back with is checked in the update request (tables.patch, schema.fields[].policyTags:
+    # https://cloud.google.com/bigquery/docs/column-level-security#set_policy).
+    (restored,) = [fields for fields in updates if "policyTags" in str(fields)]
+    assert {field.name: field.to_api_repr().get("policyTags") for field in restored}[
+        "event_props__coupon"
+    ] == {"names": [tag]}
     assert daily_rows(bq, pipeline, "product_viewed") == {
         first: with_coupon.true_count("Product Viewed", first),
         last: drifted.true_count("Product Viewed", last),
     }
+
+
+def annotated(field: bigquery.SchemaField, description: str, tags: list[str]):
+    """`field` with what a table's owner sets on a column in the console."""
+    spelled = {**field.to_api_repr(), "description": description}
+    if tags:
+        spelled["policyTags"] = {"names": tags}
+    return bigquery.SchemaField.from_api_repr(spelled)
 
 
 def test_dataframe_outputs_replace_their_partition_and_add_columns(bigquery_emulator):

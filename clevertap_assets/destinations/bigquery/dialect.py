@@ -67,7 +67,8 @@ def layout_and_options(table: bigquery.Table) -> str:
     """The table's partitioning, clustering and options, spelled for `CREATE OR REPLACE`: a
     widening rewrites the table (BigQuery changes a column to STRING no other way) and
     must keep what its owner set (https://cloud.google.com/bigquery/docs/reference/standard-sql/data-definition-language#create_table_statement).
-    Column policy tags cannot be written in DDL and are not carried over."""
+    Column descriptions and policy tags cannot be written here: the load puts them back
+    with a schema update after the rewrite."""
     clauses = []
     partitioning = table.time_partitioning
     if partitioning and partitioning.field:

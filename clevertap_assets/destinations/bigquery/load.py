@@ -209,3 +209,30 @@ def _evolve(
             f"CREATE OR REPLACE TABLE {target}{layout_and_options(table)} "
             f"AS SELECT * REPLACE ({casts}) FROM {target}"
         ).result()
+        _restore_column_annotations(client, table)
+
+
+def _restore_column_annotations(client: bigquery.Client, before: bigquery.Table) -> None:
+    """Put back the descriptions and policy tags an owner set on columns: a rewrite by
+    `CREATE OR REPLACE ... AS SELECT` keeps the columns but not these, and policy tags cannot
+    be written in DDL, only in the schema of a table update
+    (https://cloud.google.com/bigquery/docs/column-level-security#set_policy)."""
+    annotated = {
+        field.name: field for field in before.schema if field.description or field.policy_tags
+    }
+    if not annotated:
+        return
+    after = client.get_table(before.reference)
+    after.schema = [_annotated(field, annotated.get(field.name)) for field in after.schema]
+    client.update_table(after, ["schema"])
+
+
+def _annotated(
+    field: bigquery.SchemaField, owner: bigquery.SchemaField | None
+) -> bigquery.SchemaField:
+    """`field` with the description and policy tags its owner's version had."""
+    if owner is None:
+        return field
+    spelled, owned = field.to_api_repr(), owner.to_api_repr()
+    spelled.update({key: owned[key] for key in ("description", "policyTags") if key in owned})
+    return bigquery.SchemaField.from_api_repr(spelled)
