@@ -112,7 +112,7 @@ def _check_partition_columns(table_slice: TableSlice, existing: Mapping[str, Kin
     """A table of the target's name without the partition column was not made by this
     pipeline: refused before anything in it changes."""
     names = {name.lower() for name in existing}
-    for dimension in table_slice.partition_dimensions:
+    for dimension in table_slice.partition_dimensions or ():
         if existing and dimension.partition_expr.lower() not in names:
             raise DestinationError(
                 f"table {table_slice.schema}.{table_slice.table} exists without the partition "
