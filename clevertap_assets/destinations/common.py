@@ -17,7 +17,7 @@ from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 from dagster_duckdb.io_manager import _partition_where_clause
 
 from clevertap_assets.batch.kinds import Kind, widen
-from clevertap_assets.batch.spool import EventBatch, batch_file_path
+from clevertap_assets.batch.spool import BATCH_COMPRESSION, EventBatch, batch_file_path
 from clevertap_assets.naming import quote_identifier
 
 
@@ -144,12 +144,12 @@ the load leaves it (each day's rows are `dagster/partition_row_count`, set by th
 def batch_of_chunks(
     name: str, chunks: Iterable[pa.Table | pa.RecordBatch], json_columns: frozenset[str]
 ) -> EventBatch:
-    """Rows read back for a downstream asset that takes an `EventBatch`, written to a batch
-    file chunk by chunk, so the read stays bounded; no chunk at all is an empty batch."""
+    """Rows as a batch file written chunk by chunk, so memory stays bounded: a slice read back
+    for a downstream asset, or a DataFrame output; no chunk at all is an empty batch."""
     with batch_file_path() as path:
         rows, writer = 0, None
         for chunk in chunks:
-            writer = writer or pq.ParquetWriter(path, chunk.schema)
+            writer = writer or pq.ParquetWriter(path, chunk.schema, compression=BATCH_COMPRESSION)
             writer.write(chunk)
             rows += chunk.num_rows
         if writer is None:

@@ -25,15 +25,15 @@ from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.batch.spool import BATCH_COMPRESSION, EventBatch, batch_file_path
+from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.common import (
     ROW_COUNT,
     DestinationError,
     SchemaChange,
+    batch_of_chunks,
     load_metadata,
     plan_schema_change,
 )
@@ -128,9 +128,7 @@ def evolved(existing: Mapping[str, Kind], change: SchemaChange) -> dict[str, Kin
 
 def frame_batch(name: str, frame: pa.Table) -> EventBatch:
     """A DataFrame output as a batch file, so it replaces its window as events do."""
-    with batch_file_path() as path:
-        pq.write_table(frame, path, compression=BATCH_COMPRESSION)
-    return EventBatch(name, path, frame.num_rows)
+    return batch_of_chunks(name, [frame], frozenset())
 
 
 def replace_window_with_frame(load: WindowLoad, table_slice: TableSlice, frame: pa.Table) -> dict:
