@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 if TYPE_CHECKING:  # the parent never imports dagster; only the pipeline process does
     from dagster import ExecuteInProcessResult
 
@@ -70,8 +72,11 @@ class Measured:
     read_seconds: float
     dedupe_seconds: float
     peak_rss_mb: float
+    """The pipeline's processes together (its parse workers included), sampled every 100 ms."""
     before_run_rss_mb: float
     success: bool
+    main_peak_rss_mb: float = 0.0
+    """The pipeline's own process alone (`ru_maxrss`)."""
     process_seconds: float = 0.0
     max_in_flight: int = 0
     load_average: float = 0.0
@@ -174,24 +179,32 @@ def run_pipeline(
     if profiler is not None and profile is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    print(json.dumps(asdict(_measure(result, sampler.first_mb))), flush=True)
+    print(json.dumps(asdict(_measure(result, sampler))), flush=True)
 
 
 class RssSampler(threading.Thread):
-    """RSS every 100 ms into a TSV, to see which phase of the step holds the memory."""
+    """RSS every 100 ms into a TSV, to see which phase of the step holds the memory: the
+    pipeline's process and, beside it, that process with its children (the parse workers and
+    their forkserver), whose peak is the run's peak RSS. Pages the workers share with their
+    forkserver count once per process, so the sum errs high."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(daemon=True)
         self.path = path
         self.first_mb = _rss_mb()
+        self.peak_tree_mb = self.first_mb
         self._stopped = threading.Event()
 
     def run(self) -> None:
         started = time.monotonic()
+        me = psutil.Process()
         with self.path.open("w", encoding="utf-8") as out:
-            out.write("seconds\trss_mb\n")
+            out.write("seconds\trss_mb\ttree_rss_mb\n")
             while not self._stopped.wait(0.1):
-                out.write(f"{time.monotonic() - started:.1f}\t{_rss_mb():.0f}\n")
+                own = _rss_mb()
+                tree = own + sum(_rss_mb(child.pid) for child in me.children(recursive=True))
+                self.peak_tree_mb = max(self.peak_tree_mb, tree)
+                out.write(f"{time.monotonic() - started:.1f}\t{own:.0f}\t{tree:.0f}\n")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -201,10 +214,15 @@ class RssSampler(threading.Thread):
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
-def _rss_mb() -> float:
-    """Resident pages from /proc/self/statm: /proc/self/status walks every thread and
-    mapping, and read ten times a second it cost the measured process 1.5 s of CPU a run."""
-    return int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1]) * _PAGE_MB
+def _rss_mb(pid: int | str = "self") -> float:
+    """Resident pages from /proc/<pid>/statm (0 once the process is gone): /proc/<pid>/status
+    walks every thread and mapping, and read ten times a second it cost the measured process
+    1.5 s of CPU a run."""
+    try:
+        statm = Path(f"/proc/{pid}/statm").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    return int(statm.split()[1]) * _PAGE_MB
 
 
 def _start_profiler() -> cProfile.Profile:
@@ -213,7 +231,7 @@ def _start_profiler() -> cProfile.Profile:
     return profiler
 
 
-def _measure(result: "ExecuteInProcessResult", before_run_mb: float) -> Measured:
+def _measure(result: "ExecuteInProcessResult", sampler: RssSampler) -> Measured:
     """The asset step's own duration (read, spool, dedupe and the load into DuckDB) from
     Dagster's step event; the asset's metadata splits off the read and the dedupe, and the
     rest of the step is the IO manager's load."""
@@ -222,6 +240,7 @@ def _measure(result: "ExecuteInProcessResult", before_run_mb: float) -> Measured
             str(event.event_specific_data) for event in result.all_events if event.is_failure
         ]
         raise SystemExit("the backfill failed: " + "; ".join(failures))
+    main_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # One materialization per day of the window, all carrying the run's metadata.
     materialization = result.get_asset_materialization_events()[0]
     metadata = {k: v.value for k, v in materialization.materialization.metadata.items()}
@@ -238,9 +257,10 @@ def _measure(result: "ExecuteInProcessResult", before_run_mb: float) -> Measured
         step_seconds=step.event_specific_data.duration_ms / 1000,
         read_seconds=metadata["seconds"] - metadata["dedupe_seconds"],
         dedupe_seconds=metadata["dedupe_seconds"],
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        before_run_rss_mb=before_run_mb,
+        peak_rss_mb=max(main_peak_mb, sampler.peak_tree_mb),
+        before_run_rss_mb=sampler.first_mb,
         success=result.success,
+        main_peak_rss_mb=main_peak_mb,
     )
 
 
@@ -375,6 +395,7 @@ def _run_quickhouse(args: argparse.Namespace, served: Served, workdir: Path) -> 
         peak_rss_mb=reported["peak_rss_mb"],
         before_run_rss_mb=0.0,
         success=True,
+        main_peak_rss_mb=reported["peak_rss_mb"],
         process_seconds=seconds,
     )
 
@@ -383,7 +404,8 @@ def _print_run(name: str, m: Measured, expected_rows: int) -> None:
     print(
         f"  {name:>10}: {m.records:,} records in {m.process_seconds:.1f} s whole process "
         f"({m.records / m.process_seconds:,.0f}/s; step {m.step_seconds:.1f} s), "
-        f"peak RSS {m.peak_rss_mb:.0f} MB, max {m.max_in_flight} in flight, "
+        f"peak RSS {m.peak_rss_mb:.0f} MB (main process {m.main_peak_rss_mb:.0f}), "
+        f"max {m.max_in_flight} in flight, "
         f"load {m.load_average:.1f}",
         flush=True,
     )
@@ -394,7 +416,7 @@ def _print_run(name: str, m: Measured, expected_rows: int) -> None:
 def print_table(results: dict[int, dict[str, list[Measured]]]) -> None:
     """Medians per size and contender; whole-process records/s is what a user waits for."""
     header = ("per day", "contender", "runs", "records", "process s", "step s", "read s")
-    header += ("records/s", "step rec/s", "peak RSS MB", "in flight", "load")
+    header += ("records/s", "step rec/s", "peak RSS MB", "main RSS MB", "in flight", "load")
     print("\n" + " | ".join(f"{h:>11}" for h in header))
     for per_day, runs in results.items():
         for name, measured in runs.items():
@@ -414,6 +436,7 @@ def print_table(results: dict[int, dict[str, list[Measured]]]) -> None:
                 f"{statistics.median(m.records / m.process_seconds for m in measured):,.0f}",
                 f"{statistics.median(m.records / m.step_seconds for m in measured):,.0f}",
                 f"{median('peak_rss_mb'):.0f}",
+                f"{median('main_peak_rss_mb'):.0f}",
                 f"{max(m.max_in_flight for m in measured)}",
                 f"{median('load_average'):.1f}",
             )

@@ -5,9 +5,12 @@
 The emulator renders the pages in this process before the clock starts; each stage is timed
 with `time.process_time()` (the CPU of every thread of the process, so polars' and DuckDB's
 own threads count), which a loaded machine inflates far less than wall time. The stages are
-the asset's, in its order: the client's parse of the page, `parse_page` (canonical JSON,
-SHA-256 and the columns), `normalise_page` (time columns, size limits), the spool's split
-by day into Parquet, its deduplication (`EventSpool.finish`), and DuckDB's load of the batch.
+the asset's, in its order: the client's read of the answer's envelope (msgspec), then what a
+parse worker does (`parse_raw_page`): orjson's parse of the records, `parse_page` (canonical
+JSON, SHA-256 and the columns), `normalise_parsed` (time columns, size limits); then, back in
+the asset's process, naming the columns, the spool's split by day into Parquet, its
+deduplication (`EventSpool.finish`), and DuckDB's load of the batch. Here all run on one
+thread; in a run the worker stages are spread over the parse processes.
 """
 
 import argparse
@@ -23,7 +26,9 @@ import orjson
 
 from clevertap_assets.batch.spool import EventSpool
 from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
-from clevertap_assets.source.normalise import NormaliseOptions, normalise_page, parse_page
+from clevertap_assets.naming import ColumnNames
+from clevertap_assets.source.client import _ANSWER
+from clevertap_assets.source.normalise import NormaliseOptions, normalise_parsed, parse_page
 
 EVENT = "Charged"
 PAGE = 5000
@@ -72,16 +77,19 @@ def main() -> None:
         ]
 
     records_seen = 0
-    gc.disable()  # as during the asset's read
+    names = ColumnNames()
+    gc.disable()  # as in the parse workers
     with EventSpool(event_name=EVENT) as spool:
         for body in pages:
-            records = timed("client: orjson parse of the page", orjson.loads, body)["records"]
+            raw = bytes(timed("client: envelope (msgspec)", _ANSWER.decode, body)["records"])
+            records = timed("worker: orjson parse of the records", orjson.loads, raw)
             records_seen += len(records)
             timed("  of which canonical JSON + SHA-256", record_ids, records)
-            parsed = timed("parse_page: ids and columns", parse_page, records, options)
-            page = timed("normalise_page: time columns, limits", normalise_page, parsed, options)
-            timed("spool: split by day, Parquet", spool.add, page, len(records))
-            del records, parsed, page
+            parsed = timed("worker: parse_page, ids and columns", parse_page, records, options)
+            page = timed("worker: normalise_parsed", normalise_parsed, parsed, options)
+            named = timed("asset: name the columns", page.named, names)
+            timed("asset: spool, split by day, Parquet", spool.add, named, len(records))
+            del records, parsed, page, named
         batch = timed("dedupe (EventSpool.finish)", spool.finish, datetime.now(UTC))
     with duckdb.connect() as connection:
         load = f"CREATE TABLE t AS SELECT * FROM read_parquet('{batch.path}')"

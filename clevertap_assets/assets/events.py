@@ -2,22 +2,19 @@
 
 An asset run reads its whole window of days as one export (a single-run backfill of thirty
 days is not thirty runs), cut into up to three ranges of days, each through its own cursor so
-that CleverTap's three request slots per account stay busy while pages are parsed; it
-normalises page by page into a Parquet spool, and hands the IO manager one deduplicated batch
-that replaces exactly those days.
+that CleverTap's three request slots per account stay busy while pages are parsed (in worker
+processes, see `source.parse_processes`); it spools page by page into Parquet, and hands the IO
+manager one deduplicated batch that replaces exactly those days.
 """
 
-import gc
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 
-import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -46,23 +43,16 @@ from clevertap_assets.source.client import (
     ExportNotAllowedError,
     FetchStats,
 )
-from clevertap_assets.source.normalise import (
-    NormaliseOptions,
-    ParsedPage,
-    normalise_page,
-    parse_page,
+from clevertap_assets.source.normalise import NormaliseOptions
+from clevertap_assets.source.parse_processes import (
+    ParsedWindowPage,
+    parse_pool,
+    parse_processes,
+    parse_raw_page,
 )
 
 PROGRESS_EVERY_SECONDS = 10.0
 CURSOR_REOPENS = 3
-SPOOL_THREADS = 2
-"""Pages normalised at once, behind the cursors: polars and the Parquet writer release the
-GIL for most of a page, so two pages in flight keep both cores of a small machine busy,
-and memory holds at most this many pages plus the one being parsed."""
-PAGES_PARSED_AT_ONCE = 1
-"""Parsed pages alive across a window's cursors: parsed records take several times a page's
-bytes, and parsing holds the GIL, so one at a time costs no speed; the cursors still wait
-on CleverTap side by side."""
 
 
 def event_asset_key(settings: PipelineSettings, event_name: str) -> AssetKey:
@@ -207,7 +197,6 @@ def _read_window_once(
         auto_mapping=settings.auto_mapping,
         max_record_bytes=settings.max_record_bytes,
         max_row_bytes=settings.row_limit_bytes,
-        column_names=names,
     )
     window_start = datetime.combine(first_day, datetime.min.time())
     window_end = datetime.combine(last_day + timedelta(days=1), datetime.min.time())
@@ -216,14 +205,11 @@ def _read_window_once(
     started = time.monotonic()
     with (
         EventSpool(event_name=event_name) as spool,
-        _cyclic_gc_paused(),
-        _PageHandoff(spool, options, window_start, window_end) as handoff,
+        _PageHandoff(spool, options, (window_start, window_end), names) as handoff,
         ThreadPoolExecutor(len(spans), thread_name_prefix="clevertap-cursor") as readers,
     ):
         cursors = [
-            readers.submit(
-                _read_span, clevertap, event_name, span, fetch, options, handoff, context.log
-            )
+            readers.submit(_read_span, clevertap, event_name, span, fetch, handoff, context.log)
             for span, fetch in zip(spans, fetches, strict=True)
         ]
         _await_cursors(context, event_name, cursors, handoff, spool, fetches)
@@ -260,27 +246,30 @@ def _read_window_once(
 
 
 class _PageHandoff:
-    """Cursor threads hand their parsed pages (keys and columns) to the spool threads here.
+    """Cursor threads hand each page's raw records to the parse processes here, and spool
+    threads name and spool the columns that come back.
 
-    At most `SPOOL_THREADS` pages wait or are being spooled: a cursor that gets ahead blocks
-    until one is done, so memory holds those pages, the one being parsed (`parse_gate`) and
-    the bytes of one answer per cursor. A failed page stops
-    every cursor (`stopped`) and is raised by `finish`.
+    At most `parse processes + 1` pages are between a cursor and the spool: a cursor that
+    gets ahead blocks until one is spooled, so memory holds those pages' bytes and columns
+    whatever the window. A failed page stops every cursor (`stopped`) and is raised by
+    `finish`.
     """
 
     def __init__(
         self,
         spool: EventSpool,
         options: NormaliseOptions,
-        window_start: datetime,
-        window_end: datetime,
+        window: tuple[datetime, datetime],
+        names: ColumnNames,
     ) -> None:
         self._spool = spool
         self._options = options
-        self._window = (window_start, window_end)
-        self._pool = ThreadPoolExecutor(SPOOL_THREADS, thread_name_prefix="clevertap-spool")
-        self._room = threading.Semaphore(SPOOL_THREADS)
-        self.parse_gate = threading.Semaphore(PAGES_PARSED_AT_ONCE)
+        self._window = window
+        self._names = names
+        workers = parse_processes()
+        self._parsers = parse_pool(workers)
+        self._spoolers = ThreadPoolExecutor(workers + 1, thread_name_prefix="clevertap-spool")
+        self._room = threading.Semaphore(workers + 1)
         self._failures: list[BaseException] = []
         self.stopped = threading.Event()
 
@@ -290,14 +279,19 @@ class _PageHandoff:
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
         if exc_type is not None:
             self.stopped.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._spoolers.shutdown(wait=True, cancel_futures=True)
+        self._parsers.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, page: ParsedPage, received: int) -> None:
+    def submit(self, raw: bytes) -> None:
         self._room.acquire()
-        future = self._pool.submit(
-            _spool_page, self._spool, page, received, self._options, *self._window
-        )
-        future.add_done_callback(self._done)
+        parsed = self._parsers.submit(parse_raw_page, raw, self._options, self._window)
+        spooled = self._spoolers.submit(self._spool_page, parsed)
+        spooled.add_done_callback(self._done)
+
+    def _spool_page(self, parsed: Future[ParsedWindowPage]) -> None:
+        """Runs on a spool thread while the workers parse the next pages."""
+        page = parsed.result()
+        self._spool.add(page.page.named(self._names), page.received, page.outside_window)
 
     def _done(self, future: Future[None]) -> None:
         self._room.release()
@@ -308,7 +302,7 @@ class _PageHandoff:
 
     def finish(self) -> None:
         """Wait for the pages handed over; the first failure, if any, is raised."""
-        self._pool.shutdown(wait=True)
+        self._spoolers.shutdown(wait=True)
         if self._failures:
             raise self._failures[0]
 
@@ -318,22 +312,15 @@ def _read_span(
     event_name: str,
     span: tuple[date, date],
     fetch: FetchStats,
-    options: NormaliseOptions,
     handoff: _PageHandoff,
     log: DagsterLogManager,
 ) -> None:
-    """One cursor over its range of days, on its own thread: while it waits for CleverTap,
-    the other cursors' pages are parsed and spooled."""
-    pages = clevertap.iter_event_pages(
-        event_name, *span, stats=fetch, log=log, parse_gate=handoff.parse_gate
-    )
-    for records in pages:
+    """One cursor over its range of days, on its own thread: it only waits on CleverTap and
+    hands pages over, so the three cursors keep the account's request slots busy."""
+    for raw in clevertap.iter_raw_pages(event_name, *span, stats=fetch, log=log):
         if handoff.stopped.is_set():
             return  # another cursor or a page failed; that failure is what the run reports
-        page = parse_page(records, options)
-        received = len(records)
-        del records  # the spool thread holds the page; the dicts can go now
-        handoff.submit(page, received)
+        handoff.submit(raw)
 
 
 def _await_cursors(
@@ -361,38 +348,6 @@ def _await_cursors(
     except BaseException:
         handoff.stopped.set()
         raise
-
-
-def _spool_page(
-    spool: EventSpool,
-    parsed: ParsedPage,
-    received: int,
-    options: NormaliseOptions,
-    window_start: datetime,
-    window_end: datetime,
-) -> None:
-    """Runs on a spool thread while the cursors download and parse the next pages."""
-    page = normalise_page(parsed, options)
-    in_window = page.frame.filter(
-        pl.col("event_time").is_between(window_start, window_end, closed="left")
-    )
-    outside = page.frame.height - in_window.height
-    spool.add(replace(page, frame=in_window), received, outside)
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Every page is some 200,000 freshly parsed dicts and lists: acyclic, so reference
-    counting frees them, yet the cyclic collector re-scans them many times while a page is
-    parsed, which tripled the parse time. Nothing the read makes needs the collector: the
-    client breaks the one reference cycle an HTTP answer would leave."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _warn_skipped(

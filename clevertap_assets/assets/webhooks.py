@@ -157,13 +157,12 @@ def _load_batch(
         auto_mapping=True,
         max_record_bytes=settings.max_record_bytes,
         max_row_bytes=settings.row_limit_bytes,
-        column_names=names,
     )
     json_columns = frozenset() if settings.auto_mapping else _JSON_COLUMNS
     received = 0
     with EventSpool(event_name="webhook") as spool:
         for records in _pages(entries, settings.auto_mapping):
-            page = normalise_page(records, options)
+            page = normalise_page(records, options, names)
             frame = page.frame.with_columns(pl.lit(partition_key).alias(RANGE_COLUMN))
             json_in_page = json_columns & set(frame.columns)
             json_columns_in_page = page.json_columns | json_in_page

@@ -10,6 +10,7 @@ small set of exceptions.
 import email.utils
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 import httpx
+import msgspec
 import orjson
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -151,25 +153,34 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _unlink_stream(response: httpx.Response) -> None:
     """A read httpx response and its stream refer to each other, so only the cyclic
-    collector frees it, body included. The assets pause that collector while they read
-    (it re-scans every parsed page), and with several cursors a collection meant to free
-    one answer promotes the answers other threads still hold to an older generation, where
-    they stayed until the end of the read (a 3-cursor read grew to 681 MB). Closing the
+    collector frees it, body included: with several cursors, answers waited for the next
+    collection (a 3-cursor read with the collector paused grew to 681 MB). Closing the
     response and replacing its spent stream breaks the cycle: reference counting frees the
-    body as soon as the page is parsed."""
+    body as soon as its records are handed over."""
     response.close()
     response.stream = httpx.ByteStream(b"")
 
 
+_ANSWER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_NO_RECORDS = msgspec.Raw(b"[]")
+_EMPTY_LIST = re.compile(rb"\[\s*\]\Z")
+
+
 def _decode(response: httpx.Response) -> dict[str, Any] | None:
-    """The JSON object in a body, or None when the body is empty or not an object."""
+    """The JSON object in a body, or None when the body is empty or not an object.
+
+    Every field but `records` is decoded; `records` stays the JSON text CleverTap sent
+    (`msgspec.Raw`), for whoever parses it (see `iter_raw_pages`)."""
     if not response.content.strip():
         return None
     try:
-        payload = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
+        fields = _ANSWER.decode(response.content)
+        return {
+            name: value if name == "records" else msgspec.json.decode(value)
+            for name, value in fields.items()
+        }
+    except msgspec.DecodeError:
         return None
-    return payload if isinstance(payload, dict) else None
 
 
 class CleverTapResource(dg.ConfigurableResource):
@@ -252,19 +263,45 @@ class CleverTapResource(dg.ConfigurableResource):
         events: bool = False,
         profile: bool = True,
         log: Log | None = None,
-        parse_gate: threading.Semaphore | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Each page's records of one event over whole local days, as the pages arrive.
 
         One list per page answer (possibly empty), so a reader can stop after any page and
         memory holds one page at a time. On `CursorExpiredError` the caller must discard what
         it read of this window and call again.
+        """
+        stats = stats if stats is not None else FetchStats()
+        for raw in self.iter_raw_pages(
+            event_name,
+            first_day,
+            last_day,
+            stats=stats,
+            app=app,
+            events=events,
+            profile=profile,
+            log=log,
+        ):
+            records = orjson.loads(raw)
+            stats.records += len(records)
+            yield records
 
-        Cursors read side by side can share a `parse_gate`: a page is parsed only while
-        holding it, and it is released when the reader asks for the next page. Parsed
-        records take several times the page's bytes and parsing holds the GIL anyway, so
-        this bounds the cursors' memory without slowing them: they still wait on CleverTap
-        together.
+    def iter_raw_pages(
+        self,
+        event_name: str,
+        first_day: date,
+        last_day: date,
+        *,
+        stats: FetchStats | None = None,
+        app: bool = False,
+        events: bool = False,
+        profile: bool = True,
+        log: Log | None = None,
+    ) -> Iterator[bytes]:
+        """`iter_event_pages` with each page's records as the JSON array CleverTap sent.
+
+        Only the answer's envelope is parsed here (msgspec skips over the records, about 1 µs
+        each), so the cursor moves on at once and the records can be parsed elsewhere, in
+        another process. Whoever parses them counts them into `stats.records`.
         """
         if first_day > last_day:
             raise ValueError(f"first_day {first_day} is after last_day {last_day}")
@@ -287,23 +324,17 @@ class CleverTapResource(dg.ConfigurableResource):
         started, empty_in_a_row = time.monotonic(), 0
         while True:
             self._within_bounds(event_name, first_day, last_day, stats, started, empty_in_a_row)
-            url = self._cursor_url(cursor)
-            page = self._call("GET", url, event_name, stats, log, parse_gate=parse_gate)
-            try:
-                records = page.get("records", [])
-                if not isinstance(records, list):
-                    raise CleverTapProtocolError(
-                        f"CleverTap sent 'records' that is not a list for event {event_name!r}"
-                    )
-                stats.pages += 1
-                stats.records += len(records)
-                empty_in_a_row = 0 if records else empty_in_a_row + 1
-                yield records
-                cursor = page.get("next_cursor")
-                del page, records  # so the next request starts with this page freed
-            finally:
-                if parse_gate is not None:
-                    parse_gate.release()
+            page = self._call("GET", self._cursor_url(cursor), event_name, stats, log)
+            records = bytes(page.get("records", _NO_RECORDS))
+            if not records.startswith(b"["):
+                raise CleverTapProtocolError(
+                    f"CleverTap sent 'records' that is not a list for event {event_name!r}"
+                )
+            stats.pages += 1
+            empty_in_a_row = empty_in_a_row + 1 if _EMPTY_LIST.match(records) else 0
+            cursor = page.get("next_cursor")
+            del page  # the page's bytes go with the records handed over
+            yield records
             if not cursor:
                 return
             if cursor in used:
@@ -336,8 +367,8 @@ class CleverTapResource(dg.ConfigurableResource):
         if elapsed > self.max_window_seconds:
             raise CleverTapProtocolError(
                 f"reading {window} took {elapsed:.0f} s, over max_window_seconds="
-                f"{self.max_window_seconds:g}, after {stats.pages} pages and {stats.records} "
-                "records; stopping (split the window, or raise the limit)"
+                f"{self.max_window_seconds:g}, after {stats.pages} pages; stopping (split the "
+                "window, or raise the limit)"
             )
 
     def count_events(
@@ -412,22 +443,13 @@ class CleverTapResource(dg.ConfigurableResource):
         log: Log,
         body: dict[str, Any] | None = None,
         accept: tuple[str, ...] = ("success",),
-        parse_gate: threading.Semaphore | None = None,
     ) -> dict[str, Any]:
-        """One logical request: transient failures are retried with backoff, the rest raise.
-        With a `parse_gate`, the answer is parsed holding it and returned still holding it."""
+        """One logical request: transient failures are retried with backoff, the rest raise."""
         attempt = 1
         while True:
             try:
                 response = self._send(method, url, body, stats)
-                if parse_gate is None:
-                    return self._interpret(response, url.path, event_name, accept)
-                parse_gate.acquire()
-                try:
-                    return self._interpret(response, url.path, event_name, accept)
-                except BaseException:
-                    parse_gate.release()
-                    raise
+                return self._interpret(response, url.path, event_name, accept)
             except _Transient as transient:
                 if attempt >= self.max_attempts:
                     raise CleverTapError(

@@ -1,15 +1,19 @@
 """Turn one page of CleverTap records into warehouse-ready columns.
 
 The page is the unit of work: the client yields pages of up to 5000 records and each becomes
-one polars frame, so memory stays flat however long the window. The page is parsed once
-(orjson, in the client): one walk over the parsed records gives each its canonical JSON and
-SHA-256 (the dedupe key) and fills one list of values per key path, which become typed
-columns; time parsing, `$D_` dates and the size limits are polars expressions.
+one polars frame, so memory stays flat however long the window. The page is parsed once: one
+walk over the parsed records gives each its canonical JSON and SHA-256 (the dedupe key) and
+fills one list of values per key path, which become typed columns; time parsing, `$D_` dates
+and the size limits are polars expressions.
+
+Until `NormalisedPage.named` gives them their columns, data columns are named by their key
+path (`path_key`): naming is the one step that needs the run's shared state (`ColumnNames`),
+so everything before it can run in another process (see `source.parse_processes`).
 """
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import orjson
@@ -19,6 +23,17 @@ from clevertap_assets.naming import ColumnNames
 
 JSON_SECTIONS = ("profile", "event_props", "session_props")
 SYSTEM_COLUMNS = ("_record_id", "event_name", "ts", "event_time", "event_time_utc")
+_NAMED_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"ts"}
+"""System columns named as they are; `ts` is the record's own key, named like the others."""
+PATH_SEPARATOR = "\x1f"
+
+
+def path_key(path: tuple[str, ...]) -> str:
+    """A key path as one frame column name until the page is named (ASCII's unit separator,
+    which CleverTap's property names do not contain)."""
+    return PATH_SEPARATOR.join(path)
+
+
 _DATE_PATTERN = r"^\$D_-?\d+$"
 
 
@@ -29,8 +44,6 @@ class NormaliseOptions:
     auto_mapping: bool
     max_record_bytes: int
     max_row_bytes: int
-    column_names: ColumnNames = field(default_factory=ColumnNames, compare=False)
-    """Shared by every page of a run, so a key keeps its column (see `ColumnNames`)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,20 @@ class NormalisedPage:
     """Records and rows over the size limits per local day (those without a readable `ts`
     have no day: they are counted in `invalid_ts` only), so each day's metadata says what
     that day lost."""
+
+    def named(self, names: ColumnNames) -> "NormalisedPage":
+        """The page with each key path's column name (see `ColumnNames`), in path order, so
+        the first path of a run to want a name gets it whichever process parsed the page."""
+        renames = {
+            key: names.column_for(key.split(PATH_SEPARATOR))
+            for key in self.frame.columns
+            if key not in _NAMED_COLUMNS
+        }
+        return replace(
+            self,
+            frame=self.frame.rename(renames),
+            json_columns=frozenset(renames.get(key, key) for key in self.json_columns),
+        )
 
 
 @dataclass(frozen=True)
@@ -70,7 +97,7 @@ def parse_page(records: Sequence[dict], options: NormaliseOptions) -> ParsedPage
     keep = [len(body) <= options.max_record_bytes for body in canonical]
     kept = [record for record, k in zip(records, keep, strict=True) if k]
     if options.auto_mapping:
-        data, json_columns = _flattened(kept, options.column_names)
+        data, json_columns = _flattened(kept)
     else:
         data, json_columns = _sections_frame(kept), frozenset(JSON_SECTIONS)
     return ParsedPage(
@@ -86,11 +113,17 @@ def parse_page(records: Sequence[dict], options: NormaliseOptions) -> ParsedPage
 
 
 def normalise_page(
-    records: Sequence[dict] | ParsedPage, options: NormaliseOptions
+    records: Sequence[dict], options: NormaliseOptions, names: ColumnNames | None = None
 ) -> NormalisedPage:
-    """One page as a frame with the system columns first, then the data columns. The
-    columnar part (polars, mostly without the GIL) of a page `parse_page` reduced."""
-    page = records if isinstance(records, ParsedPage) else parse_page(records, options)
+    """One page as a frame with the system columns first, then the data columns, named by
+    `names` (a fresh `ColumnNames` when the caller keeps none)."""
+    page = normalise_parsed(parse_page(records, options), options)
+    return page.named(names if names is not None else ColumnNames())
+
+
+def normalise_parsed(page: ParsedPage, options: NormaliseOptions) -> NormalisedPage:
+    """The columnar part of normalising (polars, mostly without the GIL) of a page
+    `parse_page` reduced; its data columns are still named by key path."""
     frame = _with_system_columns(page.data, page.record_ids, options)
     valid = frame.filter(pl.col("event_time").is_not_null())
     fits = valid.select(_row_bytes(valid) <= options.max_row_bytes).to_series()
@@ -190,7 +223,7 @@ _Node = tuple[dict[str, list], dict[str, "_Node"]]
 under each key (a list with a slot per record), and the objects under each key."""
 
 
-def _flattened(records: Sequence[dict], names: ColumnNames) -> tuple[pl.DataFrame, frozenset[str]]:
+def _flattened(records: Sequence[dict]) -> tuple[pl.DataFrame, frozenset[str]]:
     """AUTO_MAPPING=true: every scalar leaf its own column, lists as JSON text.
 
     One walk over the parsed records fills a list of values per key path, then each list
@@ -203,7 +236,7 @@ def _flattened(records: Sequence[dict], names: ColumnNames) -> tuple[pl.DataFram
         _collect(record, root, row, len(records))
     columns, json_columns = [], set()
     for path, values in sorted(_paths(root, ())):
-        series, is_json = _typed(names.column_for(path), values)
+        series, is_json = _typed(path_key(path), values)
         if series is not None:
             columns.append(series)
             if is_json:

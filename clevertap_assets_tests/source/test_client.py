@@ -3,6 +3,7 @@ failure table in the shared API notes, the per-account concurrency limit, counts
 passcode never leaks into messages, reprs or logs."""
 
 import gc
+import http.server
 import logging
 import threading
 import time
@@ -497,38 +498,6 @@ def test_a_slow_reader_does_not_hold_a_request_slot(start) -> None:
         client.close()
 
 
-def test_cursors_sharing_a_parse_gate_hold_one_parsed_page_yet_wait_on_clevertap_together(
-    start,
-) -> None:
-    """The gate bounds parsed pages across cursors (memory), not requests (speed): with a
-    gate of one, two readers never hold parsed records at once, and the emulator still sees
-    both readers' requests in flight together."""
-    emulator = start(delay_seconds=0.05, duplicate_share=0.0, max_concurrent=None)
-    client = client_for(emulator, batch_size=9)
-    gate = threading.Semaphore(1)
-    holding, most = [0], [0]
-    counted = threading.Lock()
-    totals: dict[str, int] = {}
-
-    def read(event: str) -> None:
-        total = 0
-        for page in client.iter_event_pages(event, DAY, DAY, parse_gate=gate):
-            with counted:
-                holding[0] += 1
-                most[0] = max(most[0], holding[0])
-            total += len(page)
-            time.sleep(0.005)  # the reader's work on the page, holding the gate
-            with counted:
-                holding[0] -= 1
-        totals[event] = total
-
-    with client:
-        run_threads(read, EVENTS[:2])
-    assert totals == {event: emulator.true_count(event, DAY) for event in EVENTS[:2]}
-    assert most[0] == 1
-    assert emulator.stats.max_in_flight == 2
-
-
 def test_a_read_leaves_no_answer_for_the_cyclic_collector(start) -> None:
     """The assets read with the cyclic collector paused, so an answer (and its page of bytes)
     that only the collector could free would stay until the read ends: after three cursors
@@ -557,3 +526,40 @@ def test_a_read_leaves_no_answer_for_the_cyclic_collector(start) -> None:
     retries = sum(s.retries for s in stats.values())
     assert pages > 10
     assert len(left) <= retries
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        (b'{"status": "success", "records": {"ts": 1}}', r"'records' that is not a list"),
+        (b'[{"status": "success"}]', r"empty or non-JSON body with HTTP 200 on /1/events.json"),
+        (b'{"status": "success", "records": [{"ts": 1}', r"empty or non-JSON body"),
+    ],
+)
+def test_a_page_not_shaped_as_documented_is_refused(page: bytes, message: str) -> None:
+    """The envelope is read without the records (msgspec), yet a page whose records are not a
+    list, or a body that is not one JSON object, is still refused, never read as no data."""
+
+    class Answers(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self._answer(b'{"status": "success", "cursor": "c1"}')
+
+        def do_GET(self) -> None:
+            self._answer(page)
+
+        def _answer(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = CleverTapResource(account_id=ACCOUNT, passcode=PASSCODE, api_url=url, **FAST)
+        with client, pytest.raises(CleverTapProtocolError, match=message):
+            list(client.iter_raw_pages("Charged", DAY, DAY))
+        server.shutdown()

@@ -119,7 +119,7 @@ def test_keys_alike_in_snake_case_keep_their_own_values_and_columns():
     """Never a coalesce: each key its column, the same in every page and for a later run."""
     colliding = {"CT Source": "Mobile", "ct_source": "Web", "ct-source": "API"}
     names = ColumnNames()
-    first = normalise_page([{**RECORD, "event_props": colliding}], options(column_names=names))
+    first = normalise_page([{**RECORD, "event_props": colliding}], options(), names)
     columns = {c: first.frame[c][0] for c in first.frame.columns if "ct_source" in c}
     digest = {k: hashlib.sha256(f"event_props\x1f{k}".encode()).hexdigest()[:8] for k in colliding}
     assert columns == {
@@ -133,7 +133,7 @@ def test_keys_alike_in_snake_case_keep_their_own_values_and_columns():
     # holds only the lower-case key: it keeps its own column.
     later = {**RECORD, "event_props": {"ct_source": "Web", "flag": True}}
     other = {**RECORD, "ts": 20250607130936, "event_props": {"ct_source": 3, "flag": 1}}
-    page = normalise_page([later, other], options(column_names=ColumnNames(record)))
+    page = normalise_page([later, other], options(), ColumnNames(record))
     assert page.frame[f"event_props__ct_source_{digest['ct_source']}"].to_list() == ["Web", "3"]
     assert "event_props__ct_source" not in page.frame.columns
 

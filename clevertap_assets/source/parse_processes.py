@@ -1,0 +1,81 @@
+"""Pages are parsed and normalised in worker processes, not on the asset's threads.
+
+Turning a page of JSON into columns is per-record Python (about 40 µs a record) and holds the
+GIL, so on threads one core's worth of it bounded the whole read, however many cursors waited
+on CleverTap. Each page's raw records go to a small pool of processes instead; what comes back
+is the page as columns (a polars frame, sent as Arrow IPC), still named by key path, since the
+run's column names are shared state the asset applies (`NormalisedPage.named`).
+
+The workers import this module, polars and orjson only (about 50 MB each, not Dagster's
+300), and are forked from a `forkserver`: forking the step's own process, with Dagster's and
+polars' threads running, is what `fork` must not do.
+"""
+
+import gc
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import orjson
+import polars as pl
+
+from clevertap_assets.source.normalise import (
+    NormalisedPage,
+    NormaliseOptions,
+    normalise_parsed,
+    parse_page,
+)
+
+MAX_PARSE_PROCESSES = 4
+
+
+class UnreadablePageError(ValueError):
+    """A page whose records are not JSON a record can be read from (raised in a worker, and
+    pickled back whole, so it keeps only its message)."""
+
+
+@dataclass(frozen=True)
+class ParsedWindowPage:
+    """One page as a worker returns it: its records in the window, as columns."""
+
+    page: NormalisedPage
+    received: int
+    outside_window: int
+
+
+def parse_processes() -> int:
+    """One worker per core this process may run on, up to `MAX_PARSE_PROCESSES`: the asset's
+    own threads only wait on CleverTap and write files, which mostly release the GIL."""
+    return max(1, min(MAX_PARSE_PROCESSES, len(os.sched_getaffinity(0))))
+
+
+def parse_pool(workers: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable)
+
+
+def parse_raw_page(
+    raw: bytes, options: NormaliseOptions, window: tuple[datetime, datetime]
+) -> ParsedWindowPage:
+    """A page's JSON array of records, parsed once, as columns; records outside the window's
+    local days are counted and dropped (they belong to their own day's run).
+
+    Runs in a worker, whose cyclic collector is off (`parse_pool`): a page is some 200,000
+    fresh, acyclic dicts and lists that the collector would re-scan many times over."""
+    try:
+        records = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadablePageError(
+            f"CleverTap sent a page of {options.event_name!r} records that is not readable "
+            f"JSON ({exc}); the window was not loaded"
+        ) from None
+    page = normalise_parsed(parse_page(records, options), options)
+    in_window = page.frame.filter(pl.col("event_time").is_between(*window, closed="left"))
+    return ParsedWindowPage(
+        page=replace(page, frame=in_window),
+        received=len(records),
+        outside_window=page.frame.height - in_window.height,
+    )

@@ -1,0 +1,78 @@
+"""Pages parsed in worker processes: the records of every page the client reads over HTTP,
+parsed in another process, named on the caller's side, equal the in-process normalisation."""
+
+import os
+from datetime import date, datetime, timedelta
+
+import orjson
+import pytest
+from polars.testing import assert_frame_equal
+
+from clevertap_assets.naming import ColumnNames
+from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
+from clevertap_assets.source.parse_processes import (
+    UnreadablePageError,
+    parse_pool,
+    parse_raw_page,
+)
+from clevertap_assets_tests.harness import fast_clevertap
+
+DAY = date(2024, 3, 1)
+OPTIONS = NormaliseOptions(
+    event_name="Charged",
+    timezone="UTC",
+    auto_mapping=True,
+    max_record_bytes=128 << 20,
+    max_row_bytes=100 << 20,
+)
+WHOLE_DAY = (datetime(2024, 3, 1), datetime(2024, 3, 2))
+
+
+def worker_pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_pages_parsed_in_workers_equal_the_in_process_normalisation(make_emulator) -> None:
+    """Two workers, pages of drifting types: each page's columns come back from another
+    process, and once named they are the in-process frame, row for row and type for type."""
+    emulator = make_emulator(events=["Charged"], records_per_day=120, duplicate_share=0.2)
+    with fast_clevertap(emulator, batch_size=25) as clevertap:
+        raws = list(clevertap.iter_raw_pages("Charged", DAY, DAY))
+    assert len(raws) > 2
+    in_process, from_workers = ColumnNames(), ColumnNames()
+    with parse_pool(2) as pool:
+        assert os.getpid() not in set(pool.map(worker_pid, range(4)))
+        parsed = list(
+            pool.map(parse_raw_page, raws, [OPTIONS] * len(raws), [WHOLE_DAY] * len(raws))
+        )
+    for raw, result in zip(raws, parsed, strict=True):
+        expected = normalise_page(orjson.loads(raw), OPTIONS, in_process)
+        named = result.page.named(from_workers)
+        assert_frame_equal(named.frame, expected.frame)
+        assert named.json_columns == expected.json_columns
+        assert result.received == len(orjson.loads(raw))
+        assert result.outside_window == 0
+    assert from_workers.record() == in_process.record()
+
+
+def test_records_outside_the_window_are_counted_and_left_out() -> None:
+    records = [
+        {"ts": 20240301120000, "event_props": {"Amount": 1}},
+        {"ts": 20240302000000, "event_props": {"Amount": 2}},
+    ]
+    result = parse_raw_page(orjson.dumps(records), OPTIONS, WHOLE_DAY)
+    assert (result.received, result.outside_window, result.page.frame.height) == (2, 1, 1)
+    assert result.page.frame["event_time"].to_list() == [datetime(2024, 3, 1, 12)]
+
+
+def test_a_page_orjson_cannot_read_fails_with_the_event_named() -> None:
+    """JSON CleverTap's envelope passes (msgspec reads past it) but no record reader takes:
+    a number beyond a double (https://www.rfc-editor.org/rfc/rfc8259#section-6)."""
+    with pytest.raises(UnreadablePageError, match=r"'Charged' records that is not readable JSON"):
+        parse_raw_page(b'[{"ts": 20240301120000, "event_props": {"x": 1e400}}]', OPTIONS, WHOLE_DAY)
+
+
+def test_a_window_is_split_nowhere_else_than_at_its_bounds() -> None:
+    last_instant = WHOLE_DAY[1] - timedelta(seconds=1)
+    records = [{"ts": int(f"{last_instant:%Y%m%d%H%M%S}")}]
+    assert parse_raw_page(orjson.dumps(records), OPTIONS, WHOLE_DAY).outside_window == 0
