@@ -8,12 +8,16 @@ run's column names are shared state the asset applies (`NormalisedPage.named`).
 
 The workers import this module, polars and orjson only (about 50 MB each, not Dagster's
 300), and are forked from a `forkserver`: forking the step's own process, with Dagster's and
-polars' threads running, is what `fork` must not do.
+polars' threads running, is what `fork` must not do. A worker exits when the process that
+started its pool is gone, even killed with SIGKILL (out of memory, a terminated run), as the
+multiprocessing machinery alone left the workers and the forkserver waiting forever.
 """
 
 import gc
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +25,7 @@ from datetime import datetime
 import orjson
 import polars as pl
 
+from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import (
     NormalisedPage,
     NormaliseOptions,
@@ -28,7 +33,9 @@ from clevertap_assets.source.normalise import (
     parse_page,
 )
 
+PARSE_PROCESSES_ENV = "CLEVERTAP_PARSE_PROCESSES"
 MAX_PARSE_PROCESSES = 4
+OWNER_CHECK_SECONDS = 1.0
 
 
 class UnreadablePageError(ValueError):
@@ -46,15 +53,45 @@ class ParsedWindowPage:
 
 
 def parse_processes() -> int:
-    """One worker per core this process may run on, up to `MAX_PARSE_PROCESSES`: the asset's
-    own threads only wait on CleverTap and write files, which mostly release the GIL."""
-    return max(1, min(MAX_PARSE_PROCESSES, len(os.sched_getaffinity(0))))
+    """`CLEVERTAP_PARSE_PROCESSES`, or one worker per core this process may run on, up to
+    `MAX_PARSE_PROCESSES`: the asset's own threads only wait on CleverTap and write files,
+    which mostly release the GIL. Each worker costs about 100 MB while it parses, so a
+    machine short of memory can trade speed for it."""
+    configured = os.environ.get(PARSE_PROCESSES_ENV, "").strip()
+    if not configured:
+        return max(1, min(MAX_PARSE_PROCESSES, len(os.sched_getaffinity(0))))
+    if not configured.isdigit() or not 1 <= int(configured) <= 64:
+        raise ValueError(
+            f"{PARSE_PROCESSES_ENV}={configured!r} is not allowed: a whole number of worker "
+            "processes from 1 to 64 (unset: one per core, up to 4)"
+        )
+    return int(configured)
 
 
 def parse_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable)
+    owner = os.getpid()
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(owner, start_time(owner)),
+    )
+
+
+def _start_worker(owner: int, owner_started: float) -> None:
+    """The cyclic collector is off (see `parse_raw_page`), and the worker watches its owner."""
+    gc.disable()
+    threading.Thread(
+        target=_exit_with_owner, args=(owner, owner_started), name="owner-watch", daemon=True
+    ).start()
+
+
+def _exit_with_owner(owner: int, owner_started: float) -> None:
+    while process_alive(owner, owner_started):
+        time.sleep(OWNER_CHECK_SECONDS)
+    os._exit(1)
 
 
 def parse_raw_page(

@@ -2,9 +2,12 @@
 parsed in another process, named on the caller's side, equal the in-process normalisation."""
 
 import os
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
 
 import orjson
+import psutil
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -13,6 +16,7 @@ from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
 from clevertap_assets.source.parse_processes import (
     UnreadablePageError,
     parse_pool,
+    parse_processes,
     parse_raw_page,
 )
 from clevertap_assets_tests.harness import fast_clevertap
@@ -76,3 +80,41 @@ def test_a_window_is_split_nowhere_else_than_at_its_bounds() -> None:
     last_instant = WHOLE_DAY[1] - timedelta(seconds=1)
     records = [{"ts": int(f"{last_instant:%Y%m%d%H%M%S}")}]
     assert parse_raw_page(orjson.dumps(records), OPTIONS, WHOLE_DAY).outside_window == 0
+
+
+POOL_OWNER = """
+from clevertap_assets.source.parse_processes import parse_pool
+pool = parse_pool(2)
+print(sorted(pool.map(abs, [-1, -2, -3])), flush=True)
+input()  # held open until the test kills this process
+"""
+
+
+def test_workers_and_their_forkserver_exit_when_the_owner_is_killed() -> None:
+    """A step killed with SIGKILL (out of memory, a terminated run) runs no clean-up: its
+    parse workers, the forkserver and multiprocessing's resource tracker must still go,
+    not wait forever on a queue nobody will write to."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", POOL_OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None and owner.stdout.readline().strip() == "[1, 2, 3]"
+    helpers = psutil.Process(owner.pid).children(recursive=True)
+    assert len(helpers) >= 3  # the forkserver, two workers (and the resource tracker)
+    owner.kill()
+    owner.wait()
+    _, alive = psutil.wait_procs(helpers, timeout=30)
+    assert alive == [], [" ".join(p.cmdline()) for p in alive]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "65"])
+def test_a_bad_parse_processes_setting_is_one_clear_error(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", value)
+    with pytest.raises(ValueError, match=rf"CLEVERTAP_PARSE_PROCESSES='{value}'.* from 1 to 64"):
+        parse_processes()
+
+
+def test_parse_processes_default_to_the_cores_and_follow_the_setting(monkeypatch) -> None:
+    monkeypatch.delenv("CLEVERTAP_PARSE_PROCESSES", raising=False)
+    assert parse_processes() == min(4, len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", "3")
+    assert parse_processes() == 3
