@@ -6,11 +6,12 @@ The emulator renders the pages in this process before the clock starts; each sta
 with `time.process_time()` (the CPU of every thread of the process, so polars' and DuckDB's
 own threads count), which a loaded machine inflates far less than wall time. The stages are
 the asset's, in its order: the client's read of the answer's envelope (msgspec), then what a
-parse worker does (`parse_raw_page`): orjson's parse of the records, `parse_page` (canonical
-JSON, SHA-256 and the columns), `normalise_parsed` (time columns, size limits); then, back in
-the asset's process, naming the columns, the spool's split by day into Parquet, its
-deduplication (`EventSpool.finish`), and DuckDB's load of the batch. Here all run on one
-thread; in a run the worker stages are spread over the parse processes.
+parse worker does (`spool_raw_page`): orjson's parse of the records, `parse_page` (canonical
+JSON, SHA-256 and the columns), `normalise_parsed` (time columns, size limits), the page's
+Parquet files split by local day; then, back in the asset's process, naming the columns and
+recording the page in the spool, its deduplication (`EventSpool.finish`), and DuckDB's load of
+the batch. Here all run on one thread; in a run the worker stages are spread over the parse
+processes.
 """
 
 import argparse
@@ -24,11 +25,17 @@ from typing import Any
 import duckdb
 import orjson
 
+from clevertap_assets.batch.page_files import write_page_files
 from clevertap_assets.batch.spool import EventSpool
 from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.naming import ColumnNames
 from clevertap_assets.source.client import _ANSWER
-from clevertap_assets.source.normalise import NormaliseOptions, normalise_parsed, parse_page
+from clevertap_assets.source.normalise import (
+    NormaliseOptions,
+    column_names,
+    normalise_parsed,
+    parse_page,
+)
 
 EVENT = "Charged"
 PAGE = 5000
@@ -87,9 +94,11 @@ def main() -> None:
             timed("  of which canonical JSON + SHA-256", record_ids, records)
             parsed = timed("worker: parse_page, ids and columns", parse_page, records, options)
             page = timed("worker: normalise_parsed", normalise_parsed, parsed, options)
-            named = timed("asset: name the columns", page.named, names)
-            timed("asset: spool, split by day, Parquet", spool.add, named, len(records))
-            del records, parsed, page, named
+            number = spool.next_page_number()
+            files = timed("worker: files by day", write_page_files, page, spool.directory, number)
+            renames = timed("asset: name the columns", column_names, files.schema, names)
+            timed("asset: record the page", spool.add_files, files, len(records), 0, renames)
+            del records, parsed, page, files
         batch = timed("dedupe (EventSpool.finish)", spool.finish, datetime.now(UTC))
     with duckdb.connect() as connection:
         load = f"CREATE TABLE t AS SELECT * FROM read_parquet('{batch.path}')"

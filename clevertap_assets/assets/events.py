@@ -43,12 +43,12 @@ from clevertap_assets.source.client import (
     ExportNotAllowedError,
     FetchStats,
 )
-from clevertap_assets.source.normalise import NormaliseOptions
+from clevertap_assets.source.normalise import NormaliseOptions, column_names
 from clevertap_assets.source.parse_processes import (
-    ParsedWindowPage,
+    SpooledWindowPage,
     parse_pool,
     parse_processes,
-    parse_raw_page,
+    spool_raw_page,
 )
 
 PROGRESS_EVERY_SECONDS = 10.0
@@ -246,12 +246,13 @@ def _read_window_once(
 
 
 class _PageHandoff:
-    """Cursor threads hand each page's raw records to the parse processes here, and spool
-    threads name and spool the columns that come back.
+    """Cursor threads hand each page's raw records to the parse processes here, which write
+    the page into the spool's folder; spool threads record each page in the spool, naming its
+    columns.
 
     At most `parse processes + 1` pages are between a cursor and the spool: a cursor that
-    gets ahead blocks until one is spooled, so memory holds those pages' bytes and columns
-    whatever the window. A failed page stops every cursor (`stopped`) and is raised by
+    gets ahead blocks until one is spooled, so memory holds those pages' bytes whatever the
+    window. A failed page stops every cursor (`stopped`) and is raised by
     `finish`.
     """
 
@@ -284,14 +285,18 @@ class _PageHandoff:
 
     def submit(self, raw: bytes) -> None:
         self._room.acquire()
-        parsed = self._parsers.submit(parse_raw_page, raw, self._options, self._window)
-        spooled = self._spoolers.submit(self._spool_page, parsed)
+        number = self._spool.next_page_number()
+        written = self._parsers.submit(
+            spool_raw_page, raw, self._options, self._window, self._spool.directory, number
+        )
+        spooled = self._spoolers.submit(self._record_page, written)
         spooled.add_done_callback(self._done)
 
-    def _spool_page(self, parsed: Future[ParsedWindowPage]) -> None:
+    def _record_page(self, written: Future[SpooledWindowPage]) -> None:
         """Runs on a spool thread while the workers parse the next pages."""
-        page = parsed.result()
-        self._spool.add(page.page.named(self._names), page.received, page.outside_window)
+        page = written.result()
+        names = column_names(page.files.schema, self._names)
+        self._spool.add_files(page.files, page.received, page.outside_window, names)
 
     def _done(self, future: Future[None]) -> None:
         self._room.release()

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
+from clevertap_assets.batch.page_files import PageFiles, write_page_files
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import NormalisedPage
@@ -71,8 +72,9 @@ _SPOOL_TYPES = {
 """The batch file's types; JSON is text in Parquet, and each destination parses it."""
 
 
-Signature = frozenset[tuple[str, Kind | None]]
-"""A spooled file's columns and their kinds: files alike are read in one scan."""
+Signature = frozenset[tuple[str, Kind | None, str]]
+"""A spooled file's columns (the table's name, its kind, the file's name for it): files alike
+are read in one scan."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class EventSpool:
     _json_columns: set[str] = field(default_factory=set)
     _plain_columns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pages: int = 0
 
     def __enter__(self) -> "EventSpool":
         return self
@@ -201,22 +204,43 @@ class EventSpool:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def add(self, page: NormalisedPage, received: int, outside_window: int = 0) -> None:
-        """Safe to call from several threads: pages may be spooled in any order, because
-        the copies of a record are identical and deduplication keeps any one of them."""
-        kinds = {name: kind_of_polars(dtype) for name, dtype in page.frame.schema.items()}
-        signature = frozenset(kinds.items())  # every day of the page has the page's columns
-        days = page.frame.with_columns(_day=pl.col("event_time").dt.date()).partition_by(
-            "_day", as_dict=True, include_key=False
-        )
-        for (day,), frame in days.items():
-            with self._lock:
-                self.stats.kept_by_day[day] = self.stats.kept_by_day.get(day, 0) + frame.height
-                chunks = self._chunks.setdefault(day, [])
-                chunk = self.directory / f"{day.isoformat()}_{len(chunks):06d}.parquet"
-                chunks.append((chunk, signature))
-            frame.write_parquet(chunk, compression="lz4", statistics=False)
+        """A page normalised (and named) in this process: written here, then recorded."""
+        files = write_page_files(page, self.directory, self.next_page_number())
+        self.add_files(files, received, outside_window)
+
+    def next_page_number(self) -> int:
+        """A number for a page's files no other page of this spool has (see `add_files`)."""
         with self._lock:
-            for name, kind in kinds.items():
+            self._pages += 1
+            return self._pages
+
+    def add_files(
+        self,
+        page: PageFiles,
+        received: int,
+        outside_window: int = 0,
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        """A page already written into this spool's folder, by `write_page_files` with a
+        number from `next_page_number`, possibly in another process. `names` gives the
+        table's column of each file column that is named otherwise (by key path, for pages
+        parsed elsewhere, see `NormalisedPage.named`).
+
+        Safe to call from several threads: pages may be spooled in any order, because the
+        copies of a record are identical and deduplication keeps any one of them."""
+        names = names or {}
+        kinds = {
+            names.get(column, column): (kind_of_polars(dtype), column)
+            for column, dtype in page.schema.items()
+        }
+        # every day of the page has the page's columns
+        signature = frozenset((name, kind, column) for name, (kind, column) in kinds.items())
+        json_columns = {names.get(column, column) for column in page.json_columns}
+        with self._lock:
+            for day, (path, rows) in page.files.items():
+                self.stats.kept_by_day[day] = self.stats.kept_by_day.get(day, 0) + rows
+                self._chunks.setdefault(day, []).append((path, signature))
+            for name, (kind, _) in kinds.items():
                 if kind is not None:
                     self._columns[name] = widen(self._columns.get(name, kind), kind)
             self.stats.received += received
@@ -227,8 +251,8 @@ class EventSpool:
                 self.stats.skipped_by_day[day] = self.stats.skipped_by_day.get(day, 0) + count
             self.stats.outside_window += outside_window
             self.stats.bytes += page.bytes
-            self._json_columns |= page.json_columns
-            self._plain_columns |= set(page.frame.columns) - page.json_columns
+            self._json_columns |= json_columns
+            self._plain_columns |= set(kinds) - json_columns
 
     def finish(self, loaded_at: datetime) -> EventBatch:
         """Deduplicate by `_record_id`, day by day, into one Parquet file stamped `_loaded_at`.
@@ -328,9 +352,8 @@ def _position(scan_index: int) -> str:
 
 
 def _casts(signature: Signature, columns: dict[str, Kind]) -> str:
-    present = {name for name, _ in signature}
+    present = {name: quote_identifier(column) for name, _, column in signature}
     return ", ".join(
-        f"CAST({quote_identifier(name) if name in present else 'NULL'} AS {_SPOOL_TYPES[kind]}) "
-        f"AS {quote_identifier(name)}"
+        f"CAST({present.get(name, 'NULL')} AS {_SPOOL_TYPES[kind]}) AS {quote_identifier(name)}"
         for name, kind in columns.items()
     )

@@ -12,7 +12,7 @@ so everything before it can run in another process (see `source.parse_processes`
 """
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 
@@ -26,6 +26,17 @@ SYSTEM_COLUMNS = ("_record_id", "event_name", "ts", "event_time", "event_time_ut
 _NAMED_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"ts"}
 """System columns named as they are; `ts` is the record's own key, named like the others."""
 PATH_SEPARATOR = "\x1f"
+
+
+def column_names(keys: Iterable[str], names: ColumnNames) -> dict[str, str]:
+    """The column name of each key path of a page's columns (see `ColumnNames`), asked in
+    the page's order (key paths sorted), so the first path of a run to want a name gets it,
+    whichever process parsed the page."""
+    return {
+        key: names.column_for(key.split(PATH_SEPARATOR))
+        for key in keys
+        if key not in _NAMED_COLUMNS
+    }
 
 
 def path_key(path: tuple[str, ...]) -> str:
@@ -60,13 +71,8 @@ class NormalisedPage:
     that day lost."""
 
     def named(self, names: ColumnNames) -> "NormalisedPage":
-        """The page with each key path's column name (see `ColumnNames`), in path order, so
-        the first path of a run to want a name gets it whichever process parsed the page."""
-        renames = {
-            key: names.column_for(key.split(PATH_SEPARATOR))
-            for key in self.frame.columns
-            if key not in _NAMED_COLUMNS
-        }
+        """The page with each key path's column name (see `column_names`)."""
+        renames = column_names(self.frame.columns, names)
         return replace(
             self,
             frame=self.frame.rename(renames),

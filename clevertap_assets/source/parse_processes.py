@@ -2,9 +2,10 @@
 
 Turning a page of JSON into columns is per-record Python (about 40 µs a record) and holds the
 GIL, so on threads one core's worth of it bounded the whole read, however many cursors waited
-on CleverTap. Each page's raw records go to a small pool of processes instead; what comes back
-is the page as columns (a polars frame, sent as Arrow IPC), still named by key path, since the
-run's column names are shared state the asset applies (`NormalisedPage.named`).
+on CleverTap. Each page's raw records go to a small pool of processes instead, which parse
+them and write the page's Parquet files into the run's spool folder; what comes back is only
+the files' description, their columns still named by key path, since the run's column names
+are shared state the asset applies (`normalise.column_names`).
 
 The workers import this module, polars and orjson only (about 50 MB each, not Dagster's
 300), and are forked from a `forkserver`: forking the step's own process, with Dagster's and
@@ -21,10 +22,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import polars as pl
 
+from clevertap_assets.batch.page_files import PageFiles, write_page_files
 from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import (
     NormalisedPage,
@@ -45,9 +48,18 @@ class UnreadablePageError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedWindowPage:
-    """One page as a worker returns it: its records in the window, as columns."""
+    """One page parsed: its records in the window, as columns."""
 
     page: NormalisedPage
+    received: int
+    outside_window: int
+
+
+@dataclass(frozen=True)
+class SpooledWindowPage:
+    """One page as a worker returns it: its records in the window, written to the spool."""
+
+    files: PageFiles
     received: int
     outside_window: int
 
@@ -116,3 +128,17 @@ def parse_raw_page(
         received=len(records),
         outside_window=page.frame.height - in_window.height,
     )
+
+
+def spool_raw_page(
+    raw: bytes,
+    options: NormaliseOptions,
+    window: tuple[datetime, datetime],
+    directory: Path,
+    number: int,
+) -> SpooledWindowPage:
+    """What a worker does with a page: `parse_raw_page`, then its files in the spool folder
+    (`write_page_files`), so the rows never travel back to the asset's process."""
+    parsed = parse_raw_page(raw, options, window)
+    files = write_page_files(parsed.page, directory, number)
+    return SpooledWindowPage(files, parsed.received, parsed.outside_window)

@@ -7,17 +7,19 @@ import sys
 from datetime import date, datetime, timedelta
 
 import orjson
+import polars as pl
 import psutil
 import pytest
 from polars.testing import assert_frame_equal
 
 from clevertap_assets.naming import ColumnNames
-from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
+from clevertap_assets.source.normalise import NormaliseOptions, column_names, normalise_page
 from clevertap_assets.source.parse_processes import (
     UnreadablePageError,
     parse_pool,
     parse_processes,
     parse_raw_page,
+    spool_raw_page,
 )
 from clevertap_assets_tests.harness import fast_clevertap
 
@@ -118,3 +120,26 @@ def test_parse_processes_default_to_the_cores_and_follow_the_setting(monkeypatch
     assert parse_processes() == min(4, len(os.sched_getaffinity(0)))
     monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", "3")
     assert parse_processes() == 3
+
+
+def test_a_worker_writes_the_page_into_the_spool_and_sends_back_only_its_files(
+    make_emulator, tmp_path
+) -> None:
+    """A page spooled by a worker, its files read back and named, is the in-process page
+    split by local day; nothing but the files' description crosses back."""
+    emulator = make_emulator(events=["Charged"], records_per_day=60, duplicate_share=0.2)
+    with fast_clevertap(emulator, batch_size=200) as clevertap:
+        raw = max(clevertap.iter_raw_pages("Charged", DAY, DAY + timedelta(days=1)), key=len)
+    two_days = (WHOLE_DAY[0], WHOLE_DAY[1] + timedelta(days=1))
+    with parse_pool(1) as pool:
+        spooled = pool.submit(spool_raw_page, raw, OPTIONS, two_days, tmp_path, 7).result()
+    names = ColumnNames()
+    expected = normalise_page(orjson.loads(raw), OPTIONS, ColumnNames())
+    renames = column_names(spooled.files.schema, names)
+    assert set(spooled.files.files) == {DAY, DAY + timedelta(days=1)}
+    for day, (path, rows) in spooled.files.files.items():
+        assert path.parent == tmp_path and path.name == f"{day.isoformat()}_000007.parquet"
+        written = pl.read_parquet(path).rename(renames)
+        assert_frame_equal(written, expected.frame.filter(pl.col("event_time").dt.date() == day))
+        assert rows == written.height
+    assert spooled.received == len(orjson.loads(raw)) == expected.frame.height
