@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -274,8 +275,12 @@ class EventSpool:
             return EventBatch(self.event_name, None, 0, skipped_by_day=self.stats.skipped_by_day)
         destination = self.directory / "batch.parquet"
         rows_by_day = dict.fromkeys(sorted(self._chunks), 0)
-        with duckdb.connect(config=self._duckdb_config()) as connection:
+        with (
+            duckdb.connect(config=self._duckdb_config()) as connection,
+            ThreadPoolExecutor(1, thread_name_prefix="clevertap-batch-writer") as writing,
+        ):
             writer: pq.ParquetWriter | None = None
+            written: Future[None] | None = None
             for day in sorted(self._chunks):
                 query = _deduplicated_day(self._chunks[day], self._columns)
                 relation = connection.sql(query, params={"loaded_at": loaded_at})
@@ -284,10 +289,16 @@ class EventSpool:
                     destination, reader.schema, compression=BATCH_COMPRESSION
                 )
                 for batch in reader:
-                    writer.write_batch(batch)
+                    # DuckDB makes the next rows while the writer compresses these (both
+                    # release the GIL); one write in flight keeps memory to two chunks.
+                    if written is not None:
+                        written.result()
+                    written = writing.submit(writer.write_batch, batch)
                     rows_by_day[day] += batch.num_rows
                 for chunk, _ in self._chunks[day]:
                     chunk.unlink()
+            if written is not None:
+                written.result()
             if writer is not None:
                 writer.close()
         # A list in one page and a string in another is text: not every value is JSON.
