@@ -306,8 +306,10 @@ class _PageHandoff:
             self.stopped.set()
 
     def finish(self) -> None:
-        """Wait for the pages handed over; the first failure, if any, is raised."""
+        """Wait for the pages handed over and stop the workers, whose memory the window's
+        deduplication can use; the first failure, if any, is raised."""
         self._spoolers.shutdown(wait=True)
+        self._parsers.shutdown(wait=True)
         if self._failures:
             raise self._failures[0]
 
