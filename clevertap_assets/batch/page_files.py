@@ -5,13 +5,13 @@ the files' description travels back to the asset's process, never the rows; it i
 polars alone, to keep the workers small.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-from clevertap_assets.source.normalise import NormalisedPage
+from clevertap_assets.source.normalise import NormalisedPage, PageCounts
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,7 @@ class PageFiles:
     schema: dict[str, pl.DataType]
     """The columns of every file of the page, as the files name them."""
     json_columns: frozenset[str]
-    oversize_records: int
-    oversize_rows: int
-    invalid_ts: int
-    bytes: int
-    skipped_by_day: dict[date, int] = field(default_factory=dict)
+    counts: PageCounts
 
 
 def write_page_files(page: NormalisedPage, directory: Path, number: int) -> PageFiles:
@@ -41,13 +37,4 @@ def write_page_files(page: NormalisedPage, directory: Path, number: int) -> Page
         path = directory / f"{day.isoformat()}_{number:06d}.parquet"
         frame.write_parquet(path, compression="lz4", statistics=False)
         files[day] = (path, frame.height)
-    return PageFiles(
-        files=files,
-        schema=dict(page.frame.schema),
-        json_columns=page.json_columns,
-        oversize_records=page.oversize_records,
-        oversize_rows=page.oversize_rows,
-        invalid_ts=page.invalid_ts,
-        bytes=page.bytes,
-        skipped_by_day=page.skipped_by_day,
-    )
+    return PageFiles(files, dict(page.frame.schema), page.json_columns, page.counts)

@@ -245,13 +245,14 @@ class EventSpool:
                 if kind is not None:
                     self._columns[name] = widen(self._columns.get(name, kind), kind)
             self.stats.received += received
-            self.stats.oversize_records += page.oversize_records
-            self.stats.oversize_rows += page.oversize_rows
-            self.stats.invalid_ts += page.invalid_ts
-            for day, count in page.skipped_by_day.items():
+            counts = page.counts
+            self.stats.oversize_records += counts.oversize_records
+            self.stats.oversize_rows += counts.oversize_rows
+            self.stats.invalid_ts += counts.invalid_ts
+            for day, count in counts.skipped_by_day.items():
                 self.stats.skipped_by_day[day] = self.stats.skipped_by_day.get(day, 0) + count
             self.stats.outside_window += outside_window
-            self.stats.bytes += page.bytes
+            self.stats.bytes += counts.bytes
             self._json_columns |= json_columns
             self._plain_columns |= set(kinds) - json_columns
 

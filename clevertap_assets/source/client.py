@@ -259,28 +259,17 @@ class CleverTapResource(dg.ConfigurableResource):
         last_day: date,
         *,
         stats: FetchStats | None = None,
-        app: bool = False,
-        events: bool = False,
-        profile: bool = True,
-        log: Log | None = None,
+        **request: Any,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Each page's records of one event over whole local days, as the pages arrive.
+        """Each page's records of one event over whole local days, as the pages arrive;
+        `request` takes `iter_raw_pages`'s flags and log.
 
         One list per page answer (possibly empty), so a reader can stop after any page and
         memory holds one page at a time. On `CursorExpiredError` the caller must discard what
         it read of this window and call again.
         """
         stats = stats if stats is not None else FetchStats()
-        for raw in self.iter_raw_pages(
-            event_name,
-            first_day,
-            last_day,
-            stats=stats,
-            app=app,
-            events=events,
-            profile=profile,
-            log=log,
-        ):
+        for raw in self.iter_raw_pages(event_name, first_day, last_day, stats=stats, **request):
             records = orjson.loads(raw)
             stats.records += len(records)
             yield records

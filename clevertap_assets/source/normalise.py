@@ -58,9 +58,10 @@ class NormaliseOptions:
 
 
 @dataclass(frozen=True)
-class NormalisedPage:
-    frame: pl.DataFrame
-    json_columns: frozenset[str]
+class PageCounts:
+    """What a page lost to the size limits or an unreadable `ts`, and its size: it follows
+    the page into the spool's statistics, wherever the page was written."""
+
     oversize_records: int
     oversize_rows: int
     invalid_ts: int
@@ -69,6 +70,13 @@ class NormalisedPage:
     """Records and rows over the size limits per local day (those without a readable `ts`
     have no day: they are counted in `invalid_ts` only), so each day's metadata says what
     that day lost."""
+
+
+@dataclass(frozen=True)
+class NormalisedPage:
+    frame: pl.DataFrame
+    json_columns: frozenset[str]
+    counts: PageCounts
 
     def named(self, names: ColumnNames) -> "NormalisedPage":
         """The page with each key path's column name (see `column_names`)."""
@@ -134,9 +142,7 @@ def normalise_parsed(page: ParsedPage, options: NormaliseOptions) -> NormalisedP
     valid = frame.filter(pl.col("event_time").is_not_null())
     fits = valid.select(_row_bytes(valid) <= options.max_row_bytes).to_series()
     within_limit = valid.filter(fits)
-    return NormalisedPage(
-        frame=within_limit,
-        json_columns=page.json_columns & set(within_limit.columns),
+    counts = PageCounts(
         oversize_records=page.oversize_records,
         oversize_rows=valid.height - within_limit.height,
         invalid_ts=frame.height - valid.height,
@@ -145,6 +151,7 @@ def normalise_parsed(page: ParsedPage, options: NormaliseOptions) -> NormalisedP
             valid.filter(~fits)["event_time"], page.oversize_ts, options.timezone
         ),
     )
+    return NormalisedPage(within_limit, page.json_columns & set(within_limit.columns), counts)
 
 
 def _skipped_by_day(

@@ -66,7 +66,7 @@ class SpooledWindowPage:
 
 def parse_processes() -> int:
     """`CLEVERTAP_PARSE_PROCESSES`, or one worker per core this process may run on, up to
-    `MAX_PARSE_PROCESSES`: the asset's own threads only wait on CleverTap and write files,
+    `MAX_PARSE_PROCESSES`: the asset's own threads only wait on CleverTap and hand pages over,
     which mostly release the GIL. Each worker costs about 100 MB while it parses, so a
     machine short of memory can trade speed for it."""
     configured = os.environ.get(PARSE_PROCESSES_ENV, "").strip()

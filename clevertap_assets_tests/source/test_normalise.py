@@ -112,7 +112,7 @@ def test_ints_beside_floats_are_floats_and_other_mixes_text():
 
 def test_a_page_without_any_ts_counts_every_record_invalid():
     page = normalise_page([{"event_props": {"Fare": 1}}], options())
-    assert (page.frame.height, page.invalid_ts) == (0, 1)
+    assert (page.frame.height, page.counts.invalid_ts) == (0, 1)
 
 
 def test_keys_alike_in_snake_case_keep_their_own_values_and_columns():
@@ -152,6 +152,6 @@ def test_size_limits_and_bad_timestamps_skip_only_the_offending_records():
     big = {**RECORD, "event_props": {"blob": "x" * 5_000}}
     no_ts = {**RECORD, "ts": "soon"}
     page = normalise_page([RECORD, big, no_ts], options(max_record_bytes=4_000))
-    assert (page.frame.height, page.oversize_records, page.invalid_ts) == (1, 1, 1)
+    assert (page.frame.height, page.counts.oversize_records, page.counts.invalid_ts) == (1, 1, 1)
     page = normalise_page([RECORD, big], options(max_row_bytes=2_000))
-    assert (page.frame.height, page.oversize_rows, page.oversize_records) == (1, 1, 0)
+    assert (page.frame.height, page.counts.oversize_rows, page.counts.oversize_records) == (1, 1, 0)
