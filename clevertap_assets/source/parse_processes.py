@@ -71,13 +71,22 @@ def parse_processes() -> int:
     machine short of memory can trade speed for it."""
     configured = os.environ.get(PARSE_PROCESSES_ENV, "").strip()
     if not configured:
-        return max(1, min(MAX_PARSE_PROCESSES, len(os.sched_getaffinity(0))))
+        return max(1, min(MAX_PARSE_PROCESSES, _usable_cores()))
     if not configured.isdigit() or not 1 <= int(configured) <= 64:
         raise ValueError(
             f"{PARSE_PROCESSES_ENV}={configured!r} is not allowed: a whole number of worker "
             "processes from 1 to 64 (unset: one per core, up to 4)"
         )
     return int(configured)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set), or the machine's where
+    the system cannot say (macOS has no CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def parse_pool(workers: int) -> ProcessPoolExecutor:
