@@ -113,7 +113,8 @@ class ColumnNames:
     every other path whose plain name is taken gets `<name>_<8 hex of SHA-256 of its path>`.
     Which path came first is only stable if it is remembered: the assets load the record of
     their previous materialization (`ColumnNames(record)`) and publish the updated one, so
-    a key keeps its column across pages, runs and days. Shared by the spool threads of a run.
+    a key keeps its column across pages, runs and days. Shared by the spool threads of a run
+    (pages parsed in worker processes are named there, see `normalise.column_names`).
     """
 
     def __init__(self, record: Mapping[str, Sequence[str]] | None = None) -> None:

@@ -90,9 +90,9 @@ class NormalisedPage:
 
 @dataclass(frozen=True)
 class ParsedPage:
-    """A page reduced on its reader's thread, where it was parsed: each kept record's key
-    and its data columns as a frame. The parsed dicts are read exactly once, here, and
-    freed; the frame holds a fraction of their memory until a spool thread shapes it."""
+    """A page reduced where it was parsed: each kept record's key and its data columns as a
+    frame. The parsed dicts are read exactly once, here, and freed; the frame holds a
+    fraction of their memory until `normalise_parsed` shapes it."""
 
     data: pl.DataFrame
     json_columns: frozenset[str]
