@@ -201,18 +201,38 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         started = time.monotonic()
-        me = psutil.Process()
+        tree = ProcessTree(os.getpid())
         with self.path.open("w", encoding="utf-8") as out:
             out.write("seconds\trss_mb\ttree_rss_mb\n")
             while not self._stopped.wait(0.1):
                 own = _rss_mb()
-                tree = own + sum(_rss_mb(child.pid) for child in me.children(recursive=True))
-                self.peak_tree_mb = max(self.peak_tree_mb, tree)
-                out.write(f"{time.monotonic() - started:.1f}\t{own:.0f}\t{tree:.0f}\n")
+                total = sum(_rss_mb(member.pid) for member in tree.members())
+                self.peak_tree_mb = max(self.peak_tree_mb, total)
+                out.write(f"{time.monotonic() - started:.1f}\t{own:.0f}\t{total:.0f}\n")
 
     def stop(self) -> None:
         self._stopped.set()
         self.join()
+
+
+class ProcessTree:
+    """A process and its descendants, listed again at most every 2 s: listing walks every
+    process of the machine, too much to do ten times a second, and the parse workers start
+    once, with the read."""
+
+    def __init__(self, pid: int) -> None:
+        self._root = psutil.Process(pid)
+        self._members = [self._root]
+        self._listed = 0.0
+
+    def members(self) -> list[psutil.Process]:
+        if time.monotonic() - self._listed > 2.0:
+            self._members = [self._root, *self._root.children(recursive=True)]
+            self._listed = time.monotonic()
+        return self._members
+
+    def list_again(self) -> None:
+        self._listed = 0.0
 
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
@@ -354,8 +374,7 @@ def _run_sampled(command: list[str], cwd: Path | None = None) -> tuple[int, str,
     """Run a contender to the end, sampling its process tree's PSS from here, so the
     sampling's CPU is not the measured processes'. Reading a process's PSS makes the kernel
     walk its page tables: sampled every 200 ms with the tree listed anew each time, the
-    sampler took 12 to 25% of a core, so the PSS is read every 500 ms and the tree listed
-    every 2 s (the workers start once, with the read)."""
+    sampler took 12 to 25% of a core, so the PSS is read every 500 ms (see `ProcessTree`)."""
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -363,18 +382,12 @@ def _run_sampled(command: list[str], cwd: Path | None = None) -> tuple[int, str,
     done = threading.Event()
 
     def sample() -> None:
-        root = psutil.Process(process.pid)
-        tree: list[psutil.Process] = [root]
-        listed = 0.0
+        tree = ProcessTree(process.pid)
         while not done.wait(0.5):
-            total = 0
             try:
-                if time.monotonic() - listed > 2.0:
-                    tree, listed = [root, *root.children(recursive=True)], time.monotonic()
-                for member in tree:
-                    total += member.memory_full_info().pss
+                total = sum(member.memory_full_info().pss for member in tree.members())
             except psutil.Error:
-                listed = 0.0  # a member ended: list the tree again
+                tree.list_again()  # a member ended
                 continue
             peak[0] = max(peak[0], total / (1 << 20))
 
