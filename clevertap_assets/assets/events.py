@@ -252,8 +252,7 @@ class _PageHandoff:
 
     At most `parse processes + 1` pages are between a cursor and the spool: a cursor that
     gets ahead blocks until one is spooled, so memory holds those pages' bytes whatever the
-    window. A failed page stops every cursor (`stopped`) and is raised by
-    `finish`.
+    window. A failed page stops every cursor (`stopped`) and is raised by `finish`.
     """
 
     def __init__(

@@ -225,7 +225,7 @@ class EventSpool:
         """A page already written into this spool's folder, by `write_page_files` with a
         number from `next_page_number`, possibly in another process. `names` gives the
         table's column of each file column that is named otherwise (by key path, for pages
-        parsed elsewhere, see `NormalisedPage.named`).
+        parsed elsewhere, see `normalise.column_names`).
 
         Safe to call from several threads: pages may be spooled in any order, because the
         copies of a record are identical and deduplication keeps any one of them."""

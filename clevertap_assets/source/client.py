@@ -290,7 +290,8 @@ class CleverTapResource(dg.ConfigurableResource):
 
         Only the answer's envelope is parsed here (msgspec skips over the records, about 1 µs
         each), so the cursor moves on at once and the records can be parsed elsewhere, in
-        another process. Whoever parses them counts them into `stats.records`.
+        another process; `stats.records` is left to whoever parses them (`iter_event_pages`
+        counts them, the assets count what their workers received).
         """
         if first_day > last_day:
             raise ValueError(f"first_day {first_day} is after last_day {last_day}")
