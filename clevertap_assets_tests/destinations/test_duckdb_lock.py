@@ -10,7 +10,7 @@ DuckDB file that another process is writing to.
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -31,6 +31,7 @@ from dagster import (
     multiprocess_executor,
     reconstructable,
 )
+from dagster._core.instance.ref import InstanceRef
 
 from clevertap_assets.definitions import STEP_PROCESSES, build_definitions
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
@@ -99,18 +100,28 @@ class RunOutcome:
     """Each check's verdict."""
 
 
+def run_workers(count: int) -> ProcessPoolExecutor:
+    """Run workers as production has them, a process per run: two runs driven from threads
+    of one process deadlocked in `logging` (one run's log manager reconfigures logging while
+    the other's handler emits), and the test hung."""
+    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+
+
 def run_in_processes(
-    instance: DagsterInstance, first: date, last: date, with_asset: bool
+    instance_ref: InstanceRef, first: date, last: date, with_asset: bool
 ) -> RunOutcome:
     """One multiprocess run: the asset and its two checks, or the checks alone ("Execute
     all" on the checks tab)."""
     tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat()}
     tags[ASSET_PARTITION_RANGE_END_TAG] = last.isoformat()
-    with execute_job(
-        reconstructable(load_job if with_asset else checks_job),
-        instance=instance,
-        tags=tags if with_asset else {},
-    ) as result:
+    with (
+        DagsterInstance.from_ref(instance_ref) as instance,
+        execute_job(
+            reconstructable(load_job if with_asset else checks_job),
+            instance=instance,
+            tags=tags if with_asset else {},
+        ) as result,
+    ):
         return RunOutcome(
             success=result.success,
             failures={
@@ -170,9 +181,9 @@ def test_checks_wait_for_a_load_in_another_process_and_pass(pipeline):
     with (
         instance_for_test() as instance,
         writer_holding(pipeline.settings.duckdb_path) as (_, release),
-        ThreadPoolExecutor(1) as runner,
+        run_workers(1) as runner,
     ):
-        run = runner.submit(run_in_processes, instance, first, last, False)
+        run = runner.submit(run_in_processes, instance.get_ref(), first, last, False)
         wait_for_step_starts(instance, 2)
         time.sleep(1)  # both checks are now trying to open the file
         release()
@@ -187,9 +198,9 @@ def test_a_load_and_its_checks_run_green_beside_another_runs_checks(pipeline):
     three checks, each in its own process, all against one file."""
     first, last = recent_days(pipeline.settings, 7)
     assert pipeline.load(first, last).success
-    with instance_for_test() as instance, ThreadPoolExecutor(2) as launcher:
+    with instance_for_test() as instance, run_workers(2) as launcher:
         runs = [
-            launcher.submit(run_in_processes, instance, first, last, with_asset)
+            launcher.submit(run_in_processes, instance.get_ref(), first, last, with_asset)
             for with_asset in (True, False)
         ]
         outcomes = [run.result(timeout=240) for run in runs]
