@@ -49,6 +49,7 @@ from clevertap_assets.source.parse_processes import (
     parse_pool,
     parse_processes,
     spool_raw_page,
+    start_workers,
 )
 
 PROGRESS_EVERY_SECONDS = 10.0
@@ -212,6 +213,7 @@ def _read_window_once(
             readers.submit(_read_span, clevertap, event_name, span, fetch, handoff, context.log)
             for span, fetch in zip(spans, fetches, strict=True)
         ]
+        handoff.start_workers()  # while the cursors open
         _await_cursors(context, event_name, cursors, handoff, spool, fetches)
         handoff.finish()
         read_seconds = time.monotonic() - started
@@ -266,7 +268,7 @@ class _PageHandoff:
         self._options = options
         self._window = window
         self._names = names
-        workers = parse_processes()
+        self._workers = workers = parse_processes()
         self._parsers = parse_pool(workers)
         self._spoolers = ThreadPoolExecutor(workers + 1, thread_name_prefix="clevertap-spool")
         self._room = threading.Semaphore(workers + 1)
@@ -281,6 +283,9 @@ class _PageHandoff:
             self.stopped.set()
         self._spoolers.shutdown(wait=True, cancel_futures=True)
         self._parsers.shutdown(wait=True, cancel_futures=True)
+
+    def start_workers(self) -> None:
+        start_workers(self._parsers, self._workers)
 
     def submit(self, raw: bytes) -> None:
         self._room.acquire()

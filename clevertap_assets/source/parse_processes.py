@@ -101,6 +101,14 @@ def parse_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
+def start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the pool's workers now instead of with the first page: the first start (the
+    forkserver's imports, then a fork each) took about 0.4 s, which the asset's thread can
+    spend while the cursors wait on CleverTap for their first pages."""
+    for _ in range(workers):
+        pool.submit(os.getpid)
+
+
 def _start_worker(owner: int, owner_started: float) -> None:
     """The cyclic collector is off (see `parse_raw_page`), and the worker watches its owner."""
     gc.disable()

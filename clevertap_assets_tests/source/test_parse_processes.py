@@ -20,6 +20,7 @@ from clevertap_assets.source.parse_processes import (
     parse_processes,
     parse_raw_page,
     spool_raw_page,
+    start_workers,
 )
 from clevertap_assets_tests.harness import fast_clevertap
 
@@ -106,6 +107,28 @@ def test_workers_and_their_forkserver_exit_when_the_owner_is_killed() -> None:
     owner.wait()
     _, alive = psutil.wait_procs(helpers, timeout=30)
     assert alive == [], [" ".join(p.cmdline()) for p in alive]
+
+
+def test_started_workers_are_running_before_the_first_page() -> None:
+    """The asset starts the workers while its cursors open, so the first page is parsed by a
+    worker already running instead of waiting for the forkserver's imports and a fork."""
+    pool = parse_pool(2)
+    try:
+        start_workers(pool, 2)
+        (forkserver,) = [
+            child
+            for child in psutil.Process().children()
+            if "multiprocessing.forkserver" in " ".join(child.cmdline())
+        ]
+        workers = {
+            worker.pid
+            for worker in forkserver.children()
+            if worker.status() != psutil.STATUS_ZOMBIE  # a worker of an earlier pool, exiting
+        }
+        assert len(workers) == 2
+        assert {pool.submit(worker_pid, n).result() for n in range(8)} <= workers
+    finally:
+        pool.shutdown()
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1", "65"])
