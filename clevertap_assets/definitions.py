@@ -29,10 +29,15 @@ default (one process per CPU) would hold a run of several events to 2 on a 2-cor
 one more process lets a check run beside three exports."""
 
 EXECUTOR = multiprocess_executor.configured(
-    {"max_concurrent": STEP_PROCESSES, "start_method": {"forkserver": {}}}
+    {
+        "max_concurrent": STEP_PROCESSES,
+        "start_method": {"forkserver": {"preload_modules": [__name__]}},
+    }
 )
 """Each step forks from a server that imported this module once (Dagster, polars, DuckDB)
-instead of importing them again: a run of 4 events and their 8 checks starts 12 processes."""
+instead of importing them again: a run of 4 events and their 8 checks starts 12 processes.
+The module is named: without `preload_modules`, Dagster 1.13 reads the empty list its config
+defaults to as "preload nothing" and the server imported only its own executor module."""
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:

@@ -91,3 +91,50 @@ def test_the_readmes_selections_load_every_event_over_a_range_of_days(tmp_path, 
     listing = [*command[:4], "list", "-m", MODULE, "--select", 'key:"clevertap/*"']
     listed = subprocess.run(listing, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert listed.stdout.split() == ["clevertap/charged", "clevertap/webhook_events"]
+
+
+STEP_PARENT_JOB = """
+import os
+from pathlib import Path
+
+from dagster import job, op
+
+from clevertap_assets.definitions import EXECUTOR
+
+
+@op
+def record_step_parent() -> None:
+    parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\\0", b" ")
+    Path(os.environ["STEP_PARENT_FILE"]).write_bytes(parent)
+
+
+@job(executor_def=EXECUTOR)
+def one_step():
+    record_step_parent()
+"""
+
+
+def test_steps_fork_from_a_server_that_imported_the_project(tmp_path):
+    """A run's step processes fork from Dagster's forkserver with this package (and Dagster,
+    polars, DuckDB) already imported, so a step does not import them again: a near-empty
+    `dagster asset materialize` of one event took 14.4 s without it and 13.4 s with it."""
+    (tmp_path / "one_step.py").write_text(STEP_PARENT_JOB, encoding="utf-8")
+    (tmp_path / "dagster_home").mkdir()
+    parent_file = tmp_path / "step_parent.txt"
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-f", "one_step.py", "-j", "one_step"],
+        cwd=tmp_path,
+        env={
+            "PATH": str(Path(sys.executable).parent),
+            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+            "HOME": str(tmp_path),
+            "STEP_PARENT_FILE": str(parent_file),
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    parent = parent_file.read_text(encoding="utf-8")
+    assert "multiprocessing.forkserver" in parent, parent
+    assert f"'{MODULE}'" in parent.split("**")[0], parent  # in the server's preload list
