@@ -131,6 +131,48 @@ def test_started_workers_are_running_before_the_first_page() -> None:
         pool.shutdown()
 
 
+STEP_MAIN = """
+import os
+from pathlib import Path
+
+import dagster  # what the `dagster` command's script imports, as a run's steps' main
+
+with Path(os.environ["MAIN_RUNS"]).open("a") as runs:
+    runs.write(__name__ + "\\n")
+
+from clevertap_assets.source.parse_processes import parse_pool, start_workers
+
+# No `if __name__ == "__main__":` guard, as in a user's script that loads days.
+with parse_pool(2) as pool:
+    start_workers(pool, 2)
+    print(set(pool.map(eval, ["'dagster' in __import__('sys').modules"] * 4)), flush=True)
+"""
+
+
+@pytest.mark.parametrize("started_as", ["script", "module"])
+def test_workers_never_run_the_steps_main(tmp_path, started_as: str) -> None:
+    """multiprocessing runs the parent's `__main__` again in every worker it starts; in a
+    run's step that is the `dagster` command, which imported all of Dagster into each worker
+    (2.9 s and about 100 MB), and a script without a main guard would load again inside every
+    worker. The parse workers run this package's functions only, and never that main."""
+    (tmp_path / "step_main.py").write_text(STEP_MAIN, encoding="utf-8")
+    runs = tmp_path / "main_runs.txt"
+    command = [sys.executable, "step_main.py"]
+    if started_as == "module":
+        command = [sys.executable, "-m", "step_main"]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "MAIN_RUNS": str(runs)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "{False}"  # no worker imported Dagster
+    assert runs.read_text(encoding="utf-8").split() == ["__main__"]
+
+
 @pytest.mark.parametrize("value", ["0", "two", "-1", "65"])
 def test_a_bad_parse_processes_setting_is_one_clear_error(monkeypatch, value: str) -> None:
     monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", value)
