@@ -28,16 +28,22 @@ STEP_PROCESSES = CLEVERTAP_EXPORTS_PER_ACCOUNT + 1
 default (one process per CPU) would hold a run of several events to 2 on a 2-core host;
 one more process lets a check run beside three exports."""
 
+STEP_PRELOAD = [__name__, "dagster._core.storage.sqlite_storage", "dagster_postgres"]
+"""What every step imports before its own work: this module (Dagster, polars, DuckDB), and
+the instance's storage, which each step builds from the run's instance (SQLAlchemy, Alembic,
+Dagster's SQL storages; 1.1 s a step; `dagster_postgres` adds little to it, and the server
+skips a module that is not installed)."""
+
 EXECUTOR = multiprocess_executor.configured(
     {
         "max_concurrent": STEP_PROCESSES,
-        "start_method": {"forkserver": {"preload_modules": [__name__]}},
+        "start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}},
     }
 )
-"""Each step forks from a server that imported this module once (Dagster, polars, DuckDB)
-instead of importing them again: a run of 4 events and their 8 checks starts 12 processes.
-The module is named: without `preload_modules`, Dagster 1.13 reads the empty list its config
-defaults to as "preload nothing" and the server imported only its own executor module."""
+"""Each step forks from a server that imported `STEP_PRELOAD` once instead of importing it
+again: a run of 4 events and their 8 checks starts 12 processes. The modules are named:
+without `preload_modules`, Dagster 1.13 reads the empty list its config defaults to as
+"preload nothing", and the server imported only its own executor module."""
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
