@@ -20,6 +20,26 @@ REPO = Path(__file__).resolve().parent.parent
 MODULE = "clevertap_assets.definitions"
 
 
+def run_dagster(
+    arguments: list[str], cwd: Path, dagster_home: Path, **env: str
+) -> subprocess.CompletedProcess:
+    """Dagster's own command, with this interpreter's PATH and nothing else of the caller's
+    environment but `env`."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), *arguments],
+        cwd=cwd,
+        env={
+            "PATH": str(Path(sys.executable).parent),
+            "DAGSTER_HOME": str(dagster_home),
+            "HOME": str(dagster_home),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def test_every_selected_event_is_an_asset_with_its_checks(tmp_path):
     events = ["App Launched", "Charged", "Notification Sent"]
     settings = load_settings(
@@ -51,24 +71,7 @@ def test_every_selected_event_is_an_asset_with_its_checks(tmp_path):
 
 def test_the_repository_definitions_validate_with_dagsters_own_command(tmp_path):
     """`dagster definitions validate` on the package, from the repository as shipped."""
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "definitions",
-            "validate",
-            "-w",
-            "workspace.yaml",
-        ],
-        cwd=REPO,
-        env={
-            "PATH": str(Path(sys.executable).parent),
-            "DAGSTER_HOME": str(tmp_path),
-            "HOME": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = run_dagster(["definitions", "validate", "-w", "workspace.yaml"], REPO, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
 
@@ -122,18 +125,11 @@ def test_steps_fork_from_a_server_that_imported_the_project(tmp_path):
     (tmp_path / "one_step.py").write_text(STEP_PARENT_JOB, encoding="utf-8")
     (tmp_path / "dagster_home").mkdir()
     parent_file = tmp_path / "step_parent.txt"
-    done = subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-f", "one_step.py", "-j", "one_step"],
-        cwd=tmp_path,
-        env={
-            "PATH": str(Path(sys.executable).parent),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "HOME": str(tmp_path),
-            "STEP_PARENT_FILE": str(parent_file),
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
+    done = run_dagster(
+        ["job", "execute", "-f", "one_step.py", "-j", "one_step"],
+        tmp_path,
+        tmp_path / "dagster_home",
+        STEP_PARENT_FILE=str(parent_file),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     parent = parent_file.read_text(encoding="utf-8")
