@@ -10,9 +10,9 @@ are shared state the asset applies (`normalise.column_names`).
 The workers import this module, polars and orjson only (about 50 MB each, not Dagster's
 300), and are forked from a `forkserver` (`parse_server`, which also keeps them from running
 the step's `__main__`): forking the step's own process, with Dagster's and polars' threads
-running, is what `fork` must not do. A worker exits when the process that
-started its pool is gone, even killed with SIGKILL (out of memory, a terminated run), as the
-multiprocessing machinery alone left the workers and the forkserver waiting forever.
+running, is what `fork` must not do. A worker exits when the process that started its pool
+is gone, even killed with SIGKILL (out of memory, a terminated run), as the multiprocessing
+machinery alone left the workers and the forkserver waiting forever.
 """
 
 import gc

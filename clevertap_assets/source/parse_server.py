@@ -6,8 +6,8 @@ run, that main is the `dagster` command's script, which imports all of Dagster: 
 worker took 2.9 s and about 100 MB more to start, and a script without a
 `if __name__ == "__main__":` guard would have run its whole load again inside every worker.
 The workers run functions of this package only, so this server starts them without the
-parent's main. It is the parse pool's own server: a step starts it for its parse workers
-and nothing else forks from it.
+parent's main. multiprocessing keeps one forkserver per process, and in a step the parse
+pool is what starts it and forks from it.
 """
 
 from multiprocessing import spawn
