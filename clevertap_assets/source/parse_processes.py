@@ -92,6 +92,7 @@ def _usable_cores() -> int:
 
 def parse_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
+    # By name: importing `parse_server` here would change this process's multiprocessing.
     context.set_forkserver_preload(["clevertap_assets.source.parse_server"])
     owner = os.getpid()
     return ProcessPoolExecutor(
