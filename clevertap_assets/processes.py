@@ -1,9 +1,10 @@
-"""Is the process that owns something (a run, a spool folder) still alive?
+"""Is the process that owns something (a parse pool's workers) still alive?
 
 A pid alone is not enough: after a crash the system can give the same pid to an unrelated
 process. A process is only the owner if it exists and was created no later than the moment
-the owner was known to be running (the run's engine event, the spool folder's creation), so
-a reused pid reads as dead.
+the owner was known to be running (the pool's start), so a reused pid reads as dead. A pid
+names a process only within its PID namespace (a container's pids mean nothing in another's):
+judge only processes of the caller's own, as a pool's workers do their parent.
 """
 
 import psutil

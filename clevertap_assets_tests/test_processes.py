@@ -1,4 +1,4 @@
-"""Whether the owner of a run or a spool folder is still alive."""
+"""Whether the owner of a parse pool is still alive."""
 
 import os
 import signal

@@ -5,16 +5,21 @@ complete, so neither the asset nor the IO manager ever holds the window in memor
 destination receives the same already-typed, duplicate-free file to load in chunks.
 
 Every spool and batch file lives in a folder of its own under one directory the project owns
-(`CLEVERTAP_SPOOL_DIR`, default `<system temp>/clevertap_assets`), named after the process that
-made it: `clevertap_<pid>_<process start ms>_<random>`. A failed read removes its folder, the IO
-manager removes a batch's folder whether the load commits or fails, and a process killed before
-either (`kill -9`, out of memory) leaves one that the next spool made on the host removes, since
-its owner is gone. Nothing leaks past the next run.
+(`CLEVERTAP_SPOOL_DIR`, default `<system temp>/clevertap_assets`). The process using a folder
+holds an exclusive `flock` on its `owner.lock` until it removes the folder (a failed read, the
+IO manager whether the load commits or fails) or dies, when the kernel lets go; cleanup, run by
+every new spool, removes only folders whose lock it can take at once. Unlike process ids, which
+named the wrong owner across PID namespaces, a flock means the same in every container sharing
+the directory. Nothing leaks past the next run.
+
+Folders are made and locked under a shared lock on the root's `spools.lock`, which cleanup takes
+exclusively: it never sees a folder between `mkdtemp` and its lock, so a folder without a lock
+file is one whose maker died in between.
 """
 
+import fcntl
 import math
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -33,11 +38,12 @@ import pyarrow.parquet as pq
 from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
 from clevertap_assets.batch.page_files import PageFiles, write_page_files
 from clevertap_assets.naming import quote_identifier
-from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import NormalisedPage
 
 SPOOL_DIR_ENV = "CLEVERTAP_SPOOL_DIR"
-_SPOOL_NAME = re.compile(r"^clevertap_(\d+)_(\d+)_")
+_FOLDER_PREFIX = "clevertap_spool_"
+_OWNER_LOCK = "owner.lock"
+_CREATION_LOCK = "spools.lock"
 
 LOAD_CHUNK_ROWS = 50_000
 _WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's writer
@@ -109,7 +115,7 @@ class EventBatch:
     def discard(self) -> None:
         """Remove the batch's files once a destination has committed them (or given up)."""
         if self.path is not None:
-            shutil.rmtree(self.path.parent, ignore_errors=True)
+            remove_spool_folder(self.path.parent)
 
     def preview(self, rows: int = 5) -> pl.DataFrame:
         if self.path is None:
@@ -123,28 +129,77 @@ def spool_root() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "clevertap_assets"
 
 
+_owned: dict[Path, int] = {}
+"""The folders this process holds, with the descriptor of each one's locked `owner.lock`:
+closing the descriptor is what gives a folder up, so it stays open until the folder is gone."""
+_owned_guard = threading.Lock()
+
+
 def remove_stale_spools(root: Path) -> list[Path]:
-    """Remove the folders whose owning process is gone (or whose pid now names another
-    process); return them. Folders of live processes, and anything not named like a spool,
-    stay."""
-    removed = []
-    for folder in root.glob("clevertap_*"):
-        owner = _SPOOL_NAME.match(folder.name)
-        if owner is None or process_alive(int(owner[1]), int(owner[2]) / 1000):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
+    """Remove the folders no process holds; return them. The decision is made under the
+    exclusive creation lock, the deleting after it, so new spools wait only for the former."""
+    with _root_lock(root, fcntl.LOCK_EX):
+        claimed = [folder for folder in root.glob("clevertap_*") if _claim(folder)]
+    for folder in claimed:
+        remove_spool_folder(folder)
+    return claimed
+
+
+def remove_spool_folder(folder: Path) -> None:
+    """Delete a folder, then give it up: while its files exist, somebody holds it."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with _owned_guard:
+        descriptor = _owned.pop(folder, None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def _claim(folder: Path) -> bool:
+    """Hold a folder nobody holds, as its remover; False for one that somebody holds."""
+    if not folder.is_dir():
+        return False
+    try:
+        descriptor = os.open(folder / _OWNER_LOCK, os.O_RDWR)
+    except FileNotFoundError:
+        return True  # its maker died before locking it (see the module docstring)
+    except PermissionError:
+        return False  # another user's: not ours to judge
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return False
+    _hold(folder, descriptor)
+    return True
+
+
+def _hold(folder: Path, descriptor: int) -> None:
+    with _owned_guard:
+        _owned[folder] = descriptor
+
+
+@contextmanager
+def _root_lock(root: Path, operation: int) -> Iterator[None]:
+    """Makers of folders share this lock and cleanup takes it alone (see the module docstring)."""
+    descriptor = os.open(root / _CREATION_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, operation)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _scratch_directory() -> Path:
-    """A new folder owned by this process; made after clearing what dead processes left."""
+    """A new folder held by this process; made after clearing what nobody holds."""
     root = spool_root()
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_spools(root)
-    pid = os.getpid()
-    owner = f"clevertap_{pid}_{int(start_time(pid) * 1000)}_"
-    return Path(tempfile.mkdtemp(prefix=owner, dir=root))
+    with _root_lock(root, fcntl.LOCK_SH):
+        directory = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX, dir=root))
+        descriptor = os.open(directory / _OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _hold(directory, descriptor)
+    return directory
 
 
 @contextmanager
@@ -156,7 +211,7 @@ def batch_file_path() -> Iterator[Path]:
     try:
         yield directory / "batch.parquet"
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_spool_folder(directory)
         raise
 
 
@@ -202,7 +257,7 @@ class EventSpool:
 
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            remove_spool_folder(self.directory)
 
     def add(self, page: NormalisedPage, received: int, outside_window: int = 0) -> None:
         """A page normalised (and named) in this process: written here, then recorded."""
@@ -272,7 +327,7 @@ class EventSpool:
         event whose pages each touched every day.
         """
         if not self._chunks:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            remove_spool_folder(self.directory)
             return EventBatch(self.event_name, None, 0, skipped_by_day=self.stats.skipped_by_day)
         destination = self.directory / "batch.parquet"
         rows_by_day = dict.fromkeys(sorted(self._chunks), 0)

@@ -6,7 +6,6 @@ first two are here, once; the replacement is `destinations.window`, the counts t
 read are `destinations.stats`.
 """
 
-import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -17,7 +16,12 @@ from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 from dagster_duckdb.io_manager import _partition_where_clause
 
 from clevertap_assets.batch.kinds import Kind, widen
-from clevertap_assets.batch.spool import BATCH_COMPRESSION, EventBatch, batch_file_path
+from clevertap_assets.batch.spool import (
+    BATCH_COMPRESSION,
+    EventBatch,
+    batch_file_path,
+    remove_spool_folder,
+)
 from clevertap_assets.naming import quote_identifier
 
 
@@ -153,7 +157,7 @@ def batch_of_chunks(
             writer.write(chunk)
             rows += chunk.num_rows
         if writer is None:
-            shutil.rmtree(path.parent, ignore_errors=True)
+            remove_spool_folder(path.parent)
             return EventBatch(name, None, 0)
         writer.close()
     return EventBatch(name, path, rows, json_columns)
