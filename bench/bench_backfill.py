@@ -171,7 +171,6 @@ def run_pipeline(
         passcode=served.passcode,
         api_url=served.url,
         max_concurrent_requests=cursors,
-        request_slots_dir=str(workdir / "slots"),
     )
     last = local_today(settings.timezone)
     first = last - timedelta(days=days - 1)

@@ -24,7 +24,8 @@ from clevertap_assets.settings import (
     load_settings,
     missing_credentials,
 )
-from clevertap_assets.source.client import CleverTapError, CleverTapResource, ExportNotAllowedError
+from clevertap_assets.source.api import CleverTapError, ExportNotAllowedError
+from clevertap_assets.source.client import CleverTapResource
 
 # Enough to prove records come back without pulling a full 5000-record page.
 CHECK_BATCH_SIZE = 100
@@ -207,7 +208,7 @@ def _resource(state: CheckState) -> CleverTapResource:
         api_url=settings.api_url,
         batch_size=CHECK_BATCH_SIZE,
         timeout_seconds=30,
-        max_attempts=4,
+        max_wait_seconds=30,
         max_backoff_seconds=5,
     )
 

@@ -40,11 +40,9 @@ from clevertap_assets.batch.spool import SPOOL_DIR_ENV  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def session_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The tests' runs spool, and keep their request slots, under the session's temporary
-    folder instead of the machine's `<temp>/clevertap_assets`: every emulator is an account
-    on a port of its own, so each session left hundreds of account folders there, kept for
-    a day (`source.slots.IDLE_SECONDS`), which every process's first request then walked
-    (2,571 folders here, 0.1 to 0.45 s a process). A test that sets the variable wins."""
+    """The tests' runs spool under the session's temporary folder instead of the machine's
+    `<temp>/clevertap_assets`, so a session leaves no spool folders behind there and tests
+    never meet another session's. A test that sets the variable wins."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SPOOL_DIR_ENV, str(tmp_path_factory.mktemp("spools")))
         yield

@@ -18,9 +18,10 @@ Choices where the real service is unconfirmed (documented here once):
 * An expired cursor: HTTP 200 `{"status":"fail","error":"Cursor expired, please reopen","code":4}`.
 * Counts are of distinct records: duplicates are an export artefact, CleverTap counts events.
   Counting a notification event is allowed (only its export is refused).
-* The concurrency limit applies to `/1/events.json` only; the other faults (delay, drops,
-  5xx, throttling) apply to every authenticated API call, counts included, each with its own
-  request counter that restarts when the fault is switched.
+* The concurrency limit applies to `/1/events.json` only (requests in flight on the counts
+  API are counted, not refused); the other faults (delay, drops, 5xx, throttling) apply to
+  every authenticated API call, counts included, each with its own request counter that
+  restarts when the fault is switched.
 """
 
 import base64
@@ -70,6 +71,7 @@ FAULT_FIELDS = frozenset(
         "drop_every",
         "delay_seconds",
         "page_in_progress",
+        "page_in_progress_polls",
         "cursor_expiry_pages",
         "cursor_expiry_times",
         "repeat_cursor",
@@ -87,17 +89,27 @@ DATA_FIELDS = frozenset(
 
 
 class InFlightGate:
-    """Holds export requests until `count` are in flight at once across every emulator sharing
-    the gate, then lets every request through from then on (or a waiter through alone after
-    `timeout_seconds`). A test can so prove that several accounts' requests overlapped, however
-    slowly a loaded machine starts the processes that send them; if they cannot overlap (a
-    shared concurrency limit), the first wave is only late and the peak count stays short."""
+    """Holds export requests (counts requests too, as `counts_gate`) until `count` are in flight
+    at once across every emulator sharing the gate, then lets every request through from then
+    on (or a waiter through alone after `timeout_seconds`). A test can so prove that several
+    accounts' (or APIs') requests overlapped, however slowly a loaded machine starts the
+    threads or processes that send them; if they cannot overlap (a shared concurrency limit),
+    the first wave is only late and the peak count stays short."""
 
     def __init__(self, count: int, timeout_seconds: float) -> None:
         self._count, self._timeout = count, timeout_seconds
         self._waiting = 0
         self._open = False
+        self._gave_up = False
         self._condition = threading.Condition()
+
+    @property
+    def filled(self) -> bool:
+        """Whether `count` requests were once held here together: the gate opened before any
+        waiter was let go alone (arrivals are counted, not departures, so after a timeout an
+        opening no longer proves that they overlapped)."""
+        with self._condition:
+            return self._open and not self._gave_up
 
     def pass_through(self) -> None:
         with self._condition:
@@ -108,7 +120,8 @@ class InFlightGate:
                 self._open = True
                 self._condition.notify_all()
                 return
-            self._condition.wait_for(lambda: self._open, timeout=self._timeout)
+            if not self._condition.wait_for(lambda: self._open, timeout=self._timeout):
+                self._gave_up = True
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ class EmulatorConfig:
     drop_every: int = 0
     delay_seconds: float = 0.0  # latency of every request, held while it counts as in flight
     page_in_progress: bool = False
+    page_in_progress_polls: int | None = 1  # fetches of each page still in progress; None: all
     cursor_expiry_pages: int = 0
     cursor_expiry_times: int | None = 1
     repeat_cursor: bool = False  # next_cursor equals the cursor just used: a stuck export
@@ -151,6 +165,8 @@ class EmulatorConfig:
     prerender_cache_bytes: int = 1 << 30
     # Export requests wait here, counted in flight, until the gate opens (see InFlightGate).
     gate: InFlightGate | None = field(default=None, compare=False)
+    # The same for counts requests; one gate in both fields counts both APIs together.
+    counts_gate: InFlightGate | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -168,6 +184,8 @@ class EmulatorStats:
     in_flight_changes: list[tuple[float, int]] = field(default_factory=list)
     open_bodies: list[dict[str, Any]] = field(default_factory=list)
     open_params: list[dict[str, str]] = field(default_factory=list)
+    counts_in_flight: int = 0
+    max_counts_in_flight: int = 0
 
     @property
     def rate_limited(self) -> int:
@@ -592,7 +610,7 @@ class CleverTapEmulator:
         self._lock = threading.Lock()
         self._added: Counter[tuple[str, date]] = Counter()
         self._exports: dict[int, _Export] = {}
-        self._fetched_pages: set[tuple[int, int]] = set()
+        self._page_fetches: Counter[tuple[int, int]] = Counter()
         self._expiries = 0
         self._fault_counters: Counter[str] = Counter()
         self._count_requests: dict[int, list[int]] = {}
@@ -862,13 +880,14 @@ class CleverTapEmulator:
             export = self._exports.get(export_id)
             if export is None:
                 raise _incorrect_usage()
-            first_fetch = (export_id, page) not in self._fetched_pages
-            self._fetched_pages.add((export_id, page))
+            fetched_before = self._page_fetches[(export_id, page)]
+            self._page_fetches[(export_id, page)] += 1
             self._expire_if_due(export)
         if export.expired:
             self._fault("cursor_expired")
             raise EmulatorError(200, "Cursor expired, please reopen", 4)
-        if config.page_in_progress and first_fetch:
+        polls = config.page_in_progress_polls
+        if config.page_in_progress and (polls is None or fetched_before < polls):
             self._fault("in_progress")
             raise EmulatorError(200, "Request still in progress, please retry later", 2)
         if offset >= export.total and config.endless_empty_pages:
@@ -961,6 +980,19 @@ class CleverTapEmulator:
             page, offset = page + 1, stop
 
     def handle_counts(self, method: str, raw: dict[str, str], body: bytes) -> bytes:
+        with self._lock:
+            stats = self._stats
+            stats.counts_in_flight += 1
+            stats.max_counts_in_flight = max(stats.max_counts_in_flight, stats.counts_in_flight)
+        try:
+            if self._config.counts_gate is not None:
+                self._config.counts_gate.pass_through()
+            return self._count_answer(method, raw, body)
+        finally:
+            with self._lock:
+                self._stats.counts_in_flight -= 1
+
+    def _count_answer(self, method: str, raw: dict[str, str], body: bytes) -> bytes:
         self._common_faults()
         if method == "POST":
             self._count("count")

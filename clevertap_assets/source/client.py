@@ -14,10 +14,8 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,7 +25,15 @@ import orjson
 from pydantic import Field, PrivateAttr, field_validator
 
 from clevertap_assets.settings import base_url_for, normalise_region
-from clevertap_assets.source.slots import default_slots_root, request_slot
+from clevertap_assets.source.api import (
+    CleverTapAuthError,
+    CleverTapError,
+    CleverTapProtocolError,
+    CursorExpiredError,
+    ExportNotAllowedError,
+    FetchStats,
+    UnknownEventError,
+)
 
 Log = logging.Logger | dg.DagsterLogManager
 
@@ -43,76 +49,16 @@ _MAX_ERROR_TEXT = 300
 _default_log = dg.get_dagster_logger("clevertap")
 
 
-class CleverTapError(Exception):
-    """Anything that stops a CleverTap call; subclasses name the cases a caller may handle."""
+@dataclass(frozen=True)
+class _Window:
+    """What a request is for, so a message about it names the event and the days."""
 
+    event_name: str
+    first_day: date
+    last_day: date
 
-class CleverTapAuthError(CleverTapError):
-    """Bad account id, passcode or region: retrying cannot help."""
-
-
-class ExportNotAllowedError(CleverTapError):
-    """CleverTap refuses to export this event (notification events): skip it, load the rest."""
-
-    def __init__(self, event_name: str) -> None:
-        super().__init__(
-            f"CleverTap does not allow exporting event {event_name!r} "
-            "(notification events cannot be exported)"
-        )
-        self.event_name = event_name
-
-
-class UnknownEventError(CleverTapError):
-    """The event name is not in the project; usually a casing or spelling difference."""
-
-    def __init__(self, event_name: str) -> None:
-        super().__init__(
-            f"CleverTap does not know event {event_name!r}; event names are case-sensitive, "
-            "compare with Settings > Schema > Events in the dashboard"
-        )
-        self.event_name = event_name
-
-
-class CursorExpiredError(CleverTapError):
-    """The cursor aged out: the window must be reopened and read again from the start."""
-
-    def __init__(self, event_name: str, detail: str) -> None:
-        super().__init__(
-            f"the export cursor for event {event_name!r} expired ({detail}); "
-            "reopen the window and read it again from the start"
-        )
-        self.event_name = event_name
-
-
-class CleverTapProtocolError(CleverTapError):
-    """An answer that breaks the documented flow (empty body, misuse, a cursor that repeats)."""
-
-
-@dataclass
-class FetchStats:
-    """What reading cost, reported as run metadata so slow or flaky windows are visible.
-
-    Meant for one reader at a time; give each thread its own and add them up afterwards.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    pages: int = 0
-    records: int = 0
-    bytes_received: int = 0
-    backoff_seconds: float = 0.0
-
-    @classmethod
-    def combined(cls, parts: list["FetchStats"]) -> "FetchStats":
-        """The sum of several readers' stats (one per cursor)."""
-        total = cls()
-        for part in parts:
-            for name, value in asdict(part).items():
-                setattr(total, name, getattr(total, name) + value)
-        return total
-
-    def as_metadata(self) -> dict[str, int | float]:
-        return {**asdict(self), "backoff_seconds": round(self.backoff_seconds, 3)}
+    def __str__(self) -> str:
+        return f"event {self.event_name!r} ({self.first_day}..{self.last_day})"
 
 
 class _Transient(Exception):
@@ -149,6 +95,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _seconds(value: float) -> str:
+    """Whole seconds for the long waits production sees, a tenth for the short ones tests use."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _unlink_stream(response: httpx.Response) -> None:
@@ -188,6 +139,9 @@ class CleverTapResource(dg.ConfigurableResource):
 
     An `httpx.Client` is created on first use and shared by all threads (it is thread-safe and
     keeps connections alive); Dagster closes it after the step, other callers use `with`.
+    CleverTap limits requests in flight per account and per API; one reader at a time holds
+    the account (a Dagster pool, see the reader asset), and this instance bounds that reader's
+    threads with one semaphore per API.
     """
 
     account_id: str = Field(description="CleverTap project (account) id")
@@ -198,17 +152,18 @@ class CleverTapResource(dg.ConfigurableResource):
     max_concurrent_requests: int = Field(
         3,
         ge=1,
-        description="requests in flight per account, across every thread, step and run on "
-        "this machine (CleverTap answers 429 beyond 3); also the cursors a window is read with",
-    )
-    request_slots_dir: str | None = Field(
-        None,
-        description="where the per-account request slots (lock files) live; every process "
-        "reading the account must see the same directory (default: request_slots in the "
-        "spool directory, CLEVERTAP_SPOOL_DIR)",
+        description="requests in flight per API through this resource; one reader per account "
+        "holds the account, see the reader asset (CleverTap answers 429 beyond 3); also the "
+        "cursors a window is read with",
     )
     timeout_seconds: float = Field(60, gt=0)
-    max_attempts: int = Field(8, ge=1)
+    max_wait_seconds: float = Field(
+        900,
+        gt=0,
+        description="how long one request (opening a cursor, a page, a count) keeps being "
+        "retried, and a count polled, before the read fails: CleverTap asks to retry a 429 "
+        "after 10 minutes and to ask again for a page still in progress",
+    )
     backoff_seconds: float = Field(1.0, ge=0)
     max_backoff_seconds: float = Field(60, ge=0)
     throttle_wait_seconds: float = Field(30, ge=0)
@@ -220,6 +175,7 @@ class CleverTapResource(dg.ConfigurableResource):
     )
 
     _client: httpx.Client | None = PrivateAttr(default=None)
+    _slots: dict[str, threading.BoundedSemaphore] | None = PrivateAttr(default=None)
 
     @field_validator("region", mode="before")
     @classmethod
@@ -303,8 +259,11 @@ class CleverTapResource(dg.ConfigurableResource):
             "events": _flag(events),
             "profile": _flag(profile),
         }
+        window = _Window(event_name, first_day, last_day)
         body = {"event_name": event_name, "from": _yyyymmdd(first_day), "to": _yyyymmdd(last_day)}
-        opened = self._call("POST", self._url(EVENTS_PATH, query), event_name, stats, log, body)
+        opened = self._call(
+            "POST", EVENTS_PATH, self._url(EVENTS_PATH, query), window, stats, log, body
+        )
         cursor = opened.get("cursor")
         if not isinstance(cursor, str) or not cursor:
             raise CleverTapProtocolError(
@@ -313,8 +272,8 @@ class CleverTapResource(dg.ConfigurableResource):
         used = {cursor}
         started, empty_in_a_row = time.monotonic(), 0
         while True:
-            self._within_bounds(event_name, first_day, last_day, stats, started, empty_in_a_row)
-            page = self._call("GET", self._cursor_url(cursor), event_name, stats, log)
+            self._within_bounds(window, stats, started, empty_in_a_row)
+            page = self._call("GET", EVENTS_PATH, self._cursor_url(cursor), window, stats, log)
             records = bytes(page.get("records", _NO_RECORDS))
             if not records.startswith(b"["):
                 raise CleverTapProtocolError(
@@ -329,24 +288,16 @@ class CleverTapResource(dg.ConfigurableResource):
                 return
             if cursor in used:
                 raise CleverTapProtocolError(
-                    f"CleverTap returned a cursor already used for event {event_name!r} "
-                    f"({first_day}..{last_day}) after {stats.pages} pages; stopping instead "
-                    "of looping"
+                    f"CleverTap returned a cursor already used for {window} after "
+                    f"{stats.pages} pages; stopping instead of looping"
                 )
             used.add(cursor)
 
     def _within_bounds(
-        self,
-        event_name: str,
-        first_day: date,
-        last_day: date,
-        stats: FetchStats,
-        started: float,
-        empty_in_a_row: int,
+        self, window: _Window, stats: FetchStats, started: float, empty_in_a_row: int
     ) -> None:
         """A stand-in that keeps handing out new cursors (empty pages, or pages that never
         end) would otherwise keep a run going forever: stop it with a clear error."""
-        window = f"event {event_name!r} ({first_day}..{last_day})"
         if empty_in_a_row >= self.max_empty_pages:
             raise CleverTapProtocolError(
                 f"CleverTap sent {empty_in_a_row} pages in a row without records for {window}, "
@@ -373,13 +324,18 @@ class CleverTapResource(dg.ConfigurableResource):
         """CleverTap's own count for a window, to reconcile what was loaded against it.
 
         Large counts are computed in the background ("partial"), so the answer is polled with
-        the same backoff as a retry until it is final.
+        the same backoff as a retry, for as long as a retried request may take, until it is
+        final; each poll is a request of its own, with its own retries.
         """
         stats = stats if stats is not None else FetchStats()
         log = log or _default_log
+        window = _Window(event_name, first_day, last_day)
         body = {"event_name": event_name, "from": _yyyymmdd(first_day), "to": _yyyymmdd(last_day)}
         accept = ("success", "partial")
-        answer = self._call("POST", self._url(COUNTS_PATH), event_name, stats, log, body, accept)
+        started = time.monotonic()
+        answer = self._call(
+            "POST", COUNTS_PATH, self._url(COUNTS_PATH), window, stats, log, body, accept
+        )
         polls = 0
         while answer["status"] == "partial":
             req_id = answer.get("req_id")
@@ -387,15 +343,16 @@ class CleverTapResource(dg.ConfigurableResource):
                 raise CleverTapProtocolError(
                     f"CleverTap answered 'partial' without a req_id on {COUNTS_PATH}"
                 )
-            polls += 1
-            if polls > self.max_attempts:
+            remaining = started + self.max_wait_seconds - time.monotonic()
+            if remaining <= 0:
                 raise CleverTapError(
-                    f"the count of event {event_name!r} was still partial "
-                    f"after {self.max_attempts} polls"
+                    f"CleverTap GET {COUNTS_PATH} for {window} still partial after "
+                    f"{_seconds(time.monotonic() - started)} s of polling ({polls} polls)"
                 )
-            self._pause(self._backoff(polls), stats)
+            polls += 1
+            self._pause(min(self._backoff(polls), remaining), stats)
             url = self._url(COUNTS_PATH, {"req_id": str(req_id)})
-            answer = self._call("GET", url, event_name, stats, log, accept=accept)
+            answer = self._call("GET", COUNTS_PATH, url, window, stats, log, accept=accept)
         count = answer.get("count")
         if not isinstance(count, int) or isinstance(count, bool):
             raise CleverTapProtocolError(f"CleverTap answered no integer count on {COUNTS_PATH}")
@@ -427,40 +384,58 @@ class CleverTapResource(dg.ConfigurableResource):
     def _call(
         self,
         method: str,
+        api: str,
         url: httpx.URL,
-        event_name: str,
+        window: _Window,
         stats: FetchStats,
         log: Log,
         body: dict[str, Any] | None = None,
         accept: tuple[str, ...] = ("success",),
     ) -> dict[str, Any]:
-        """One logical request: transient failures are retried with backoff, the rest raise."""
+        """One logical request: transient failures are retried with backoff, the rest raise.
+
+        Bounded by time, not by a count of attempts: a page CleverTap takes minutes to prepare
+        is still read, and every retry asks again with the same URL, so the cursor and the
+        pages read so far are kept.
+        """
+        started = time.monotonic()
+        deadline = started + self.max_wait_seconds
         attempt = 1
         while True:
             try:
-                response = self._send(method, url, body, stats)
-                return self._interpret(response, url.path, event_name, accept)
+                response = self._send(method, api, url, body, stats)
+                return self._interpret(response, url.path, window.event_name, accept)
             except _Transient as transient:
-                if attempt >= self.max_attempts:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise CleverTapError(
-                        f"CleverTap {method} {url.path} for event {event_name!r} still failing "
-                        f"after {attempt} attempts; last failure: {transient.reason}"
+                        f"CleverTap {method} {url.path} for {window} still failing after "
+                        f"{_seconds(time.monotonic() - started)} s of retries ({attempt} "
+                        f"attempts); last failure: {transient.reason}"
                     ) from None
-                delay = transient.wait if transient.wait is not None else self._backoff(attempt)
+                wanted = transient.wait if transient.wait is not None else self._backoff(attempt)
+                delay = min(wanted, remaining)
+                spent = _seconds(self.max_wait_seconds - remaining)
                 log.warning(
-                    f"CleverTap {method} {url.path} for event {event_name!r}: {transient.reason}; "
-                    f"retry {attempt} of {self.max_attempts - 1} in {delay:.2f} s"
+                    f"CleverTap {method} {url.path} for {window}: {transient.reason}; "
+                    f"retry {attempt} in {delay:.2f} s ({spent} of {self.max_wait_seconds:g} s "
+                    "spent)"
                 )
                 stats.retries += 1
                 self._pause(delay, stats)
                 attempt += 1
 
     def _send(
-        self, method: str, url: httpx.URL, body: dict[str, Any] | None, stats: FetchStats
+        self,
+        method: str,
+        api: str,
+        url: httpx.URL,
+        body: dict[str, Any] | None,
+        stats: FetchStats,
     ) -> httpx.Response:
-        """The account's concurrency slot is held for the request alone, never while waiting."""
+        """The API's request slot is held for the request alone, never while waiting."""
         content = orjson.dumps(body) if body is not None else None
-        with self._slot():
+        with self._slot(api):
             stats.requests += 1
             try:
                 response = self._http().request(method, url, content=content)
@@ -475,11 +450,16 @@ class CleverTapResource(dg.ConfigurableResource):
         _unlink_stream(response)
         return response
 
-    @contextmanager
-    def _slot(self) -> Iterator[None]:
-        root = Path(self.request_slots_dir) if self.request_slots_dir else default_slots_root()
-        with request_slot(root, self.base_url, self.account_id, self.max_concurrent_requests):
-            yield
+    def _slot(self, api: str) -> threading.BoundedSemaphore:
+        """Every thread using this instance shares the API's semaphore; CleverTap counts the
+        Get Events and Counts APIs apart, so a count never waits for an export's slot."""
+        with _client_lock:
+            if self._slots is None:
+                self._slots = {
+                    path: threading.BoundedSemaphore(self.max_concurrent_requests)
+                    for path in (EVENTS_PATH, COUNTS_PATH)
+                }
+            return self._slots[api]
 
     def _interpret(
         self, response: httpx.Response, path: str, event_name: str, accept: tuple[str, ...]

@@ -441,14 +441,41 @@ def test_a_gate_holds_requests_until_enough_are_in_flight_across_accounts(
         time.sleep(0.3)  # the second account starts later; its requests still overlap
     for thread in late:
         thread.join()
-    assert peak_in_flight(first.stats, second.stats) == 4
+    assert peak_in_flight(first.stats, second.stats) == 4 and gate.filled
     started = time.monotonic()
     assert [r.status_code for r in _concurrent_opens(first, 1)] == [200]
     assert time.monotonic() - started < 5
 
-    alone = make_emulator(gate=InFlightGate(count=2, timeout_seconds=0.5))
+    unfilled = InFlightGate(count=2, timeout_seconds=0.5)
+    alone = make_emulator(gate=unfilled)
     assert [r.status_code for r in _concurrent_opens(alone, 1)] == [200]
-    assert alone.stats.max_in_flight == 1
+    assert alone.stats.max_in_flight == 1 and not unfilled.filled
+
+
+def test_counts_requests_in_flight_are_counted_apart_and_never_refused(
+    make_emulator: MakeEmulator,
+) -> None:
+    """The counts API is an API of its own: four counts at once are all answered, counted
+    apart from the export beside them, and a gate in both fields holds the two APIs alike."""
+    gate = InFlightGate(count=5, timeout_seconds=30)
+    emulator = make_emulator(gate=gate, counts_gate=gate)
+    body = {"event_name": "Charged", "from": ymd(DAY), "to": ymd(DAY)}
+    counts: list[httpx.Response] = []
+
+    def count() -> None:
+        with client(emulator) as http:
+            counts.append(http.post("/1/counts/events.json", json=body))
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    threads.append(threading.Thread(target=_concurrent_opens, args=(emulator, 1)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [response.status_code for response in counts] == [200] * 4
+    assert gate.filled and emulator.stats.rate_limited == 0
+    stats = emulator.stats
+    assert (stats.max_counts_in_flight, stats.counts_in_flight, stats.max_in_flight) == (4, 0, 1)
 
 
 def test_server_errors_throttling_and_drops_every_nth_request(emulator: CleverTapEmulator) -> None:
@@ -493,6 +520,24 @@ def test_page_in_progress_then_success_on_retry(make_emulator: MakeEmulator) -> 
         "code": 2,
     }
     assert retry["status"] == "success" and retry["records"]
+
+
+def test_a_page_can_stay_in_progress_for_n_fetches_or_for_ever(make_emulator: MakeEmulator) -> None:
+    """Each page of a cursor chain has its own count of fetches still in progress."""
+    in_progress = {"status": "fail", "error": "Request still in progress, please retry later"}
+    emulator = make_emulator(page_in_progress=True, page_in_progress_polls=3)
+    with client(emulator) as http:
+        cursor = open_cursor(http, "Charged", DAY, DAY, batch_size=10)
+        answers = [fetch(http, cursor) for _ in range(4)]
+        following = [fetch(http, answers[-1]["next_cursor"]) for _ in range(4)]
+        emulator.set_faults(page_in_progress_polls=None)
+        stuck = open_cursor(http, "Charged", DAY, DAY)
+        never = [fetch(http, stuck) for _ in range(20)]
+    for chain in (answers, following):
+        assert all(answer == {**in_progress, "code": 2} for answer in chain[:3])
+        assert chain[3]["status"] == "success" and chain[3]["records"]
+    assert all(answer["code"] == 2 for answer in never)
+    assert emulator.stats.faults["in_progress"] == 3 + 3 + 20
 
 
 def test_cursor_expires_after_n_pages_and_a_reopen_reads_everything(

@@ -1,12 +1,12 @@
 """The CleverTap client against the emulator over real HTTP: the cursor flow, every row of the
-failure table in the shared API notes, the per-account concurrency limit, counts, and that the
-passcode never leaks into messages, reprs or logs."""
+failure table in the shared API notes, retries bounded by time, the concurrency limit per API,
+counts, and that the passcode never leaks into messages, reprs or logs."""
 
 import gc
 import http.server
 import logging
+import re
 import threading
-import time
 import types
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from clevertap_assets.emulator.server import InFlightGate
 from clevertap_assets.source.client import (
     CleverTapAuthError,
     CleverTapError,
@@ -46,6 +47,13 @@ FAST = {
     "throttle_wait_seconds": 0.01,
     "timeout_seconds": 5,
 }
+# Backoff for the tests that wait through many retries: still milliseconds, but exponential.
+PATIENT = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05, "max_wait_seconds": 60}
+GAVE_UP = re.compile(
+    r"CleverTap (?P<method>GET|POST) (?P<path>\S+) for event '(?P<event>[^']+)' "
+    r"\((?P<first>[\d-]+)\.\.(?P<last>[\d-]+)\) still failing after (?P<seconds>[\d.]+) s "
+    r"of retries \((?P<attempts>\d+) attempts\); last failure: (?P<failure>.+)"
+)
 
 
 @pytest.fixture
@@ -202,6 +210,68 @@ def test_page_in_progress_code_2_retries_the_same_cursor(start, caplog) -> None:
     assert_no_secret(caplog)
 
 
+def test_a_page_not_ready_for_longer_than_eight_attempts_is_read_in_full(start, caplog) -> None:
+    """CleverTap can take minutes to prepare a page: each page here answers code 2 twelve
+    times (the old budget was eight attempts), and is still read, through the same cursor."""
+    emulator = start(page_in_progress=True, page_in_progress_polls=12, duplicate_share=0.0)
+    stats = FetchStats()
+    client = client_for(emulator, batch_size=20, **PATIENT)
+    with caplog.at_level(logging.WARNING):
+        records = read_all(client, "Charged", DAY, DAY, stats=stats)
+    truth = emulator.true_records("Charged", DAY, events=False)
+    assert sorted(map(canonical, records)) == sorted(map(canonical, truth))
+    assert stats.pages > 1 and emulator.stats.requests["open"] == 1
+    assert emulator.stats.faults["in_progress"] == stats.retries == 12 * stats.pages
+    assert emulator.stats.requests["page"] == 13 * stats.pages
+    assert len(retry_warnings(caplog)) == stats.retries
+    assert_no_secret(caplog)
+
+
+def test_a_page_that_never_becomes_ready_fails_after_max_wait_seconds(start, caplog) -> None:
+    """One message says what was asked for, how long it was waited for and why it failed; the
+    waits add up to no more than `max_wait_seconds`."""
+    emulator = start(page_in_progress=True, page_in_progress_polls=None)
+    stats = FetchStats()
+    last = DAY + timedelta(days=2)
+    client = client_for(emulator, **{**PATIENT, "max_wait_seconds": 1})
+    with caplog.at_level(logging.WARNING), pytest.raises(CleverTapError) as failure:
+        read_all(client, "Charged", DAY, last, stats=stats)
+    message = str(failure.value)
+    gave_up = GAVE_UP.fullmatch(message)
+    assert gave_up, message
+    assert gave_up.group("method", "path", "event", "first", "last") == (
+        "GET",
+        "/1/events.json",
+        "Charged",
+        "2024-03-01",
+        "2024-03-03",
+    )
+    assert gave_up["failure"] == (
+        "page not ready (code 2: Request still in progress, please retry later)"
+    )
+    assert 1 <= float(gave_up["seconds"]) < 60
+    attempts = int(gave_up["attempts"])
+    assert attempts == emulator.stats.faults["in_progress"] == stats.retries + 1 > 1
+    assert emulator.stats.requests["open"] == 1
+    assert stats.backoff_seconds <= 1
+    assert PASSCODE not in message
+    assert_no_secret(caplog, failure.value)
+
+
+def test_a_long_wait_the_server_asks_for_is_cut_to_the_deadline(start) -> None:
+    """CleverTap's errors page says to retry a 429 after 10 minutes: a `Retry-After` longer
+    than what is left of `max_wait_seconds` is cut to it, never slept through."""
+    emulator = start(max_concurrent=0, retry_after=600)
+    stats = FetchStats()
+    client = client_for(emulator, max_wait_seconds=1)
+    with pytest.raises(CleverTapError) as failure:
+        read_all(client, "Charged", DAY, DAY, stats=stats)
+    gave_up = GAVE_UP.fullmatch(str(failure.value))
+    assert gave_up and gave_up["failure"] == "HTTP 429 Too many concurrent requests"
+    assert int(gave_up["attempts"]) == emulator.stats.rate_limited == stats.retries + 1
+    assert stats.backoff_seconds <= 1
+
+
 def test_throttled_code_1_waits_the_throttle_time(start, caplog) -> None:
     emulator = start(throttle_every=3, duplicate_share=0.0)
     stats = FetchStats()
@@ -273,19 +343,35 @@ def run_threads(target: Callable[[str], None], events: list[str]) -> None:
     assert not errors, errors
 
 
-def test_never_more_than_three_requests_in_flight_per_account(start) -> None:
-    """Six readers, each with its own resource (as separate assets would have): the limit is
-    process-wide per account, so the emulator never sees a fourth request nor serves a 429."""
-    emulator = start(delay_seconds=0.02, duplicate_share=0.0)
+def test_threads_sharing_a_resource_keep_three_requests_in_flight_per_api(start) -> None:
+    """One reader holds the account, and its threads share one resource: six threads read
+    windows of six events while six more count days. Every request waits at a gate in the
+    emulator until six are held at once, which only three exports beside three counts can
+    be: so the semaphores are used to the full, one per API, and never exceeded (no 429)."""
+    gate = InFlightGate(count=6, timeout_seconds=30)
+    emulator = start(delay_seconds=0.02, duplicate_share=0.0, gate=gate, counts_gate=gate)
+    client = client_for(emulator, batch_size=8, timeout_seconds=60)
     exportable = [event for event in EVENTS if not event.startswith("Notification")]
-    counts: dict[str, int] = {}
+    last = DAY + timedelta(days=1)
+    read: dict[str, int] = {}
+    counted: dict[str, int] = {}
 
-    def read(event: str) -> None:
-        counts[event] = len(read_all(client_for(emulator, batch_size=8), event, DAY, DAY))
+    def read_window(event: str) -> None:
+        read[event] = sum(len(page) for page in client.iter_event_pages(event, DAY, last))
 
-    run_threads(read, exportable)
-    assert counts == {event: emulator.true_count(event, DAY) for event in exportable}
-    assert 2 <= emulator.stats.max_in_flight <= 3
+    def count_window(event: str) -> None:
+        counted[event] = client.count_events(event, DAY, last)
+
+    def work(job: str) -> None:
+        kind, event = job.split(":", 1)
+        (read_window if kind == "read" else count_window)(event)
+
+    with client:
+        run_threads(work, [f"{kind}:{event}" for event in exportable for kind in ("read", "count")])
+    truth = {e: emulator.true_count(e, DAY) + emulator.true_count(e, last) for e in exportable}
+    assert read == counted == truth
+    assert gate.filled
+    assert emulator.stats.max_in_flight == emulator.stats.max_counts_in_flight == 3
     assert emulator.stats.rate_limited == 0
 
 
@@ -351,20 +437,27 @@ def test_an_expired_cursor_raises_cursor_expired(start) -> None:
 
 
 def test_timeouts_are_retried_then_reported(start, caplog) -> None:
-    emulator = start(delay_seconds=0.3)
-    client = client_for(emulator, timeout_seconds=0.05, max_attempts=3)
+    """The requests the client gave up on still hold the emulator's threads: no limit there,
+    so every attempt meets a timeout, not a 429."""
+    emulator = start(delay_seconds=0.3, max_concurrent=None)
+    client = client_for(emulator, timeout_seconds=0.05, max_wait_seconds=2)
     with caplog.at_level(logging.WARNING), pytest.raises(CleverTapError) as failure:
         read_all(client, "App Launched", DAY, DAY)
-    assert "after 3 attempts" in str(failure.value) and "Timeout" in str(failure.value)
-    assert len(retry_warnings(caplog)) == 2
+    gave_up = GAVE_UP.fullmatch(str(failure.value))
+    assert gave_up and "Timeout" in gave_up["failure"], failure.value
+    assert gave_up.group("method", "path") == ("POST", "/1/events.json")
+    assert len(retry_warnings(caplog)) == int(gave_up["attempts"]) - 1 >= 1
     assert_no_secret(caplog, failure.value)
 
 
 def test_giving_up_says_what_kept_failing(start) -> None:
     emulator = start(server_error_every=1)
-    with pytest.raises(CleverTapError, match=r"/1/events.json.*after 4 attempts.*HTTP 50[03]"):
-        read_all(client_for(emulator, max_attempts=4), "App Launched", DAY, DAY)
-    assert emulator.stats.faults["server_error"] == 4
+    with pytest.raises(CleverTapError) as failure:
+        read_all(client_for(emulator, max_wait_seconds=1), "App Launched", DAY, DAY)
+    gave_up = GAVE_UP.fullmatch(str(failure.value))
+    assert gave_up and re.fullmatch(r"HTTP 50[03] .+", gave_up["failure"]), failure.value
+    assert gave_up["path"] == "/1/events.json"
+    assert emulator.stats.faults["server_error"] == int(gave_up["attempts"]) > 1
 
 
 # --- counts ----------------------------------------------------------------------------------
@@ -389,13 +482,30 @@ def test_count_events_polls_a_partial_answer(start) -> None:
     assert stats.retries == emulator.stats.faults["server_error"] > 0
 
 
+def test_count_events_polls_a_partial_answer_for_longer_than_eight_polls(start) -> None:
+    emulator = start(counts_partial=True, counts_partial_polls=12)
+    with client_for(emulator, **PATIENT) as client:
+        count = client.count_events("Charged", DAY, DAY)
+    assert count == emulator.true_count("Charged", DAY)
+    assert emulator.stats.requests["count_poll"] == 13
+
+
 def test_count_events_gives_up_on_an_endless_partial(start) -> None:
-    emulator = start(counts_partial=True, counts_partial_polls=100)
+    emulator = start(counts_partial=True, counts_partial_polls=10**6)
+    stats = FetchStats()
     with (
-        client_for(emulator, max_attempts=3) as client,
-        pytest.raises(CleverTapError, match="still partial"),
+        client_for(emulator, max_wait_seconds=1) as client,
+        pytest.raises(CleverTapError) as failure,
     ):
-        client.count_events("Charged", DAY, DAY)
+        client.count_events("Charged", DAY, DAY + timedelta(days=1), stats=stats)
+    gave_up = re.fullmatch(
+        r"CleverTap GET /1/counts/events.json for event 'Charged' \(2024-03-01\.\.2024-03-02\) "
+        r"still partial after ([\d.]+) s of polling \((\d+) polls\)",
+        str(failure.value),
+    )
+    assert gave_up, failure.value
+    assert float(gave_up[1]) >= 1 and stats.backoff_seconds <= 1
+    assert int(gave_up[2]) == emulator.stats.requests["count_poll"] > 1
 
 
 # --- the passcode stays secret ---------------------------------------------------------------
@@ -424,8 +534,8 @@ FAILURES: dict[str, tuple[dict, dict, str, type[Exception]]] = {
     "dropped exhausted": ({"drop_every": 1}, {}, "App Launched", CleverTapError),
     "throttled exhausted": ({"throttle_every": 1}, {}, "App Launched", CleverTapError),
     "in progress exhausted": (
-        {"page_in_progress": True},
-        {"max_attempts": 1},
+        {"page_in_progress": True, "page_in_progress_polls": None},
+        {},
         "App Launched",
         CleverTapError,
     ),
@@ -441,7 +551,7 @@ def test_no_failure_reveals_the_passcode(start, caplog, name: str) -> None:
     emulator = start(**faults)
     if "api_url" in overrides:
         overrides = {**overrides, "api_url": emulator.url + overrides["api_url"]}
-    client = client_for(emulator, **{"max_attempts": 2, **overrides})
+    client = client_for(emulator, **{"max_wait_seconds": 0.2, **overrides})
     with caplog.at_level(logging.DEBUG), pytest.raises(expected) as failure:
         read_all(client, event, DAY, DAY)
     emulator.set_faults(counts_partial=True, counts_partial_polls=100)
@@ -483,19 +593,25 @@ def test_the_passcode_stays_out_of_dagster_runs(start, monkeypatch) -> None:
     assert not any(PASSCODE in line for line in logged)
 
 
-def test_a_slow_reader_does_not_hold_a_request_slot(start) -> None:
-    """Slots are held per request, not per page stream: three idle generators do not block a
-    fourth reader."""
+def test_idle_cursors_do_not_keep_a_reader_of_the_same_resource_waiting(start) -> None:
+    """Slots are held per request, not per page stream: three idle cursors of one resource
+    do not block a fourth reader of the same resource (it would wait for ever)."""
     emulator = start()
-    clients = [client_for(emulator, batch_size=5) for _ in range(4)]
-    idle = [c.iter_event_pages("App Launched", DAY, DAY) for c in clients[:3]]
+    client = client_for(emulator, batch_size=5)
+    idle = [client.iter_event_pages(event, DAY, DAY) for event in EVENTS[:3]]
     for pages in idle:
         next(pages)
-    started = time.monotonic()
-    assert read_all(clients[3], "Charged", DAY, DAY)
-    assert time.monotonic() - started < 5
-    for client in clients:
-        client.close()
+    records: list[dict] = []
+    reader = threading.Thread(
+        target=lambda: records.extend(
+            r for page in client.iter_event_pages("Charged", DAY, DAY) for r in page
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive() and len(records) >= emulator.true_count("Charged", DAY)
+    client.close()
 
 
 def test_a_read_leaves_no_answer_for_the_cyclic_collector(start) -> None:
