@@ -29,6 +29,18 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(days=args.days, duckdb_path=args.duckdb_path)
 
 
+def _load(args: argparse.Namespace) -> int:
+    from clevertap_assets.headless import load_recent_days
+    from clevertap_assets.settings import SettingsError, load_settings
+
+    try:
+        loaded = load_recent_days(load_settings(), args.days, args.event or None)
+    except SettingsError as error:
+        print(f"clevertap-assets load: {error}", file=sys.stderr)
+        return 2
+    return 0 if loaded else 1
+
+
 def _partition_range(args: argparse.Namespace) -> int:
     from clevertap_assets.assets.partitions import recent_range
     from clevertap_assets.settings import load_settings
@@ -71,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=None, help="days of history (default: settings)")
     demo.add_argument("--duckdb-path", default="demo.duckdb")
     demo.set_defaults(run=_demo)
+
+    load = commands.add_parser(
+        "load",
+        help="load the last days of the pipeline's events now, in one run of this process",
+    )
+    load.add_argument(
+        "--days", type=int, default=None, help="days up to today (default and at most: history)"
+    )
+    load.add_argument(
+        "--event", action="append", help="a CleverTap event name (repeatable; default: all)"
+    )
+    load.set_defaults(run=_load)
 
     partition_range = commands.add_parser(
         "partition-range",

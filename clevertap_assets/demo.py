@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 from dagster import BetaWarning
 
-from clevertap_assets.assets.events import event_table
+from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.duckdb.lock import connect_when_unlocked
 from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
@@ -50,7 +50,7 @@ def run_demo(days: int | None, duckdb_path: str) -> int:
                 for day in history_days(settings)
             ]
         )
-    print_summary(summary, truth, {n: event_table(settings, n) for n in settings.event_names})
+    print_summary(summary, truth, {e.name: e.table for e in pipeline_events(settings)})
     return 0
 
 
@@ -71,15 +71,14 @@ def daily_summary(settings: PipelineSettings) -> pl.DataFrame:
                 [settings.warehouse_schema],
             ).fetchall()
         }
-        for name in settings.event_names:
-            table = event_table(settings, name)
-            if table not in present:
+        for event in pipeline_events(settings):
+            if event.table not in present:
                 continue
+            table = f"{quote_identifier(settings.warehouse_schema)}.{quote_identifier(event.table)}"
             rows = connection.execute(
                 f"SELECT CAST(event_time AS DATE) AS day, ? AS event, count(*) AS rows "
-                f"FROM {quote_identifier(settings.warehouse_schema)}.{quote_identifier(table)} "
-                "GROUP BY 1",
-                [name],
+                f"FROM {table} GROUP BY 1",
+                [event.name],
             ).fetchall()
             frames.append(pl.DataFrame(rows, schema=["day", "event", "rows"], orient="row"))
     return pl.concat(frames) if frames else pl.DataFrame()

@@ -1,14 +1,18 @@
 """Headless loads of a range of days, in one in-process run: what the demo, the benchmark and
-`dagster asset materialize --partition-range` do, callable from Python."""
+`clevertap-assets load` do, callable from Python."""
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import date
 
-from dagster import ExecuteInProcessResult, materialize
+from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
+from clevertap_assets.assets.partitions import recent_range
+from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.settings import PipelineSettings, SettingsError
 
 
 def load_days(
@@ -17,13 +21,19 @@ def load_days(
     last_day: date,
     resources: Mapping[str, object] | None = None,
     log_level: str = "INFO",
+    instance: DagsterInstance | None = None,
+    events: Sequence[str] | None = None,
 ) -> ExecuteInProcessResult:
-    """Every selected event over the days, each as one export of the whole range (single-run
-    backfill policy), with the event checks; `resources` replaces some of the defaults."""
+    """Selected events (default: all) over the days, as one read of the whole range by the
+    account's reader, with their checks; `resources` replaces some of the defaults. With a
+    persistent `instance`, the run waits for the account's reader like any other."""
     definitions = build_definitions(settings)
+    keys = [e.key for e in pipeline_events(settings) if events is None or e.name in events]
     return materialize(
-        [*(definitions.assets or []), *(definitions.asset_checks or [])],
+        list(definitions.assets or []),
+        selection=AssetSelection.assets(*keys),
         resources={**(definitions.resources or {}), **(resources or {})},
+        instance=instance,
         tags={
             ASSET_PARTITION_RANGE_START_TAG: first_day.isoformat(),
             ASSET_PARTITION_RANGE_END_TAG: last_day.isoformat(),
@@ -31,3 +41,28 @@ def load_days(
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     )
+
+
+def load_recent_days(
+    settings: PipelineSettings, days: int | None = None, events: Sequence[str] | None = None
+) -> bool:
+    """`clevertap-assets load`: the last `days` days of some events (default: the history
+    window, every selected event), on `$DAGSTER_HOME`'s instance when it is set, so the run
+    shows in the UI and waits for the account's reader like the schedule's runs."""
+    unknown = sorted(set(events or ()) - set(settings.event_names))
+    if unknown:
+        raise SettingsError(
+            f"--event {', '.join(map(repr, unknown))} is not among the selected events "
+            f"({', '.join(map(repr, settings.event_names))})"
+        )
+    first, last = recent_range(settings, days).split("...")
+    persistent = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else nullcontext(None)
+    with persistent as instance:
+        result = load_days(
+            settings,
+            date.fromisoformat(first),
+            date.fromisoformat(last),
+            instance=instance,
+            events=events,
+        )
+    return result.success

@@ -22,10 +22,10 @@ from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION
 from clevertap_assets_tests.harness import Pipeline, fast_clevertap
 
 
-def run_range(request: RunRequest) -> tuple[AssetKey, str, str]:
-    (key,) = request.asset_selection or ()
+def run_range(request: RunRequest) -> tuple[frozenset[AssetKey], str, str]:
+    """The events a requested run reads, and its first and last day."""
     return (
-        key,
+        frozenset(request.asset_selection or ()),
         request.tags[ASSET_PARTITION_RANGE_START_TAG],
         request.tags[ASSET_PARTITION_RANGE_END_TAG],
     )
@@ -41,7 +41,7 @@ def execute(
         selection = AssetSelection.assets(*request.asset_selection).without_checks()
         selection |= AssetSelection.checks(*(request.asset_check_keys or []))
     return materialize(
-        [*(definitions.assets or []), *(definitions.asset_checks or [])],
+        list(definitions.assets or []),
         selection=selection,
         tags=request.tags,
         instance=instance,

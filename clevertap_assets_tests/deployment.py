@@ -39,6 +39,9 @@ FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 T = TypeVar("T")
 
 
+CONTAINER = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -129,12 +132,22 @@ class Deployment:
     workspace_env: dict[str, str] = field(repr=False)
     services: list[Service] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
-        """Start a command from this venv in its own process group, its output to a log."""
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        container: bool = False,
+    ) -> None:
+        """Start a command from this venv in its own process group, its output to a log;
+        as a `container`, in a PID namespace of its own as well (`unshare`), where its
+        process ids mean nothing to the other services, as in Docker Compose."""
         log = self.root / "logs" / f"{name}.log"
+        namespace = CONTAINER if container else []
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(BIN / argv[0]), *argv[1:]],
+                [*namespace, str(BIN / argv[0]), *argv[1:]],
                 env=dict(env),
                 cwd=cwd,
                 stdout=out,
@@ -143,6 +156,19 @@ class Deployment:
                 start_new_session=True,
             )
         self.services.append(Service(name, process, log))
+
+    def start_code_server(self, pipeline: "Pipeline") -> None:
+        """A pipeline's code server (its schedule, sensors and runs), as its own container."""
+        command = code_server_command(pipeline.location, "127.0.0.1", pipeline.code_port)
+        workdir = self.root / pipeline.location
+        self.start(f"{pipeline.location}-code-server", command, pipeline.env, workdir, True)
+
+    def kill(self, name: str) -> None:
+        """`kill -9` of a service's process group, as a container that crashed."""
+        service = next(s for s in self.services if s.name == name)
+        os.killpg(service.process.pid, signal.SIGKILL)
+        service.process.wait(timeout=30)
+        self.services.remove(service)
 
     def start_daemon(self) -> None:
         """Schedules, sensors, backfills and the run queue. Started after a test has made its
@@ -311,8 +337,7 @@ def run_deployment(
             deployment.workspace_env[f"{location.upper()}_CODE_SERVER_PORT"] = str(
                 pipeline.code_port
             )
-            code_server = code_server_command(location, "127.0.0.1", pipeline.code_port)
-            deployment.start(f"{location}-code-server", code_server, pipeline.env, workdir)
+            deployment.start_code_server(pipeline)
             receiver = receiver_command("127.0.0.1", int(pipeline.webhook_url.rsplit(":", 1)[1]))
             deployment.start(f"{location}-webhooks", receiver, pipeline.env, workdir)
         workspace = str(DEPLOY / "workspace.yaml")

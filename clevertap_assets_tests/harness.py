@@ -5,6 +5,7 @@ Shared by the tests of every destination, so each asserts the same user-visible 
 """
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -36,6 +37,11 @@ def write_events_csv(path: Path, events: Sequence[str]) -> Path:
     return path
 
 
+def load_command(*args: str) -> list[str]:
+    """`clevertap-assets load ...`, the README's headless load, from this interpreter's venv."""
+    return [str(Path(sys.executable).parent / "clevertap-assets"), "load", *args]
+
+
 def fast_clevertap(emulator: CleverTapEmulator, **overrides: object) -> CleverTapResource:
     """The production resource with test-sized pauses, so retries cost milliseconds."""
     values = dict(
@@ -45,7 +51,7 @@ def fast_clevertap(emulator: CleverTapEmulator, **overrides: object) -> CleverTa
         backoff_seconds=0.01,
         max_backoff_seconds=0.05,
         throttle_wait_seconds=0.01,
-        max_attempts=10,
+        max_wait_seconds=5,
         timeout_seconds=5,
     )
     return CleverTapResource(**{**values, **overrides})

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 from dagster import AssetKey, Definitions
 
 from clevertap_assets.definitions import build_code_location
@@ -76,63 +77,51 @@ def test_the_repository_definitions_validate_with_dagsters_own_command(tmp_path)
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
-def test_the_readmes_selections_load_every_event_over_a_range_of_days(tmp_path, make_emulator):
-    """`--select 'group:clevertap'` (and `'key:"clevertap/*"'` for one pipeline's assets) as
-    the README gives them, through the real CLI: the webhook asset beside the events no
-    longer makes a range of days an invalid subset, and the days equal the truth."""
-    emulator = make_emulator(events=["Charged"])
-    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+def test_the_readmes_headless_loads_take_every_event_or_a_selection(tmp_path, make_emulator):
+    """`clevertap-assets load --days N [--event NAME]` and a single day through
+    `dagster asset materialize --select 'group:clevertap' --partition DAY`, as the README
+    gives them, through the real commands on a persistent instance; the days equal the
+    truth, and `key:"clevertap/*"` lists the webhook asset beside the events."""
+    events = ["Charged", "App Launched"]
+    emulator = make_emulator(events=events)
+    pipeline = make_pipeline(tmp_path, emulator, events=events)
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    first, last = recent_days(pipeline.settings, 2)
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", MODULE]
-    command += ["--select", "group:clevertap", "--partition-range", f"{first}...{last}"]
     env = pipeline_env(pipeline, dagster_home, tmp_path)
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
-    listing = [*command[:4], "list", "-m", MODULE, "--select", 'key:"clevertap/*"']
-    listed = subprocess.run(listing, env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert listed.stdout.split() == ["clevertap/charged", "clevertap/webhook_events"]
-
-
-STEP_PARENT_JOB = """
-import os
-from pathlib import Path
-
-from dagster import job, op
-
-from clevertap_assets.definitions import EXECUTOR
-
-
-@op
-def record_step_parent() -> None:
-    parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\\0", b" ")
-    Path(os.environ["STEP_PARENT_FILE"]).write_bytes(parent)
-
-
-@job(executor_def=EXECUTOR)
-def one_step():
-    record_step_parent()
-"""
-
-
-def test_steps_fork_from_a_server_that_imported_the_project(tmp_path):
-    """A run's step processes fork from Dagster's forkserver with this package (and Dagster,
-    polars, DuckDB) and the instance's storage already imported, so a step does not import
-    them again: a near-empty `dagster asset materialize` of one event took 14.4 s without
-    them, 13.4 s with the package alone."""
-    (tmp_path / "one_step.py").write_text(STEP_PARENT_JOB, encoding="utf-8")
-    (tmp_path / "dagster_home").mkdir()
-    parent_file = tmp_path / "step_parent.txt"
-    done = run_dagster(
-        ["job", "execute", "-f", "one_step.py", "-j", "one_step"],
-        tmp_path,
-        tmp_path / "dagster_home",
-        STEP_PARENT_FILE=str(parent_file),
+    first, last = recent_days(pipeline.settings, 3)
+    load = [str(Path(sys.executable).parent / "clevertap-assets"), "load", "--days", "3"]
+    done = subprocess.run(
+        [*load, "--event", "Charged"], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    parent = parent_file.read_text(encoding="utf-8")
-    assert "multiprocessing.forkserver" in parent, parent
-    preloaded = parent.split("**")[0]  # the server's preload list
-    assert f"'{MODULE}'" in preloaded and "'dagster._core.storage.sqlite_storage'" in preloaded
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
+    assert "app_launched" not in tables(pipeline)
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", MODULE]
+    command += ["--select", "group:clevertap", "--partition", last.isoformat()]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert daily_rows(pipeline, "app_launched") == pipeline.truth("App Launched", last, last)
+    unknown = subprocess.run(
+        [*load, "--event", "Chargd"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith(
+        "clevertap-assets load: --event 'Chargd' is not among the selected events ('Charged',"
+    )
+    listing = [*command[:4], "list", "-m", MODULE, "--select", 'key:"clevertap/*"']
+    listed = subprocess.run(listing, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert listed.stdout.split() == [
+        "clevertap/app_launched",
+        "clevertap/charged",
+        "clevertap/webhook_events",
+    ]
+
+
+def tables(pipeline) -> set[str]:
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        return {
+            n
+            for (n,) in connection.sql(
+                "SELECT table_name FROM information_schema.tables"
+            ).fetchall()
+        }

@@ -188,3 +188,94 @@ def test_two_accounts_export_three_at_once_each_and_never_more(
                 table = f"{name}.{slug}"
                 expected = {day: emulator.true_count(event, day)}
                 assert rows_per_day(postgres_server, warehouse, table) == expected, table
+
+
+def test_a_crashed_code_server_leaves_no_run_holding_its_account_and_no_live_run_is_judged(
+    tmp_path,
+    postgres_server: PostgresServer,  # noqa: F811
+    make_emulator,
+):
+    """Two pipelines' code servers in PID namespaces of their own (as Compose containers),
+    each account read by one run at once. Both runs are live while both code servers'
+    sensors look at runs in progress, and neither is judged dead. Then `kill -9` of the first
+    code server, its run worker with it: nothing reports that run's end, its heartbeat goes
+    silent, and the other code server's sensor fails it. The second run loads exactly
+    throughout; the first pipeline, back, loads its days exactly in the next run, which the
+    run queue does not hold behind the dead one."""
+    silence = {"CLEVERTAP_RUN_SILENCE_SECONDS": "8"}
+    app = make_emulator(account_id="APP-ACCOUNT", passcode="app-passcode", timezone=TIMEZONE)
+    app.set_faults(page_in_progress=True, page_in_progress_polls=None)  # pages never come
+    web = make_emulator(
+        account_id="WEB-ACCOUNT", passcode="web-passcode", timezone=TIMEZONE, delay_seconds=15
+    )  # each request takes 15 s: the run stays live past the sensors' interval (30 s)
+    events = write_events_csv(tmp_path / "events.csv", ["Charged", "App Launched"])
+    warehouse = redshift_warehouse(postgres_server)
+    settings = {**QUIET, **warehouse, **silence, "CLEVERTAP_EVENTS_CSV": str(events)}
+    pipelines = {
+        "pipeline_a": (app, {**settings, "CLEVERTAP_PIPELINE_NAME": "app"}),
+        "pipeline_b": (web, {**settings, "CLEVERTAP_PIPELINE_NAME": "web"}),
+    }
+    yesterday = local_today(TIMEZONE) - timedelta(days=1)
+    days = [yesterday - timedelta(days=1), yesterday]
+    keys = {name: [[name, "charged"], [name, "app_launched"]] for name in ("app", "web")}
+    with run_deployment(tmp_path / "deployment", postgres_server, pipelines) as deployment:
+        first = launch_backfill(deployment, keys["app"], days)
+        other = launch_backfill(deployment, keys["web"], days)
+        deployment.start_daemon()
+
+        def started(backfill: str) -> str | None:
+            runs = deployment.runs_tagged(BACKFILL_TAG, backfill)
+            return next((r for r, status in runs.items() if status == "STARTED"), None)
+
+        dead = deployment.wait_for("the first run to read", lambda: started(first))
+        live = deployment.wait_for("the second run to read", lambda: started(other))
+        evaluated = deployment.query("SELECT count(*) FROM job_ticks")[0][0]
+        deployment.wait_for(
+            "both code servers' sensors to look at the runs in progress",
+            lambda: deployment.query("SELECT count(*) FROM job_ticks")[0][0] >= evaluated + 2,
+        )
+        statuses = dict(deployment.query("SELECT run_id, status FROM runs"))
+        assert (statuses[dead], statuses[live]) == ("STARTED", "STARTED"), deployment.logs()
+
+        deployment.kill("pipeline_a-code-server")
+        deployment.wait_for(
+            "the crashed run to be failed by the other code server's sensor",
+            lambda: dict(deployment.query("SELECT run_id, status FROM runs"))[dead] == "FAILURE",
+        )
+        failure = deployment.query(
+            "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type = %s",
+            dead,
+            "PIPELINE_FAILURE",
+        )
+        assert "No heartbeat from this run" in failure[0][0]
+        assert list(deployment.wait_for_runs(BACKFILL_TAG, other).values()) == ["SUCCESS"]
+
+        app.set_faults(page_in_progress=False)
+        deployment.start_code_server(deployment.pipelines["pipeline_a"])
+        again = deployment.wait_for(
+            "the first pipeline's code location back",
+            lambda: _launched(deployment, keys["app"], days),
+        )
+        assert list(deployment.wait_for_runs(BACKFILL_TAG, again).values()) == ["SUCCESS"], (
+            deployment.logs()
+        )
+    for name, emulator in (("app", app), ("web", web)):
+        assert emulator.stats.max_in_flight <= 3
+        assert emulator.stats.rate_limited == 0
+        for event, table in (("Charged", "charged"), ("App Launched", "app_launched")):
+            expected = {d: emulator.true_count(event, d) for d in days}
+            assert rows_per_day(postgres_server, warehouse, f"{name}.{table}") == expected
+
+
+def _launched(deployment: Deployment, keys: list[list[str]], days: list[date]) -> str | None:
+    """A backfill's id, once the webserver takes it (a restarted location reloads first)."""
+    params = {
+        "assetSelection": [{"path": key} for key in keys],
+        "partitionNames": [day.isoformat() for day in days],
+    }
+    try:
+        answer = deployment.graphql(LAUNCH_BACKFILL, {"params": params})
+    except httpx.HTTPError:
+        return None
+    launched = answer["launchPartitionBackfill"]
+    return launched.get("backfillId")

@@ -6,7 +6,8 @@ each other and with the commands the topology test (test_deploy.py) runs for rea
   validates against the Compose file schema without needing a daemon).
 - `helm/values.yaml` uses only keys of Dagster's chart: the allow-list below is transcribed
   from the chart's values schema, https://github.com/dagster-io/dagster/tree/master/helm/dagster/schema/schema/charts
-  (`dagster/values.py`, `dagster/subschema/{postgresql,global_,concurrency,run_launcher,telemetry}.py`,
+  (`dagster/values.py`, `dagster/subschema/{postgresql,global_,concurrency,run_launcher,telemetry,daemon}.py`;
+  `daemon.runMonitoring` is a free mapping there, its keys those of the chart's instance template),
   `dagster_user_deployments/subschema/user_deployments.py`).
 """
 
@@ -50,8 +51,11 @@ CHART_KEYS = {
     "concurrency.enabled",
     "concurrency.pools.defaultLimit",
     "concurrency.pools.granularity",
-    "concurrency.pools.opGranularityRunBuffer",
     "concurrency.runs.maxConcurrentRuns",
+    "dagsterDaemon.runMonitoring.enabled",
+    "dagsterDaemon.runMonitoring.startTimeoutSeconds",
+    "dagsterDaemon.runMonitoring.pollIntervalSeconds",
+    "dagsterDaemon.runMonitoring.freeSlotsAfterRunEndSeconds",
     "telemetry.enabled",
 }
 COMPOSE_INSTALL_HINT = (
@@ -105,6 +109,7 @@ def test_the_production_instance_keeps_the_laptops_limits_on_postgres():
         yaml.safe_load((REPOSITORY / "dagster.yaml").read_text()),
     )
     assert production["concurrency"] == laptop["concurrency"]
+    assert production["run_monitoring"] == laptop["run_monitoring"]
     assert production["telemetry"] == {"enabled": False}
     database = production["storage"]["postgres"]["postgres_db"]
     assert database.pop("scheme") == "postgresql+psycopg2"
@@ -177,9 +182,15 @@ def test_helm_values_use_only_the_charts_keys_and_the_instances_limits():
         "pools": {
             "defaultLimit": pools["default_limit"],
             "granularity": pools["granularity"],
-            "opGranularityRunBuffer": pools["op_granularity_run_buffer"],
         },
         "runs": {"maxConcurrentRuns": runs["max_concurrent_runs"]},
+    }
+    monitoring = production["run_monitoring"]
+    assert values["dagsterDaemon"]["runMonitoring"] == {
+        "enabled": monitoring["enabled"],
+        "startTimeoutSeconds": monitoring["start_timeout_seconds"],
+        "pollIntervalSeconds": 120,
+        "freeSlotsAfterRunEndSeconds": monitoring["free_slots_after_run_end_seconds"],
     }
     scheme = production["storage"]["postgres"]["postgres_db"]["scheme"]
     assert values["postgresql"]["postgresqlScheme"] == scheme

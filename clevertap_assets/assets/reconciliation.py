@@ -18,6 +18,18 @@ class DayCounts:
     clevertap: int
 
 
+def clevertap_counts(
+    clevertap: CleverTapResource, event_days: Sequence[tuple[str, date]]
+) -> dict[tuple[str, date], int]:
+    """CleverTap's count of each (event, day), asked side by side, as many at once as the
+    account's request slots allow: each count is a round trip of a second or so."""
+    with ThreadPoolExecutor(clevertap.max_concurrent_requests) as counting:
+        counts = counting.map(
+            lambda pair: clevertap.count_events(pair[0], pair[1], pair[1]), event_days
+        )
+        return dict(zip(event_days, counts, strict=True))
+
+
 def differing_days(
     clevertap: CleverTapResource,
     warehouse_stats: EventTableStats,
@@ -26,16 +38,11 @@ def differing_days(
     event_name: str,
     days: Sequence[date],
 ) -> dict[date, DayCounts]:
-    """The days (ascending, non-empty) whose rows differ from CleverTap's count, with both.
-
-    The days are counted side by side, as many at once as the account's request slots
-    allow: each count is a round trip of a few hundred milliseconds."""
+    """The days (ascending, non-empty) whose rows differ from CleverTap's count, with both."""
     rows = warehouse_stats.daily_row_counts(schema, table, days[0], days[-1])
-    with ThreadPoolExecutor(clevertap.max_concurrent_requests) as counting:
-        counts = counting.map(lambda day: clevertap.count_events(event_name, day, day), days)
-        expected = dict(zip(days, counts, strict=True))
+    expected = clevertap_counts(clevertap, [(event_name, day) for day in days])
     return {
-        day: DayCounts(warehouse=rows[day], clevertap=expected[day])
+        day: DayCounts(warehouse=rows[day], clevertap=expected[event_name, day])
         for day in days
-        if expected[day] != rows[day]
+        if expected[event_name, day] != rows[day]
     }

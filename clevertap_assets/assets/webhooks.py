@@ -40,9 +40,11 @@ from dagster import (
     asset,
 )
 
-from clevertap_assets.assets.events import COLUMN_KEYS, event_asset_key, recorded_column_names
+from clevertap_assets.assets.events import COLUMN_KEYS, recorded_column_names
+from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.batch.spool import EventBatch, EventSpool
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER
+from clevertap_assets.liveness import heartbeat
 from clevertap_assets.naming import WEBHOOK_TABLE, ColumnNames, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
 from clevertap_assets.source.normalise import JSON_SECTIONS, NormaliseOptions, normalise_page
@@ -96,7 +98,7 @@ def read_range(inbox: WebhookInbox, first_id: int, last_id: int) -> tuple[list[I
 
 def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
     key = webhook_asset_key(settings)
-    if key in {event_asset_key(settings, name) for name in settings.event_names}:
+    if key in {event.key for event in pipeline_events(settings)}:
         raise SettingsError(
             f"an event in {settings.events_csv} would load into the webhook table "
             f"{table_name(WEBHOOK_TABLE, settings.table_prefix)!r}; exclude it with "
@@ -121,24 +123,27 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
     )
     def webhook_events(
         context: AssetExecutionContext, webhook_inbox: WebhookInboxResource
-    ) -> Output[EventBatch]:
+    ) -> Iterator[Output[EventBatch]]:
+        """The heartbeat lasts until the IO manager has written the range (the generator
+        is suspended at the yield while it writes)."""
         first_id, last_id = parse_range_key(context.partition_key)
-        entries, redeliveries = read_range(webhook_inbox.open(), first_id, last_id)
-        names = recorded_column_names(context)
-        batch, records = _load_batch(settings, context.partition_key, entries, names)
-        return Output(
-            batch,
-            metadata={
-                "payloads": len(entries),
-                "redeliveries_dropped": redeliveries,
-                "profiles": records,
-                "rows_written": batch.rows,
-                "first_inbox_id": first_id,
-                "last_inbox_id": last_id,
-                "table": table,
-                COLUMN_KEYS: MetadataValue.json(names.record()),
-            },
-        )
+        with heartbeat(context.instance, context.run.run_id, context.log):
+            entries, redeliveries = read_range(webhook_inbox.open(), first_id, last_id)
+            names = recorded_column_names(context, key)
+            batch, records = _load_batch(settings, context.partition_key, entries, names)
+            yield Output(
+                batch,
+                metadata={
+                    "payloads": len(entries),
+                    "redeliveries_dropped": redeliveries,
+                    "profiles": records,
+                    "rows_written": batch.rows,
+                    "first_inbox_id": first_id,
+                    "last_inbox_id": last_id,
+                    "table": table,
+                    COLUMN_KEYS: MetadataValue.json(names.record()),
+                },
+            )
 
     return webhook_events
 

@@ -1,24 +1,26 @@
-"""`ingestion_schedule`: Hevo's ingestion frequency, as one cron schedule over every event asset.
+"""`ingestion_schedule`: Hevo's ingestion frequency, as one cron schedule over every event.
 
 Each tick asks, per event, for today and the previous LOOKBACK_DAYS days (late events from
 offline devices land in days already loaded) plus every day of the history window that was
-never loaded, so the first tick of a new pipeline loads the whole window. Days are grouped into
-contiguous ranges and each range is one run tagged with Dagster's partition-range tags: that is
-what the backfill daemon itself launches for `BackfillPolicy.single_run()` assets, so a range
-of days is read through one CleverTap cursor. `RunRequest` has no partition-range argument in
-1.13 and its asset-graph-subset backfills are private API that launch through the backfill
-daemon, where "is a run for this asset still going?" could not be answered per tick.
+never loaded, so the first tick of a new pipeline loads the whole window. Events that need the
+same contiguous range of days share one run, tagged with Dagster's partition-range tags, so a
+tick is normally one run: one step reads every event through the account's request slots.
+`RunRequest` has no partition-range argument in 1.13, and a range run is what the backfill
+daemon itself launches for a range of days.
 
-An event whose previous run is still queued or running is left out of the tick, so a slow
-CleverTap export never piles runs up behind itself; the next tick picks the days up again.
+An event whose previous tick (or sensor) run is still queued or running is left out, so a slow
+export never piles runs up behind itself; a backfill's runs do not hold the tick back, which
+runs at a higher priority and so waits for one backfill run at most.
 """
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dagster import (
+    AssetKey,
     AssetsDefinition,
     AssetSelection,
     DagsterInstance,
@@ -32,10 +34,15 @@ from dagster import (
     schedule,
 )
 
+from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.refusals import latest_refusal, source_digest
 from clevertap_assets.automation.runs import assets_in_progress, range_run_request
 from clevertap_assets.days import days_between
+from clevertap_assets.liveness import PRIORITY_TAG
 from clevertap_assets.settings import PipelineSettings, missing_credentials
+
+TICK_PRIORITY = 10
+"""Above a backfill's runs (priority 0): a tick waits for one backfill run at most."""
 
 
 def cron_for_interval(interval: timedelta) -> str:
@@ -70,7 +77,8 @@ def contiguous_ranges(days: Iterable[date]) -> Iterator[tuple[date, date]]:
 def days_to_load(
     instance: DagsterInstance,
     settings: PipelineSettings,
-    asset: AssetsDefinition,
+    partitions_def: TimeWindowPartitionsDefinition,
+    key: AssetKey,
     today: date,
     source: str,
 ) -> set[date]:
@@ -80,59 +88,75 @@ def days_to_load(
     `refusals`), then today alone as a probe: its history cannot load while refused, and
     asking for it every tick would cost a run each time.
     """
-    refusal = latest_refusal(instance, asset.key)
+    refusal = latest_refusal(instance, key)
     if refusal is not None:
         now = datetime.now(UTC)
         return set() if refusal.holds(source, now) else {today}
-    partitions_def = asset.partitions_def
-    assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
     window_start = max(
         today - timedelta(days=settings.history_days - 1),
         partitions_def.start.astimezone(ZoneInfo(settings.timezone)).date(),
     )
     recent_start = max(window_start, today - timedelta(days=settings.lookback_days))
     days = set(days_between(recent_start, today))
-    loaded = instance.get_materialized_partitions(asset.key)
+    loaded = instance.get_materialized_partitions(key)
     return days | {d for d in days_between(window_start, today) if d.isoformat() not in loaded}
 
 
 def ingestion_run_requests(
     instance: DagsterInstance,
     settings: PipelineSettings,
-    assets: Sequence[AssetsDefinition],
+    reader: AssetsDefinition,
+    events: Sequence[EventAsset],
     now: datetime,
     source: str,
 ) -> list[RunRequest]:
-    """The tick's runs: one per event and contiguous range, none for an event still running
-    or refused by CleverTap; `source` is `refusals.source_digest` of the current account."""
+    """The tick's runs: one per distinct range of days, each over every event that needs that
+    range; none for an event still in a tick's or sensor's run (a backfill's runs do not
+    hold the schedule back) or refused by CleverTap. `source` is `refusals.source_digest` of
+    the current account."""
+    partitions_def = reader.partitions_def
+    assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
     today = now.astimezone(ZoneInfo(settings.timezone)).date()
-    busy = assets_in_progress(instance)
+    busy = assets_in_progress(instance, [e.key for e in events], include_backfills=False)
+    by_range: dict[tuple[date, date], list[AssetKey]] = {}
+    for event in events:
+        if event.key in busy:
+            continue
+        days = days_to_load(instance, settings, partitions_def, event.key, today, source)
+        for days_range in contiguous_ranges(days):
+            by_range.setdefault(days_range, []).append(event.key)
     return [
-        range_run_request(asset.key, first, last, f"{asset.key.to_user_string()}:{first}:{last}")
-        for asset in assets
-        if asset.key not in busy
-        for first, last in contiguous_ranges(days_to_load(instance, settings, asset, today, source))
+        range_run_request(
+            keys, first, last, f"{first}:{last}:{_digest(keys)}", {PRIORITY_TAG: str(TICK_PRIORITY)}
+        )
+        for (first, last), keys in sorted(by_range.items())
     ]
 
 
+def _digest(keys: Sequence[AssetKey]) -> str:
+    """Names a set of events in a run key of bounded length."""
+    text = "\n".join(sorted(key.to_user_string() for key in keys))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def refused_events(
-    instance: DagsterInstance, assets: Sequence[AssetsDefinition], source: str
+    instance: DagsterInstance, events: Sequence[EventAsset], source: str
 ) -> list[str]:
     """What the tick says about the events it leaves out because CleverTap refused them."""
     now = datetime.now(UTC)
     notes = []
-    for asset in assets:
-        refusal = latest_refusal(instance, asset.key)
+    for event in events:
+        refusal = latest_refusal(instance, event.key)
         if refusal is not None and refusal.holds(source, now):
             notes.append(
-                f"{asset.key.to_user_string()} (refused {refusal.at:%Y-%m-%d %H:%M} UTC, "
+                f"{event.key.to_user_string()} (refused {refusal.at:%Y-%m-%d %H:%M} UTC, "
                 f"probed again after {refusal.reprobe_after:%Y-%m-%d})"
             )
     return notes
 
 
 def build_ingestion_schedule(
-    settings: PipelineSettings, assets: Sequence[AssetsDefinition]
+    settings: PipelineSettings, reader: AssetsDefinition, events: Sequence[EventAsset]
 ) -> ScheduleDefinition:
     """RUNNING by default: a deployed pipeline ingests without anyone switching it on."""
 
@@ -142,8 +166,8 @@ def build_ingestion_schedule(
         execution_timezone=settings.timezone,
         target=define_asset_job(
             f"{settings.pipeline_slug}_ingestion",
-            selection=AssetSelection.assets(*assets),
-            description="An event's new days, with its checks; one run per event and range.",
+            selection=AssetSelection.assets(reader),
+            description="The events' new days, with their checks; one run per range of days.",
         ),
         default_status=DefaultScheduleStatus.RUNNING,
         description=(
@@ -157,8 +181,8 @@ def build_ingestion_schedule(
             return SkipReason(f"{missing} (see .env.example)")
         now = context.scheduled_execution_time or datetime.now(ZoneInfo(settings.timezone))
         source = source_digest(os.environ["CLEVERTAP_ACCOUNT_ID"].strip(), settings.base_url)
-        requests = ingestion_run_requests(context.instance, settings, assets, now, source)
-        refused = refused_events(context.instance, assets, source)
+        requests = ingestion_run_requests(context.instance, settings, reader, events, now, source)
+        refused = refused_events(context.instance, events, source)
         note = f"not requested, CleverTap refuses to export them: {', '.join(refused)}"
         if refused:
             context.log.info(note)

@@ -44,7 +44,8 @@ from dagster import (
     sensor,
 )
 
-from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, differing_days
+from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, DayCounts, differing_days
 from clevertap_assets.assets.webhooks import (
     WebhookInboxResource,
     parse_range_key,
@@ -55,12 +56,16 @@ from clevertap_assets.automation.runs import assets_in_progress, in_progress_run
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import CLEVERTAP, PARTITION_NAME_TAG, WAREHOUSE_STATS
+from clevertap_assets.liveness import PRIORITY_TAG
 from clevertap_assets.settings import PipelineSettings, missing_credentials
 from clevertap_assets.source.client import CleverTapResource
 from clevertap_assets.webhooks.inbox import WebhookInbox
 
-RECONCILE_WAREHOUSE_TAG = "clevertap/reconcile_warehouse"
-RECONCILE_CLEVERTAP_TAG = "clevertap/reconcile_clevertap"
+RECONCILE_COUNTS_TAG = "clevertap/reconcile_counts"
+"""`<event slug>=<warehouse rows>/<CleverTap's count>` of each event a re-run is for."""
+MAX_TAG_CHARS = 4000
+RECONCILE_PRIORITY = 5
+"""Between a tick's runs and a backfill's."""
 RECONCILE_INTERVAL_SECONDS = 3600
 WEBHOOK_INTERVAL_SECONDS = 30
 WEBHOOK_MAX_BACKOFF_SECONDS = 3600
@@ -78,57 +83,56 @@ MAX_OPEN_RANGES = 16
 def reconciliation_requests(
     instance: DagsterInstance,
     settings: PipelineSettings,
-    assets: Sequence[AssetsDefinition],
+    events: Sequence[EventAsset],
     clevertap: CleverTapResource,
     warehouse_stats: EventTableStats,
     today: date,
     days: int = RECONCILED_DAYS,
 ) -> Iterator[RunRequest]:
-    """One run per event and day whose row count differs from CleverTap's, over loaded days.
+    """One run per day whose row count differs from CleverTap's for some events, over loaded
+    days, with those events.
 
     Only days that were loaded are compared: a missing day is the schedule's to load, and an
     event CleverTap will not export never has one. An event with a run in progress is left
     for the next evaluation, since that run may be changing the very rows being counted.
     """
     first_day = today - timedelta(days=days)
-    busy = assets_in_progress(instance)
-    for asset in assets:
-        if asset.key in busy:
+    busy = assets_in_progress(instance, [event.key for event in events])
+    differing_by_day: dict[date, list[tuple[EventAsset, DayCounts]]] = {}
+    for event in events:
+        if event.key in busy:
             continue
-        loaded = instance.get_materialized_partitions(asset.key)
+        loaded = instance.get_materialized_partitions(event.key)
         compared = [
             d for d in days_between(first_day, today - timedelta(days=1)) if d.isoformat() in loaded
         ]
         if not compared:
             continue
-        metadata = asset.metadata_by_key[asset.key]
         differing = differing_days(
-            clevertap,
-            warehouse_stats,
-            settings.warehouse_schema,
-            metadata["table"],
-            metadata["clevertap_event"],
-            compared,
+            clevertap, warehouse_stats, settings.warehouse_schema, event.table, event.name, compared
         )
         for day, counts in differing.items():
-            yield range_run_request(
-                asset.key,
-                day,
-                day,
-                run_key=(
-                    f"reconcile:{asset.key.to_user_string()}:{day}:"
-                    f"{counts.warehouse}:{counts.clevertap}"
-                ),
-                tags={
-                    RECONCILE_WAREHOUSE_TAG: str(counts.warehouse),
-                    RECONCILE_CLEVERTAP_TAG: str(counts.clevertap),
-                },
-            )
+            differing_by_day.setdefault(day, []).append((event, counts))
+    for day, differing in sorted(differing_by_day.items()):
+        seen = ",".join(
+            f"{event.slug}={counts.warehouse}/{counts.clevertap}" for event, counts in differing
+        )
+        yield range_run_request(
+            [event.key for event, _ in differing],
+            day,
+            day,
+            run_key=f"reconcile:{day}:{seen}",
+            tags={
+                RECONCILE_COUNTS_TAG: seen[:MAX_TAG_CHARS],
+                PRIORITY_TAG: str(RECONCILE_PRIORITY),
+            },
+        )
 
 
 def build_reconciliation_sensor(
     settings: PipelineSettings,
-    assets: Sequence[AssetsDefinition],
+    reader: AssetsDefinition,
+    events: Sequence[EventAsset],
     resources: Mapping[str, object],
 ) -> SensorDefinition:
     """The sensor builds its CleverTap and warehouse resources itself, after checking the
@@ -139,7 +143,7 @@ def build_reconciliation_sensor(
 
     @sensor(
         name="reconciliation_sensor",
-        target=assets,
+        target=reader,
         minimum_interval_seconds=RECONCILE_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
@@ -156,7 +160,7 @@ def build_reconciliation_sensor(
                 reconciliation_requests(
                     context.instance,
                     settings,
-                    assets,
+                    events,
                     getattr(built, CLEVERTAP),
                     getattr(built, WAREHOUSE_STATS),
                     today,
@@ -182,11 +186,7 @@ def webhook_result(
     key = webhook_asset.key
     ranges = sorted(instance.get_dynamic_partitions(ranges_def.name))  # keys sort like ids
     loaded = materialized_ranges(instance, key, ranges)
-    running = {
-        run.tags.get(PARTITION_NAME_TAG)
-        for run in in_progress_runs(instance)
-        if key in (run.asset_selection or ())
-    }
+    running = {run.tags.get(PARTITION_NAME_TAG) for run in in_progress_runs(instance, [key])}
     open_ranges = [r for r in ranges if r not in loaded]
     unloaded = [r for r in open_ranges if r not in running]
     now = time.time() if now is None else now

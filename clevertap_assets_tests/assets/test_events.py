@@ -1,5 +1,6 @@
 """Event assets end to end: the emulator over HTTP, the real asset code, a DuckDB file."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,10 +11,12 @@ from datetime import date, timedelta
 import duckdb
 import orjson
 import pytest
-from dagster import AssetKey, instance_for_test, materialize
+from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 
 from clevertap_assets.assets import refusals
 from clevertap_assets.assets.events import build_event_assets
+from clevertap_assets.assets.pipeline_events import pipeline_events
+from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -107,78 +110,97 @@ _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
     import sys
     from datetime import date
 
+    from dagster import DagsterInstance
+
     from clevertap_assets.headless import load_days
     from clevertap_assets.settings import load_settings
     from clevertap_assets.source.client import CleverTapResource
 
-    url, account, passcode, csv, duckdb_path, timezone, first, last, slots = sys.argv[1:]
+    url, account, passcode, csv, duckdb_path, timezone, first, last = sys.argv[1:]
     settings = load_settings(
         events_csv=csv, api_url=url, duckdb_path=duckdb_path, timezone=timezone, history_days=7
     )
-    clevertap = CleverTapResource(
-        account_id=account, passcode=passcode, api_url=url, request_slots_dir=slots, batch_size=40
-    )
+    clevertap = CleverTapResource(account_id=account, passcode=passcode, api_url=url, batch_size=40)
     print("ready", flush=True)
-    sys.stdin.readline()  # both runs start reading together
-    result = load_days(
-        settings, date.fromisoformat(first), date.fromisoformat(last), {"clevertap": clevertap}
-    )
+    sys.stdin.readline()  # every run starts reading together
+    with DagsterInstance.get() as instance:
+        result = load_days(
+            settings,
+            date.fromisoformat(first),
+            date.fromisoformat(last),
+            {"clevertap": clevertap},
+            instance=instance,
+        )
     sys.exit(0 if result.success else 1)
     """
 )
 
 
-def test_overlapping_runs_in_two_processes_share_the_accounts_three_request_slots(
+def test_runs_in_separate_pid_namespaces_with_separate_disks_read_an_account_three_at_a_time(
     tmp_path, make_emulator
 ):
-    """Two runs at once, as two Dagster run processes, each reading its window through three
-    cursors: six cursors, yet the emulator (which refuses nothing itself here, so an excess
-    would show rather than be retried away) never holds more than three requests, and each
-    warehouse equals the truth once per record."""
+    """Three headless runs of three events at once, each in its own PID namespace
+    (`unshare --pid --fork --mount-proc`, as containers) with its own spool and temporary
+    folders (as pods' disks), the Dagster instance their only shared state: the emulator,
+    which refuses nothing itself here so that an excess would show rather than be retried
+    away, never holds more than CleverTap's three requests, and every warehouse equals the
+    truth once per record. The instance's pool holds the account for one reader at a time."""
+    events = list(EVENTS)
     emulator = make_emulator(
-        events=["Charged"], max_concurrent=None, delay_seconds=0.05, records_per_day=400
-    )  # 40 records a page: each cursor waits on some twenty requests, so the runs overlap
-    pipelines = []
-    for name in ("a", "b"):
+        events=events, max_concurrent=None, delay_seconds=0.05, records_per_day=200
+    )  # 40 records a page: each event's window is some fifteen requests, so the runs overlap
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+        "telemetry:\n  enabled: false\n"
+    )
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.upgrade()  # once, before several processes open the SQLite files at once
+    pipelines, runs = [], []
+    for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
-        pipelines.append(make_pipeline(tmp_path / name, emulator, events=["Charged"]))
-    first, last = recent_days(pipelines[0].settings, 6)
-    config = emulator.config
-    runs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _RUN_IN_ITS_OWN_PROCESS,
-                emulator.url,
-                config.account_id,
-                config.passcode,
-                str(pipeline.settings.events_csv),
-                pipeline.settings.duckdb_path,
-                config.timezone,
-                first.isoformat(),
-                last.isoformat(),
-                str(tmp_path / "slots"),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for pipeline in pipelines
-    ]
-    assert [run.stdout.readline() for run in runs] == ["ready\n", "ready\n"]
+        pipeline = make_pipeline(tmp_path / name, emulator, events=events)
+        first, last = recent_days(pipeline.settings, 6)
+        config = emulator.config
+        environment = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            SPOOL_DIR_ENV: str(tmp_path / name / "spool"),
+            "TMPDIR": str(tmp_path / name),
+        }
+        runs.append(
+            subprocess.Popen(
+                [
+                    "unshare", "--pid", "--fork", "--mount-proc",
+                    sys.executable, "-c", _RUN_IN_ITS_OWN_PROCESS,
+                    emulator.url, config.account_id, config.passcode,
+                    str(pipeline.settings.events_csv), pipeline.settings.duckdb_path,
+                    config.timezone, first.isoformat(), last.isoformat(),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=environment,
+            )
+        )  # fmt: skip
+        pipelines.append(pipeline)
+    assert [run.stdout.readline() for run in runs] == ["ready\n"] * 3
     for run in runs:
         run.stdin.write("go\n")
         run.stdin.flush()
-    assert [run.wait(timeout=300) for run in runs] == [0, 0]
-    assert emulator.stats.requests["open"] == 2 * 3
+    assert [run.wait(timeout=600) for run in runs] == [0, 0, 0]
+    assert emulator.stats.requests["open"] == 3 * len(events)  # one cursor per event and run
     assert emulator.stats.max_in_flight == 3
+    assert emulator.stats.rate_limited == 0
     for pipeline in pipelines:
-        assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
-        (dupes,) = query(
-            pipeline, 'SELECT count(*) - count(DISTINCT _record_id) FROM "clevertap"."charged"'
-        )[0]
-        assert dupes == 0
+        for event in events:
+            table = pipeline.settings.event_slugs[event]
+            assert daily_rows(pipeline, table) == pipeline.truth(event, first, last)
+            (dupes,) = query(
+                pipeline, f'SELECT count(*) - count(DISTINCT _record_id) FROM "clevertap"."{table}"'
+            )[0]
+            assert dupes == 0
 
 
 def test_reruns_and_overlapping_backfills_keep_each_record_once(tmp_path, make_emulator):
@@ -229,7 +251,8 @@ def test_each_clevertap_account_exports_in_its_own_pool(tmp_path, make_emulator)
     carries the passcode."""
     emulator = make_emulator()
     pipeline = make_pipeline(tmp_path, emulator, account_id="W9R-486-4W5Z")
-    pools = {asset.op.pool for asset in build_event_assets(pipeline.settings)}
+    reader = build_event_assets(pipeline.settings, pipeline_events(pipeline.settings))
+    pools = {reader.op.pool}
     assert pools == {"clevertap_api/W9R-486-4W5Z"}
     assert not any(emulator.config.passcode in pool for pool in pools)
 

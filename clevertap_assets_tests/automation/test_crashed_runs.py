@@ -1,9 +1,10 @@
 """Runs whose worker is killed (`kill -9` of the process group: an OOM kill, a lost node).
 
-The run is a real `dagster asset materialize` process in its own session on a persistent
-instance; the test kills its whole process group mid-read, then lets the schedule or the sensor
-evaluate as the daemon would, runs what they request and checks the warehouse against the
-emulator's truth, and that the killed run's spool folder is gone after the next run.
+The run is a real headless process (`clevertap-assets load`, `dagster asset materialize`) in a
+PID namespace and session of its own, as in another container, on a persistent instance; the
+test kills its whole process group mid-read, then lets the schedule, the sensor or the next
+headless run go on as they would, and checks the warehouse against the emulator's truth. Only
+the instance is shared: a run is judged by its heartbeat there, never by a process id.
 """
 
 import json
@@ -29,39 +30,43 @@ from dagster import (
     materialize,
 )
 
-from clevertap_assets.automation.runs import run_worker
 from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions, build_webhook_definitions
 from clevertap_assets.emulator.server import CleverTapEmulator
+from clevertap_assets.headless import load_days
 from clevertap_assets.keys import clevertap_pool
+from clevertap_assets.liveness import SILENCE_SECONDS_ENV, last_signs_of_life
 from clevertap_assets.resources import build_resources
 from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets_tests.daemon import apply_partition_requests, execute, run_range, tick
 from clevertap_assets_tests.harness import daily_rows, make_pipeline, pipeline_env
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+MODULE = "clevertap_assets.definitions"
 STARTED_TIMEOUT_SECONDS = 120
 
 
 @pytest.fixture
 def dagster_home(tmp_path: Path) -> Iterator[Path]:
-    """A persistent instance with the project's dagster.yaml (pools of 3, claimed per step)."""
+    """A persistent instance with the project's dagster.yaml (one reader per account)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPOSITORY / "dagster.yaml", home / "dagster.yaml")
     yield home
 
 
+SILENCE_SECONDS = "4"
+"""`CLEVERTAP_RUN_SILENCE_SECONDS` of every process here: a killed run is judged dead soon."""
+
+
 @contextmanager
-def materialize_process(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen]:
-    """`dagster asset materialize` in a session of its own, as a run worker is."""
-    command = [sys.executable, "-m", "dagster", "asset", "materialize"]
-    command += ["-m", "clevertap_assets.definitions", *args]
+def headless_process(env: dict[str, str], *command: str) -> Iterator[subprocess.Popen]:
+    """A headless run in a PID namespace and a session of its own, as in another container."""
     process = subprocess.Popen(
-        command,
-        env=env,
+        ["unshare", "--pid", "--fork", "--mount-proc", *command],
+        env={**env, SILENCE_SECONDS_ENV: SILENCE_SECONDS},
         cwd=env["DAGSTER_HOME"],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -77,25 +82,30 @@ def materialize_process(env: dict[str, str], *args: str) -> Iterator[subprocess.
         process.stderr.close()
 
 
-def wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen) -> None:
+def materialize_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", MODULE, *args]
+
+
+def load_command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "clevertap-assets"), "load", *args]
+
+
+def wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen | None) -> None:
     deadline = time.monotonic() + STARTED_TIMEOUT_SECONDS
     while not condition():
-        assert process.poll() is None, f"the run ended before {what}: {process.stderr.read()}"
+        if process is not None:
+            assert process.poll() is None, f"the run ended before {what}: {process.stderr.read()}"
         assert time.monotonic() < deadline, f"no {what} after {STARTED_TIMEOUT_SECONDS} s"
         time.sleep(0.2)
 
 
-def started_run(instance: DagsterInstance, key: AssetKey) -> DagsterRun | None:
-    """The started run of `key` once its worker's pid is recorded."""
-    runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-    return next(
-        (
-            run
-            for run in runs
-            if key in (run.asset_selection or ()) and run_worker(instance, run.run_id)
-        ),
-        None,
-    )
+def beating_run(instance: DagsterInstance) -> DagsterRun | None:
+    """The started run once it beats its heartbeat (each test starts one at a time; a
+    headless run names no asset selection)."""
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    signs = last_signs_of_life(instance, records)
+    beating = [r.dagster_run for r in records if signs[r.dagster_run.run_id] > r.start_time]
+    return beating[0] if beating else None
 
 
 def kill_process_group(process: subprocess.Popen) -> None:
@@ -110,6 +120,8 @@ def spool_folders(tmp_path: Path) -> list[Path]:
 def test_a_killed_run_is_failed_and_the_schedule_requests_its_days_again(
     tmp_path, make_emulator, dagster_home, monkeypatch
 ):
+    """A live run in another PID namespace is left alone by the tick; killed, its heartbeat
+    goes silent, the tick fails it, frees the account's reader and asks for its days."""
     emulator: CleverTapEmulator = make_emulator(events=["Charged"])
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], history_days=3)
     definitions = build_definitions(pipeline.settings)
@@ -118,26 +130,34 @@ def test_a_killed_run_is_failed_and_the_schedule_requests_its_days_again(
     key = AssetKey(["clevertap", "charged"])
     env = pipeline_env(pipeline, dagster_home, tmp_path)
     pool = clevertap_pool(emulator.config.account_id)
-    emulator.set_faults(page_in_progress=True)  # the export opens, then its pages never come
+    monkeypatch.setenv(SILENCE_SECONDS_ENV, SILENCE_SECONDS)
+    # the export opens, then its pages never come
+    emulator.set_faults(page_in_progress=True, page_in_progress_polls=None)
 
     with DagsterInstance.from_config(str(dagster_home)) as instance:
-        partition_range = f"{first.isoformat()}...{today.isoformat()}"
-        selection = ["--select", key.to_user_string(), "--partition-range", partition_range]
-        with materialize_process(env, *selection) as process:
-            wait_for(lambda: started_run(instance, key) is not None, "started run", process)
+        with headless_process(env, *load_command("--days", "3")) as process:
+            wait_for(lambda: beating_run(instance) is not None, "beating run", process)
             wait_for(lambda: bool(spool_folders(tmp_path)), "spool folder", process)
-            killed = started_run(instance, key)
+            killed = beating_run(instance)
+            assert killed is not None
+            time.sleep(2 * float(SILENCE_SECONDS))  # alive all along: beating, not judged
+            tick(definitions, instance, pipeline.settings.timezone)
+            assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.STARTED
             kill_process_group(process)
-        assert killed is not None
-        assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.STARTED
-        assert instance.event_log_storage.get_concurrency_info(pool).claimed_slots
+        (holder,) = instance.event_log_storage.get_concurrency_info(pool).claimed_slots
+        assert holder.run_id == killed.run_id
         (leaked,) = spool_folders(tmp_path)
 
         emulator.set_faults(page_in_progress=False)
-        (request,) = tick(definitions, instance, pipeline.settings.timezone)
-        assert run_range(request) == (key, first.isoformat(), today.isoformat())
-        failed = instance.get_run_by_id(killed.run_id)
-        assert failed.status == DagsterRunStatus.FAILURE
+        requests: list = []
+
+        def tick_fails_it() -> bool:
+            requests[:] = tick(definitions, instance, "UTC")
+            return instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+
+        wait_for(tick_fails_it, "the killed run failed by a tick", None)
+        (request,) = requests
+        assert run_range(request) == ({key}, first.isoformat(), today.isoformat())
         assert not instance.event_log_storage.get_concurrency_info(pool).claimed_slots
 
         monkeypatch.setenv(SPOOL_DIR_ENV, env[SPOOL_DIR_ENV])
@@ -147,8 +167,45 @@ def test_a_killed_run_is_failed_and_the_schedule_requests_its_days_again(
     assert spool_folders(tmp_path) == []
 
 
+def test_after_kill_9_of_headless_runs_the_next_one_takes_the_account_without_a_daemon(
+    tmp_path, make_emulator, dagster_home, monkeypatch
+):
+    """Two `dagster asset materialize` runs killed while one holds the account's reader and
+    the other waits for it, no daemon anywhere: the next headless run finds the holder silent,
+    takes the reader and loads exactly."""
+    emulator: CleverTapEmulator = make_emulator(events=["Charged"])
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], history_days=3)
+    day = local_today(pipeline.settings.timezone)
+    key = AssetKey(["clevertap", "charged"])
+    env = pipeline_env(pipeline, dagster_home, tmp_path)
+    pool = clevertap_pool(emulator.config.account_id)
+    monkeypatch.setenv(SILENCE_SECONDS_ENV, SILENCE_SECONDS)
+    emulator.set_faults(page_in_progress=True, page_in_progress_polls=None)
+    selection = ["--select", key.to_user_string(), "--partition", day.isoformat()]
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        with (
+            headless_process(env, *materialize_command(*selection)) as holder,
+            headless_process(env, *materialize_command(*selection)) as waiter,
+        ):
+            info = instance.event_log_storage.get_concurrency_info
+            wait_for(lambda: len(info(pool).pending_steps) == 2, "holder and waiter", holder)
+            assert len(info(pool).claimed_slots) == 1
+            kill_process_group(holder)
+            kill_process_group(waiter)
+        assert len(info(pool).claimed_slots) == 1
+
+        emulator.set_faults(page_in_progress=False)
+        result = load_days(pipeline.settings, day, day, instance=instance)
+        assert result.success
+        assert not info(pool).claimed_slots
+        dead = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+        assert len(dead) >= 1
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", day, day)
+
+
 def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
-    tmp_path, make_emulator, dagster_home
+    tmp_path, make_emulator, dagster_home, monkeypatch
 ):
     emulator = make_emulator(events=["Charged"])
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
@@ -166,17 +223,27 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
         (request,) = first.run_requests
         apply_partition_requests(instance, first)
         selection = ["--select", webhook_asset.key.to_user_string()]
-        with materialize_process(env, *selection, "--partition", request.partition_key) as process:
-            wait_for(
-                lambda: started_run(instance, webhook_asset.key) is not None, "started run", process
-            )
-            killed = started_run(instance, webhook_asset.key)
+        command = materialize_command(*selection, "--partition", request.partition_key)
+        with headless_process(env, *command) as process:
+            wait_for(lambda: beating_run(instance) is not None, "beating run", process)
+            killed = beating_run(instance)
             kill_process_group(process)
         assert killed is not None
         assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.STARTED
 
-        again = webhook_result(instance, pipeline.settings, webhook_asset, inbox)
-        assert [r.partition_key for r in again.run_requests] == [request.partition_key]
+        monkeypatch.setenv(SILENCE_SECONDS_ENV, SILENCE_SECONDS)
+        requests: list = []
+        wait_for(
+            lambda: bool(
+                requests.extend(
+                    webhook_result(instance, pipeline.settings, webhook_asset, inbox).run_requests
+                )
+                or requests
+            ),
+            "the range asked again",
+            None,
+        )
+        assert [r.partition_key for r in requests] == [request.partition_key]
         assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
         loaded = materialize(
             [webhook_asset],

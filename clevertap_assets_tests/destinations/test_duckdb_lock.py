@@ -1,10 +1,9 @@
-"""DuckDB's file lock under Dagster's multiprocess executor: no run fails on it.
+"""DuckDB's file lock across runs: no run fails on it.
 
 DuckDB allows one writing process per file, or many reading ones
-(https://duckdb.org/docs/stable/connect/concurrency). `dagster dev` runs each step, checks
-included, in its own process, so a run's two checks and any load of another run meet on the
-file. These tests run real multiprocess runs (the executor `dagster dev` uses) against a
-DuckDB file that another process is writing to.
+(https://duckdb.org/docs/stable/connect/concurrency). Each run is a process of its own (a
+run worker), so a run's checks and a load of another run meet on the file. These tests run
+real runs in processes of their own against a DuckDB file that another process is writing to.
 """
 
 import multiprocessing
@@ -28,12 +27,11 @@ from dagster import (
     define_asset_job,
     execute_job,
     instance_for_test,
-    multiprocess_executor,
     reconstructable,
 )
 from dagster._core.instance.ref import InstanceRef
 
-from clevertap_assets.definitions import STEP_PROCESSES, build_definitions
+from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
 from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -58,18 +56,9 @@ def checks_job() -> JobDefinition:
 
 
 def _job(name: str, selection: AssetSelection) -> JobDefinition:
-    """The definitions' executor, but spawning its step processes: multiprocessing keeps one
-    forkserver per parent process, and in a pytest worker that is the one an earlier test
-    started, with that test's environment (another emulator's URL). A run worker in
-    production is a new process per run, so its forkserver has the run's environment."""
+    """A job of the definitions, with their executor, as the run worker builds it."""
     definitions = build_definitions(load_settings())
-    job = define_asset_job(
-        name,
-        selection=selection,
-        executor_def=multiprocess_executor.configured(
-            {"max_concurrent": STEP_PROCESSES, "start_method": {"spawn": {}}}
-        ),
-    )
+    job = define_asset_job(name, selection=selection)
     return Definitions.merge(definitions, Definitions(jobs=[job])).resolve_job_def(name)
 
 
@@ -110,8 +99,8 @@ def run_workers(count: int) -> ProcessPoolExecutor:
 def run_in_processes(
     instance_ref: InstanceRef, first: date, last: date, with_asset: bool
 ) -> RunOutcome:
-    """One multiprocess run: the asset and its two checks, or the checks alone ("Execute
-    all" on the checks tab)."""
+    """One run: the asset and its two checks, or the checks alone ("Execute all" on the
+    checks tab)."""
     tags = {ASSET_PARTITION_RANGE_START_TAG: first.isoformat()}
     tags[ASSET_PARTITION_RANGE_END_TAG] = last.isoformat()
     with (
@@ -184,8 +173,8 @@ def test_checks_wait_for_a_load_in_another_process_and_pass(pipeline):
         run_workers(1) as runner,
     ):
         run = runner.submit(run_in_processes, instance.get_ref(), first, last, False)
-        wait_for_step_starts(instance, 2)
-        time.sleep(1)  # both checks are now trying to open the file
+        wait_for_step_starts(instance, 1)
+        time.sleep(1)  # the checks' step is now trying to open the file
         release()
         outcome = run.result(timeout=240)
     assert outcome.failures == {}
@@ -195,7 +184,7 @@ def test_checks_wait_for_a_load_in_another_process_and_pass(pipeline):
 
 def test_a_load_and_its_checks_run_green_beside_another_runs_checks(pipeline):
     """Two runs at once, as a backfill and "Execute all" on the checks tab do: the load and
-    three checks, each in its own process, all against one file."""
+    its checks in one process, the checks again in another, all against one file."""
     first, last = recent_days(pipeline.settings, 7)
     assert pipeline.load(first, last).success
     with instance_for_test() as instance, run_workers(2) as launcher:

@@ -1,5 +1,5 @@
 """Redshift loads as Dagster runs them in production, overlapping in separate processes:
-`dagster asset materialize` runs started at once, against a database as strict as a
+`clevertap-assets load` runs started at once, against a database as strict as a
 provisioned cluster where PostgreSQL can be (`postgres_server.REDSHIFT_LIKE`), with the
 emulator over HTTP, and a mixed-case prefix and schema as users type them.
 
@@ -7,10 +7,8 @@ Each run executes its steps in its own process (the in-process executor): one ru
 meets the others exactly as the steps of one multiprocess run do, at a third of the process
 starts, which matters on a two-core machine."""
 
-import json
 import os
 import subprocess
-import sys
 import threading
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,7 +21,7 @@ from dagster._core.storage.db_io_manager import TableSlice
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.redshift.client import RedshiftConnection, RedshiftDbClient
 from clevertap_assets.naming import slug
-from clevertap_assets_tests.harness import write_events_csv
+from clevertap_assets_tests.harness import load_command, write_events_csv
 from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
 
 EVENTS = ("App Launched", "Product Viewed", "Charged", "Added To Cart")
@@ -65,18 +63,14 @@ def environment(tmp_path: Path, emulator, server: PostgresServer, database: str)
 def start_run(
     tmp_path: Path, env: dict[str, str], events: tuple[str, ...], first: date, last: date
 ) -> subprocess.Popen:
-    """One `dagster asset materialize` run over the days, in its own process and instance."""
+    """One `clevertap-assets load` run of the last days up to `last` (today), in its own
+    process and instance, so the runs overlap as runs of separate deployments would."""
     home = tmp_path / f"dagster_home_{uuid4().hex[:8]}"
     home.mkdir()
-    selection = ",".join(f"clevertap/{slug(event)}" for event in events)
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "clevertap_assets.definitions", "--select", selection,
-        "--partition-range", f"{first.isoformat()}...{last.isoformat()}",
-        "--config-json", json.dumps({"execution": {"config": {"in_process": {}}}}),
-    ]  # fmt: skip
+    assert last == local_today(env["CLEVERTAP_TIMEZONE"])
+    days = [f"--days={(last - first).days + 1}"]
     return subprocess.Popen(
-        command,
+        load_command(*days, *(f"--event={event}" for event in events)),
         env={**env, "DAGSTER_HOME": str(home)},
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -1,32 +1,25 @@
-"""The warehouse password appears in nothing a run leaves behind: a real `dagster asset
-materialize` process against the Redshift double, with `REDSHIFT_PASSWORD` set as a user
+"""The warehouse password appears in nothing a run leaves behind: a real `clevertap-assets
+load` process against the Redshift double, with `REDSHIFT_PASSWORD` set as a user
 sets it, once with the right password and once with a wrong one (a failed login is where a
 driver's message could carry it). Checked: the process's stdout and stderr, every event of
 the run's event log as Dagster stores it, the run's config, and the materialization
 metadata."""
 
-import json
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 from dagster._serdes import serialize_value
 
-from clevertap_assets_tests.harness import make_pipeline, pipeline_env, recent_days
+from clevertap_assets_tests.harness import load_command, make_pipeline, pipeline_env
 
 MODULE = "clevertap_assets.definitions"
 RUN_SECONDS = 300
 
 
 def materialize(pipeline, tmp_path: Path, home: Path, password: str) -> subprocess.CompletedProcess:
-    first, last = recent_days(pipeline.settings, 2)
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", MODULE,
-        "--select", "clevertap/charged", "--partition-range", f"{first}...{last}",
-        "--config-json", json.dumps({"execution": {"config": {"in_process": {}}}}),
-    ]  # fmt: skip
+    command = load_command("--days", "2", "--event", "Charged")
     env = {
         **pipeline_env(pipeline, home, tmp_path),
         "DESTINATION": "redshift",
@@ -53,7 +46,7 @@ def stored_run(home: Path) -> tuple[str, list[dict]]:
     return stored, metadata
 
 
-def test_the_password_is_in_no_output_event_or_metadata_of_a_materialize_process(
+def test_the_password_is_in_no_output_event_or_metadata_of_a_headless_load(
     tmp_path, make_emulator, warehouse
 ):
     pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")

@@ -1,0 +1,34 @@
+"""Each selected CleverTap event's facts, computed once from the settings; the asset, its
+checks, the schedule and the sensors all take these instead of deriving them again."""
+
+from dataclasses import dataclass
+
+from dagster import AssetKey
+
+from clevertap_assets.naming import table_name
+from clevertap_assets.settings import PipelineSettings
+
+
+@dataclass(frozen=True)
+class EventAsset:
+    name: str
+    """As CleverTap spells it (case-sensitive, any script)."""
+    slug: str
+    """Unique per name of the CSV (`naming.event_slugs`): the key's last part, the output."""
+    key: AssetKey
+    table: str
+    """Hevo's way: `<TABLE_PREFIX>_<slug>`."""
+
+
+def pipeline_events(settings: PipelineSettings) -> list[EventAsset]:
+    """The selected events, as assets `[<pipeline slug>, <event slug>]`."""
+    slugs = settings.event_slugs
+    return [
+        EventAsset(
+            name=name,
+            slug=slugs[name],
+            key=AssetKey([settings.pipeline_slug, slugs[name]]),
+            table=table_name(slugs[name], settings.table_prefix),
+        )
+        for name in settings.event_names
+    ]
