@@ -76,10 +76,12 @@ def full_slot_share(changes: list[tuple[float, int]]) -> float:
     return full / (changes[-1][0] - changes[0][0])
 
 
-def run_worker_tree(daemon: psutil.Process, run_id: str) -> list[psutil.Process]:
+def run_worker_tree(daemon: psutil.Process) -> list[psutil.Process]:
+    """The run worker (the code server's `spawn_main` child, as Dagster's default run launcher
+    starts it) and everything under it: parse workers, their forkserver, log tails."""
     for process in daemon.children(recursive=True):
         try:
-            if run_id in " ".join(process.cmdline()):
+            if "spawn_main" in " ".join(process.cmdline()):
                 return [process, *process.children(recursive=True)]
         except psutil.Error:
             continue
@@ -141,12 +143,12 @@ def measure(args: argparse.Namespace) -> dict:
             env=env, cwd=REPO, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert launched.returncode == 0, launched.stderr
-        run_id, status = _run(home)
+        status = _status(home)
         cpu: dict[int, float] = {}
         peak = 0.0
         supervisor = psutil.Process(daemon.pid)
         while status not in ("SUCCESS", "FAILURE", "CANCELED"):
-            tree = run_worker_tree(supervisor, run_id)
+            tree = run_worker_tree(supervisor)
             for process in tree:
                 try:
                     times = process.cpu_times()
@@ -155,7 +157,7 @@ def measure(args: argparse.Namespace) -> dict:
                     continue
             peak = max(peak, pss_mb(tree))
             time.sleep(0.2)
-            run_id, status = _run(home)
+            status = _status(home)
         wall = time.monotonic() - queued_at
         stats = json.loads(url_file.with_suffix(".stats").read_text())
     finally:
@@ -178,15 +180,15 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def _run(home: Path) -> tuple[str, str]:
-    """(run id, status) of the instance's one run, read from its SQLite file: the benchmark
+def _status(home: Path) -> str:
+    """The status of the instance's one run, read from its SQLite file: the benchmark
     process imports nothing of Dagster, whose start would cost a core."""
     path = home / "history" / "runs.db"
     if not path.exists():
-        return "", "NONE"
+        return "NONE"
     with sqlite3.connect(path, timeout=30) as connection:
-        row = connection.execute("SELECT run_id, status FROM runs").fetchone()
-    return (row[0], row[1]) if row else ("", "NONE")
+        row = connection.execute("SELECT status FROM runs").fetchone()
+    return row[0] if row else "NONE"
 
 
 def main() -> int:

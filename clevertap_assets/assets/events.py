@@ -31,7 +31,11 @@ from dagster import (
     multi_asset,
 )
 
-from clevertap_assets.assets.checks import event_check_results, event_check_specs
+from clevertap_assets.assets.checks import (
+    ReconciliationCounts,
+    event_check_results,
+    event_check_specs,
+)
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.refusals import refusal_observation, source_digest
@@ -95,9 +99,12 @@ def build_event_assets(
         warehouse_stats: ResourceParam[EventTableStats],
     ) -> Iterator[object]:
         selected = [event for event in events if event.key in context.selected_asset_keys]
-        loaded: list[tuple[EventAsset, Sequence[str]]] = []
+        loaded: list[EventAsset] = []
         failures: list[str] = []
-        with heartbeat(context.instance, context.run.run_id, context.log):
+        with (
+            heartbeat(context.instance, context.run.run_id, context.log),
+            ReconciliationCounts(context, settings, events, clevertap) as counts,
+        ):
             if selected:
                 for event, read in _read(context, clevertap, settings, selected):
                     if read.refused:
@@ -107,9 +114,9 @@ def build_event_assets(
                         failures.append(f"{event.name!r}: {read.error}")
                     else:
                         yield _output(context, settings, event, read)
-                        loaded.append((event, context.partition_keys))
+                        loaded.append(event)
             yield from event_check_results(
-                context, settings, events, clevertap, warehouse_stats, loaded
+                context, settings, events, warehouse_stats, loaded, counts
             )
         if failures:
             raise Failure(

@@ -38,7 +38,7 @@ from clevertap_assets.source.normalise import (
 )
 
 PARSE_PROCESSES_ENV = "CLEVERTAP_PARSE_PROCESSES"
-MAX_PARSE_PROCESSES = 4
+DEFAULT_PARSE_PROCESSES = 1
 OWNER_CHECK_SECONDS = 1.0
 
 
@@ -66,28 +66,21 @@ class SpooledWindowPage:
 
 
 def parse_processes() -> int:
-    """`CLEVERTAP_PARSE_PROCESSES`, or one worker per core this process may run on, up to
-    `MAX_PARSE_PROCESSES`: the asset's own threads only wait on CleverTap and hand pages over,
-    which mostly release the GIL. Each worker costs about 100 MB while it parses, so a
-    machine short of memory can trade speed for it."""
+    """`CLEVERTAP_PARSE_PROCESSES`, else `DEFAULT_PARSE_PROCESSES`.
+
+    One worker keeps up with what CleverTap's 3 request slots deliver at a second a request
+    (3 pages of 5,000 records a second, about 0.7 of a core), and each worker costs about
+    100 MB while it parses; more workers only pay where answers come faster than one can
+    parse them (a CleverTap close by, the emulator)."""
     configured = os.environ.get(PARSE_PROCESSES_ENV, "").strip()
     if not configured:
-        return max(1, min(MAX_PARSE_PROCESSES, _usable_cores()))
+        return DEFAULT_PARSE_PROCESSES
     if not configured.isdigit() or not 1 <= int(configured) <= 64:
         raise ValueError(
             f"{PARSE_PROCESSES_ENV}={configured!r} is not allowed: a whole number of worker "
-            "processes from 1 to 64 (unset: one per core, up to 4)"
+            f"processes from 1 to 64 (unset: {DEFAULT_PARSE_PROCESSES})"
         )
     return int(configured)
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (a container's CPU set), or the machine's where
-    the system cannot say (macOS has no CPU affinity)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def parse_pool(workers: int) -> ProcessPoolExecutor:

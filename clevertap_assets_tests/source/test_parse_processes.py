@@ -180,9 +180,9 @@ def test_a_bad_parse_processes_setting_is_one_clear_error(monkeypatch, value: st
         parse_processes()
 
 
-def test_parse_processes_default_to_the_cores_and_follow_the_setting(monkeypatch) -> None:
+def test_parse_processes_default_to_one_and_follow_the_setting(monkeypatch) -> None:
     monkeypatch.delenv("CLEVERTAP_PARSE_PROCESSES", raising=False)
-    assert parse_processes() == min(4, len(os.sched_getaffinity(0)))
+    assert parse_processes() == 1
     monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", "3")
     assert parse_processes() == 3
 
@@ -208,11 +208,3 @@ def test_a_worker_writes_the_page_into_the_spool_and_sends_back_only_its_files(
         assert_frame_equal(written, expected.frame.filter(pl.col("event_time").dt.date() == day))
         assert rows == written.height
     assert spooled.received == len(orjson.loads(raw)) == expected.frame.height
-
-
-def test_without_cpu_affinity_the_machines_cores_are_counted(monkeypatch) -> None:
-    """macOS has no `os.sched_getaffinity`: the default falls back to the cores it has."""
-    monkeypatch.delenv("CLEVERTAP_PARSE_PROCESSES", raising=False)
-    monkeypatch.delattr(os, "sched_getaffinity")
-    monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    assert parse_processes() == 3
