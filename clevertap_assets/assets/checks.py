@@ -48,23 +48,25 @@ def event_check_specs(events: Sequence[EventAsset]) -> list[AssetCheckSpec]:
             AssetCheckSpec(
                 RECONCILIATION_CHECK,
                 asset=event.key,
-                description="Rows per full day loaded by the run (without a load: the last "
-                f"{RECONCILED_DAYS} full days) equal CleverTap's count API.",
+                description=f"Rows per day over the last {RECONCILED_DAYS} full days the run "
+                "loaded (without a load: the last full days) equal CleverTap's count API.",
             ),
         )
     ]
 
 
 def compared_days(settings: PipelineSettings, loaded: Sequence[str] | None) -> list[date]:
-    """The full days of the history window a reconciliation compares: those the run loads,
-    else (a run of today alone, or the checks alone) the last `RECONCILED_DAYS`. Today's count
-    moves while events arrive, so it is never compared."""
+    """The full days of the history window a reconciliation compares: the last
+    `RECONCILED_DAYS` the run loads, else (a run of today alone, or the checks alone) the last
+    `RECONCILED_DAYS`. Today's count moves while events arrive, so it is never compared; older
+    days of a long load are the reconciliation sensor's (a count is a round trip: 29 days of
+    12 events were 348 of them, 116 s at 1 s a request)."""
     today = local_today(settings.timezone)
     window_start = today - timedelta(days=settings.history_days - 1)
     full = [day for day in map(date.fromisoformat, loaded or ()) if day < today]
     if not full:
         full = list(days_between(today - timedelta(days=RECONCILED_DAYS), today))[:-1]
-    return [day for day in full if day >= window_start]
+    return [day for day in full[-RECONCILED_DAYS:] if day >= window_start]
 
 
 class ReconciliationCounts:
