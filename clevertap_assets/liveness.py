@@ -205,9 +205,10 @@ def _pool_limit(instance: DagsterInstance, pool: str) -> int:
 
 
 def _holders(instance: DagsterInstance, pool: str) -> list[str]:
-    return [
-        slot.run_id for slot in instance.event_log_storage.get_concurrency_info(pool).claimed_slots
-    ]
+    """The runs holding the pool's slots, or assigned one they have yet to claim."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    assigned = [step.run_id for step in info.pending_steps if step.assigned_timestamp]
+    return sorted({slot.run_id for slot in info.claimed_slots} | set(assigned))
 
 
 def _holds(instance: DagsterInstance, pool: str, run_id: str, step_key: str) -> bool:
@@ -216,11 +217,15 @@ def _holds(instance: DagsterInstance, pool: str, run_id: str, step_key: str) -> 
 
 
 def _free_dead_holders(instance: DagsterInstance, pool: str, waiting_run_id: str) -> None:
-    holders = {run_id for run_id in _holders(instance, pool) if run_id != waiting_run_id}
-    if not holders:
+    """Free the slots, and the places in the pool's queue, of runs that ended or went silent:
+    a waiter killed while queued would otherwise be assigned the next free slot and keep it."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    others = {slot.run_id for slot in info.claimed_slots} | {s.run_id for s in info.pending_steps}
+    others.discard(waiting_run_id)
+    if not others:
         return
-    fail_silent_runs(instance, run_ids=holders)
-    for run_id in holders:
+    fail_silent_runs(instance, run_ids=others)
+    for run_id in others:
         run = instance.get_run_by_id(run_id)
         if run is None or run.status not in [*_LIVE_STATUSES, DagsterRunStatus.STARTING]:
             instance.event_log_storage.free_concurrency_slots_for_run(run_id)
