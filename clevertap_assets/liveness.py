@@ -151,7 +151,7 @@ def fail_silent_runs(
     return failed
 
 
-def run_priority(run: DagsterRun | None) -> int:
+def _run_priority(run: DagsterRun | None) -> int:
     text = (run.tags if run else {}).get(PRIORITY_TAG, "0")
     try:
         return int(text)
@@ -176,7 +176,7 @@ def account_lease(
     if _holds(instance, pool, run_id, step_key):
         yield limit
         return
-    priority = run_priority(instance.get_run_by_id(run_id))
+    priority = _run_priority(instance.get_run_by_id(run_id))
     waiting_since = logged_at = time.monotonic()
     try:
         while not storage.claim_concurrency_slot(pool, run_id, step_key, priority).is_claimed:
