@@ -227,7 +227,12 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
         apply_partition_requests(instance, first)
         selection = ["--select", webhook_asset.key.to_user_string()]
         command = materialize_command(*selection, "--partition", request.partition_key)
-        with headless_process(env, *command) as process:
+        # The warehouse file's write lock, held here, keeps the run waiting in its load
+        # (beating) until it is killed: it never finishes before the kill on a fast machine.
+        with (
+            duckdb.connect(pipeline.settings.duckdb_path),
+            headless_process(env, *command) as process,
+        ):
             wait_for(lambda: beating_run(instance) is not None, "beating run", process)
             killed = beating_run(instance)
             kill_process_group(process)
