@@ -36,7 +36,7 @@ def build_definitions(settings: PipelineSettings) -> Definitions:
         assets=[reader],
         jobs=[connection_check_job],
         schedules=[build_ingestion_schedule(settings, reader, events)],
-        sensors=[build_reconciliation_sensor(settings, reader, events, resources)],
+        sensors=[build_reconciliation_sensor(settings, reader, events)],
         resources=resources,
         executor=in_process_executor,
     )

@@ -5,7 +5,6 @@ events are written: a tick is one step, not one step per event and check."""
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
 from datetime import date, timedelta
 
 from dagster import (
@@ -15,11 +14,17 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    DagsterInstance,
 )
 
 from clevertap_assets.assets.pipeline_events import EventAsset
-from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, DayCounts
-from clevertap_assets.days import days_between, local_today
+from clevertap_assets.assets.reconciliation import (
+    RECONCILED_DAYS,
+    compare,
+    compared_days,
+    recent_full_days,
+)
+from clevertap_assets.days import local_today
 from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.api import CleverTapError
@@ -42,38 +47,33 @@ def event_check_specs(events: Sequence[EventAsset]) -> list[AssetCheckSpec]:
             AssetCheckSpec(
                 DUPLICATE_CHECK,
                 asset=event.key,
-                description="Every `_record_id` is in the table once: reruns and backfills "
-                "never duplicate.",
+                description="Every `_record_id` of the days the run wrote is in the table "
+                "once: reruns and backfills never duplicate.",
             ),
             AssetCheckSpec(
                 RECONCILIATION_CHECK,
                 asset=event.key,
                 description=f"Rows per day over the last {RECONCILED_DAYS} full days the run "
-                "loaded (without a load: the last full days) equal CleverTap's count API.",
+                "loaded (run alone: the last full days loaded) equal CleverTap's count API; "
+                "today is never compared, and a day whose count moves is settling, not a gap.",
             ),
         )
     ]
 
 
-def compared_days(settings: PipelineSettings, loaded: Sequence[str] | None) -> list[date]:
-    """The full days of the history window a reconciliation compares: the last
-    `RECONCILED_DAYS` the run loads, else (a run of today alone, or the checks alone) the last
-    `RECONCILED_DAYS`. Today's count moves while events arrive, so it is never compared; older
-    days of a long load are the reconciliation sensor's (a count is a round trip: 29 days of
-    12 events were 348 of them, 116 s at 1 s a request)."""
-    today = local_today(settings.timezone)
-    window_start = today - timedelta(days=settings.history_days - 1)
-    full = [day for day in map(date.fromisoformat, loaded or ()) if day < today]
-    if not full:
-        full = list(days_between(today - timedelta(days=RECONCILED_DAYS), today))[:-1]
-    return [day for day in full[-RECONCILED_DAYS:] if day >= window_start]
+def _loaded_full_days(instance: DagsterInstance, key: AssetKey, today: date) -> list[date]:
+    """The recent full days with a materialization: what a run of the checks alone compares."""
+    loaded = instance.get_materialized_partitions(key)
+    return [day for day in recent_full_days(today) if day.isoformat() in loaded]
 
 
 class ReconciliationCounts:
     """CleverTap's counts of the days each selected reconciliation compares, asked when the
     step starts: the counts API has request slots of its own, so the counts come in while
-    the events are read rather than after them (a 29-day load's 28 counts took 9 s at 1 s a
-    request)."""
+    the events are read rather than after them.
+
+    Today is fixed when the step starts, so a day that ends while the run reads is still
+    today to it: the run loaded part of that day, and comparing it would report a gap."""
 
     def __init__(
         self,
@@ -82,21 +82,23 @@ class ReconciliationCounts:
         events: Sequence[EventAsset],
         clevertap: CleverTapResource,
     ) -> None:
+        self.today = local_today(settings.timezone)
         selected = context.selected_asset_check_keys
-        run_days = context.partition_keys if context.selected_asset_keys else None
-        self.days = {
-            event.key: compared_days(
-                settings, run_days if event.key in context.selected_asset_keys else None
+        run_days = run_partition_days(context)
+        self.days: dict[AssetKey, list[date]] = {}
+        for event in events:
+            if AssetCheckKey(event.key, RECONCILIATION_CHECK) not in selected:
+                continue
+            loaded = (
+                run_days
+                if event.key in context.selected_asset_keys
+                else _loaded_full_days(context.instance, event.key, self.today)
             )
-            for event in events
-            if AssetCheckKey(event.key, RECONCILIATION_CHECK) in selected
-        }
+            self.days[event.key] = compared_days(self.today, settings.history_days, loaded)
+        self._clevertap = clevertap
+        self._names = {event.key: event.name for event in events}
         self._pool = ThreadPoolExecutor(clevertap.max_concurrent_requests, "clevertap-counts")
-        names = {event.key: event.name for event in events}
-        self._counts: dict[AssetKey, list[Future[int]]] = {
-            key: [self._pool.submit(clevertap.count_events, names[key], d, d) for d in days]
-            for key, days in self.days.items()
-        }
+        self._counts = {key: self._ask(key, days) for key, days in self.days.items()}
 
     def __enter__(self) -> "ReconciliationCounts":
         return self
@@ -104,12 +106,26 @@ class ReconciliationCounts:
     def __exit__(self, *exc_info: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def _ask(self, key: AssetKey, days: Sequence[date]) -> dict[date, Future[int]]:
+        name = self._names[key]
+        return {
+            day: self._pool.submit(self._clevertap.count_events, name, day, day) for day in days
+        }
+
     def of(self, key: AssetKey) -> dict[date, int]:
         """The event's counts by day; raises the `CleverTapError` of a count that failed."""
-        return {
-            day: count.result()
-            for day, count in zip(self.days[key], self._counts[key], strict=True)
-        }
+        return {day: count.result() for day, count in self._counts[key].items()}
+
+    def again(self, key: AssetKey, days: Sequence[date]) -> dict[date, int]:
+        """A second count of the days that differed, to tell a settling day from a gap."""
+        return {day: count.result() for day, count in self._ask(key, days).items()}
+
+
+def run_partition_days(context: AssetExecutionContext) -> list[date]:
+    """The days this run loads; none for a run of checks alone (it has no partition)."""
+    if not context.selected_asset_keys:
+        return []
+    return [date.fromisoformat(key) for key in context.partition_keys]
 
 
 def event_check_results(
@@ -133,15 +149,35 @@ def event_check_results(
     schema = settings.warehouse_schema
     for event in checked:
         if AssetCheckKey(event.key, DUPLICATE_CHECK) in selected:
-            duplicates = warehouse_stats.duplicate_record_ids(schema, event.table)
+            first_day, last_day = _duplicate_check_days(context, settings, event, counts.today)
+            duplicates = warehouse_stats.duplicate_record_ids(
+                schema, event.table, first_day, last_day
+            )
             yield AssetCheckResult(
                 asset_key=event.key,
                 check_name=DUPLICATE_CHECK,
                 passed=duplicates == 0,
-                metadata={"duplicate_rows": duplicates},
+                description=f"looked at {first_day} to {last_day}",
+                metadata={
+                    "duplicate_rows": duplicates,
+                    "first_day": str(first_day),
+                    "last_day": str(last_day),
+                },
             )
         if AssetCheckKey(event.key, RECONCILIATION_CHECK) in selected:
             yield _reconciliation(context, settings, warehouse_stats, event, counts)
+
+
+def _duplicate_check_days(
+    context: AssetExecutionContext, settings: PipelineSettings, event: EventAsset, today: date
+) -> tuple[date, date]:
+    """The days the run wrote, else the history window: a record's id is derived with its
+    `ts`, so its copies share a day, and a run can only have duplicated the days it wrote.
+    The check's cost follows the run, not the table's age."""
+    if event.key in context.selected_asset_keys:
+        days = run_partition_days(context)
+        return days[0], days[-1]
+    return today - timedelta(days=settings.history_days - 1), today
 
 
 def _reconciliation(
@@ -156,10 +192,18 @@ def _reconciliation(
     result["severity"] = AssetCheckSeverity.WARN
     if not days:
         return AssetCheckResult(
-            **result, passed=True, description="no full day in the history window to compare"
+            **result,
+            passed=True,
+            description=f"no full day loaded to compare (today, {counts.today}, never is: "
+            "its count moves while events arrive)",
         )
     try:
         expected = counts.of(event.key)
+        rows = warehouse_stats.daily_row_counts(
+            settings.warehouse_schema, event.table, days[0], days[-1]
+        )
+        differing = [day for day in days if rows[day] != expected[day]]
+        recounted = counts.again(event.key, differing)
     except CleverTapError as exc:
         # The data loaded; only the comparison is missing: a warning with the reason.
         context.log.warning(f"CleverTap's counts are unavailable for {event.name!r}: {exc}")
@@ -169,20 +213,14 @@ def _reconciliation(
             description="CleverTap's count API gave no usable answer; nothing was compared",
             metadata={"counts_unavailable": str(exc)},
         )
-    rows = warehouse_stats.daily_row_counts(
-        settings.warehouse_schema, event.table, days[0], days[-1]
-    )
-    differences = {
-        day.isoformat(): asdict(DayCounts(rows[day], expected[day]))
-        for day in days
-        if rows[day] != expected[day]
-    }
+    comparison = compare(days, rows, expected, recounted)
     return AssetCheckResult(
         **result,
-        passed=not differences,
+        passed=not comparison.gaps,
+        description=comparison.description(),
         metadata={
+            **comparison.metadata(counts.today),
             "days_checked": len(days),
-            "days_differing": len(differences),
-            "differences": differences,
+            "days_differing": len(comparison.gaps),
         },
     )

@@ -38,7 +38,7 @@ from clevertap_assets.assets.checks import (
 )
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.assets.pipeline_events import EventAsset
-from clevertap_assets.assets.refusals import refusal_observation, source_digest
+from clevertap_assets.assets.refusals import refusal_metadata, source_digest
 from clevertap_assets.batch.spool import EventBatch, SpoolStats
 from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import (
@@ -108,7 +108,7 @@ def build_event_assets(
             if selected:
                 for event, read in _read(context, clevertap, settings, selected):
                     if read.refused:
-                        _record_refusal(context, clevertap, event)
+                        yield _refusal(context, clevertap, event)
                     elif read.error is not None:
                         context.log.error(f"{event.name}: {read.error}")
                         failures.append(f"{event.name!r}: {read.error}")
@@ -164,16 +164,17 @@ def _read(
             yield by_name[read.window.event_name], read
 
 
-def _record_refusal(
+def _refusal(
     context: AssetExecutionContext, clevertap: CleverTapResource, event: EventAsset
-) -> None:
+) -> Output[None]:
+    """The event's days materialized as refused, with no batch: the IO manager writes
+    nothing, and the run and its backfill end green."""
     context.log.warning(
         f"CleverTap does not allow exporting {event.name!r} (notification events are not "
-        "exportable); skipped, nothing in the warehouse was changed"
+        "exportable); its days are recorded as refused, nothing in the warehouse was changed"
     )
     source = source_digest(clevertap.account_id, base_url_for(clevertap.region, clevertap.api_url))
-    for partition_key in context.partition_keys:
-        context.log_event(refusal_observation(event.key, partition_key, source))
+    return Output(None, output_name=event.slug, metadata=refusal_metadata(source))
 
 
 def _output(
@@ -211,11 +212,18 @@ COLUMN_KEYS = "column_keys"
 
 
 def recorded_column_names(context: AssetExecutionContext, key: AssetKey) -> ColumnNames:
-    """The columns the asset's keys were given so far, from its latest materialization."""
-    latest = context.instance.get_latest_materialization_event(key)
-    materialization = latest.asset_materialization if latest else None
-    recorded = (materialization.metadata if materialization else {}).get(COLUMN_KEYS)
-    return ColumnNames(recorded.value if isinstance(recorded, JsonMetadataValue) else None)
+    """The columns the asset's keys were given so far, from its latest materialization that
+    loaded data (a refusal's records none)."""
+    cursor = None
+    while True:
+        found = context.instance.fetch_materializations(key, limit=100, cursor=cursor)
+        for record in found.records:
+            recorded = record.asset_materialization.metadata.get(COLUMN_KEYS)
+            if isinstance(recorded, JsonMetadataValue):
+                return ColumnNames(recorded.value)
+        if not found.has_more:
+            return ColumnNames(None)
+        cursor = found.cursor
 
 
 def read_metadata(read: EventRead) -> dict[str, object]:

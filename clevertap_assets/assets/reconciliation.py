@@ -1,15 +1,25 @@
 """Rows per day in an event table against CleverTap's own counts: the one comparison behind
-both the `row_count_matches_clevertap` check and `reconciliation_sensor`."""
+the `row_count_matches_clevertap` check, whose verdicts `reconciliation_sensor` acts on.
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import date
+Only full days are compared: today's count moves while events arrive. A full day can still
+move too (a device that was offline sends late events), so a day that differs is counted
+again after the load: a count that changed meanwhile marks the day as settling, told apart
+from a gap, which is a difference CleverTap's count confirms.
+"""
 
-from clevertap_assets.destinations.stats import EventTableStats
-from clevertap_assets.source.client import CleverTapResource
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+
+from clevertap_assets.days import days_between
 
 RECONCILED_DAYS = 7
+"""Full days compared per event: the last this many the run loaded (or that were loaded)."""
+
+GAPS = "differences"
+"""Check metadata: the days whose rows differ from a count CleverTap confirmed."""
+SETTLING = "settling"
+"""Check metadata: the days whose count changed while the check ran."""
 
 
 @dataclass(frozen=True)
@@ -18,36 +28,72 @@ class DayCounts:
     clevertap: int
 
 
-def clevertap_counts(
-    clevertap: CleverTapResource, event_days: Sequence[tuple[str, date]]
-) -> dict[tuple[str, date], int]:
-    """CleverTap's count of each (event, day), asked side by side, as many at once as the
-    account's request slots allow: each count is a round trip of a second or so."""
-    with ThreadPoolExecutor(clevertap.max_concurrent_requests) as counting:
-        counts = counting.map(
-            lambda pair: clevertap.count_events(pair[0], pair[1], pair[1]), event_days
-        )
-        return dict(zip(event_days, counts, strict=True))
+@dataclass(frozen=True)
+class Comparison:
+    """What one event's comparison found, by day."""
+
+    days: list[date]
+    gaps: dict[date, DayCounts]
+    settling: dict[date, DayCounts]
+
+    def metadata(self, today: date) -> dict[str, object]:
+        return {
+            "days_compared": _span(self.days),
+            "today_not_compared": f"{today} (its count moves while events arrive)",
+            GAPS: {day.isoformat(): asdict(counts) for day, counts in self.gaps.items()},
+            SETTLING: {day.isoformat(): asdict(counts) for day, counts in self.settling.items()},
+        }
+
+    def description(self) -> str:
+        said = [f"compared {_span(self.days)}"]
+        if self.gaps:
+            said.append(f"{len(self.gaps)} day(s) differ from CleverTap's count")
+        if self.settling:
+            said.append(
+                f"{len(self.settling)} day(s) still settling: CleverTap's count changed "
+                "during the check (late events); compared again next time"
+            )
+        return "; ".join(said)
 
 
-def differing_days(
-    clevertap: CleverTapResource,
-    warehouse_stats: EventTableStats,
-    schema: str,
-    table: str,
-    event_name: str,
+def compared_days(
+    today: date, history_days: int, loaded: Sequence[date], limit: int = RECONCILED_DAYS
+) -> list[date]:
+    """The last `limit` full days among those `loaded`, inside the history window: a day the
+    run did not load is not the run's to judge, and today is never full."""
+    window_start = today - timedelta(days=history_days - 1)
+    full = sorted({day for day in loaded if window_start <= day < today})
+    return full[-limit:]
+
+
+def recent_full_days(today: date, limit: int = RECONCILED_DAYS) -> list[date]:
+    return list(days_between(today - timedelta(days=limit), today - timedelta(days=1)))
+
+
+def compare(
     days: Sequence[date],
-) -> dict[date, DayCounts]:
-    """The days (ascending, non-empty) whose rows differ from CleverTap's count, with both.
+    rows: Mapping[date, int],
+    counted: Mapping[date, int],
+    recounted: Mapping[date, int],
+) -> Comparison:
+    """`recounted` holds a second count of each day that differed at the first: a day whose
+    rows match either count is in order, one whose count moved is settling, and one whose
+    count held is a gap."""
+    gaps, settling = {}, {}
+    for day in days:
+        if rows[day] == counted[day]:
+            continue
+        again = recounted[day]
+        if rows[day] == again:
+            continue
+        if again == counted[day]:
+            gaps[day] = DayCounts(rows[day], again)
+        else:
+            settling[day] = DayCounts(rows[day], again)
+    return Comparison(list(days), gaps, settling)
 
-    The days are counted side by side, as many at once as the account's request slots for
-    the counts API allow: each count is a round trip of a second or so."""
-    rows = warehouse_stats.daily_row_counts(schema, table, days[0], days[-1])
-    with ThreadPoolExecutor(clevertap.max_concurrent_requests) as counting:
-        counts = counting.map(lambda day: clevertap.count_events(event_name, day, day), days)
-        expected = dict(zip(days, counts, strict=True))
-    return {
-        day: DayCounts(warehouse=rows[day], clevertap=expected[day])
-        for day in days
-        if expected[day] != rows[day]
-    }
+
+def _span(days: Sequence[date]) -> str:
+    if not days:
+        return "no full day"
+    return f"{days[0]}" if len(days) == 1 else f"{len(days)} days, {days[0]} to {days[-1]}"

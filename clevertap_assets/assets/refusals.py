@@ -1,18 +1,21 @@
 """Events CleverTap refuses to export, remembered so the schedule stops asking for them.
 
 CleverTap answers "Export not allowed for this event" for notification events. The event
-asset then records an observation per requested day saying so (visible on the asset's
-Events tab) and changes nothing in the warehouse. Without memory, every tick would request
-those days again and spend a run on the same refusal. The refusal holds for the CleverTap
-project and host it was given by; another account or host (a settings change), or a week
-passing, makes the schedule probe once more with a single day.
+asset is then materialized for each requested day with an `export_refused` text instead of
+data, changing nothing in the warehouse: its runs and backfills end green, and its catalog
+page says "refused by CleverTap" rather than showing days missing forever. Without memory,
+every tick would request those days again and spend a run on the same refusal. The refusal
+holds for the CleverTap project and host it was given by; another account or host (a
+settings change), or a week passing, makes the schedule probe once more with a single day,
+and once a day loads, the days recorded as refused are loaded again.
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from dagster import AssetKey, AssetObservation, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 REFUSED = "export_refused"
 """Observation metadata key: why the day was not loaded."""
@@ -31,10 +34,8 @@ def source_digest(account_id: str, base_url: str) -> str:
     return hashlib.sha256(f"{account_id}\n{base_url}".encode()).hexdigest()[:16]
 
 
-def refusal_observation(key: AssetKey, partition: str, source: str) -> AssetObservation:
-    return AssetObservation(
-        asset_key=key, partition=partition, metadata={REFUSED: REFUSAL_TEXT, SOURCE: source}
-    )
+def refusal_metadata(source: str) -> dict[str, str]:
+    return {REFUSED: REFUSAL_TEXT, SOURCE: source}
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,34 @@ class Refusal:
 
 
 def latest_refusal(instance: DagsterInstance, key: AssetKey) -> Refusal | None:
-    """The latest refusal of the event, unless a load succeeded after it."""
-    observations = instance.fetch_observations(key, limit=1).records
-    if not observations:
-        return None
-    latest = observations[0]
-    metadata = latest.asset_observation.metadata or {}
-    if REFUSED not in metadata:
-        return None
-    loaded = instance.get_latest_materialization_event(key)
-    if loaded is not None and loaded.timestamp > latest.timestamp:
+    """The event's refusal, if its latest materialization is one."""
+    latest = instance.get_latest_materialization_event(key)
+    materialization = latest.asset_materialization if latest else None
+    metadata = materialization.metadata if materialization else {}
+    if latest is None or REFUSED not in metadata:
         return None
     source = metadata.get(SOURCE)
     return Refusal(
         at=datetime.fromtimestamp(latest.timestamp, UTC),
         source=str(source.value) if source is not None else "",
     )
+
+
+def refused_days(instance: DagsterInstance, key: AssetKey, days: Sequence[str]) -> set[str]:
+    """Those of `days` whose latest materialization is a refusal, not data."""
+    latest: dict[str, bool] = {}
+    cursor = None
+    while len(latest) < len(days):
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=list(days)),
+            limit=1000,
+            cursor=cursor,
+        )
+        for record in result.records:  # newest first
+            materialization = record.asset_materialization
+            if materialization and materialization.partition not in latest:
+                latest[materialization.partition] = REFUSED in materialization.metadata
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return {day for day, refused in latest.items() if refused}

@@ -45,14 +45,13 @@ def in_progress_runs(
     ]
 
 
-def assets_in_progress(
-    instance: DagsterInstance, assets: Collection[AssetKey], include_backfills: bool = True
-) -> set[AssetKey]:
-    """Those of `assets` some unfinished run will write (a backfill's runs only if asked)."""
+def assets_in_progress(instance: DagsterInstance, assets: Collection[AssetKey]) -> set[AssetKey]:
+    """Those of `assets` some unfinished run will write, a backfill's runs aside: a backfill
+    queued for hours must not hold a tick back."""
     return {
         key
         for run in in_progress_runs(instance, assets)
-        if include_backfills or BACKFILL_TAG not in run.tags
+        if BACKFILL_TAG not in run.tags
         for key in run.asset_selection or ()
         if key in assets
     }

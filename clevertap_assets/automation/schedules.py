@@ -35,7 +35,7 @@ from dagster import (
 )
 
 from clevertap_assets.assets.pipeline_events import EventAsset
-from clevertap_assets.assets.refusals import latest_refusal, source_digest
+from clevertap_assets.assets.refusals import latest_refusal, refused_days, source_digest
 from clevertap_assets.automation.runs import assets_in_progress, range_run_request
 from clevertap_assets.days import days_between
 from clevertap_assets.liveness import PRIORITY_TAG
@@ -86,7 +86,8 @@ def days_to_load(
 
     An event CleverTap refused to export gets nothing while the refusal holds (see
     `refusals`), then today alone as a probe: its history cannot load while refused, and
-    asking for it every tick would cost a run each time.
+    asking for it every tick would cost a run each time. Once a day loads, the days recorded
+    as refused count as never loaded.
     """
     refusal = latest_refusal(instance, key)
     if refusal is not None:
@@ -98,7 +99,11 @@ def days_to_load(
     )
     recent_start = max(window_start, today - timedelta(days=settings.lookback_days))
     days = set(days_between(recent_start, today))
-    loaded = instance.get_materialized_partitions(key)
+    materialized = instance.get_materialized_partitions(key)
+    older = [d.isoformat() for d in days_between(window_start, recent_start - timedelta(days=1))]
+    loaded = set(materialized) - refused_days(
+        instance, key, [day for day in older if day in materialized]
+    )
     return days | {d for d in days_between(window_start, today) if d.isoformat() not in loaded}
 
 
@@ -117,7 +122,7 @@ def ingestion_run_requests(
     partitions_def = reader.partitions_def
     assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
     today = now.astimezone(ZoneInfo(settings.timezone)).date()
-    busy = assets_in_progress(instance, [e.key for e in events], include_backfills=False)
+    busy = assets_in_progress(instance, [e.key for e in events])
     by_range: dict[tuple[date, date], list[AssetKey]] = {}
     for event in events:
         if event.key in busy:

@@ -2,11 +2,13 @@
 
 `reconciliation_sensor` goes beyond Hevo: the schedule reloads only the lookback days, so a day
 that CleverTap still changed afterwards (a device that was offline for a week) would stay short
-forever. Hourly, it compares rows per day in each event table with CleverTap's count API over
-the last `RECONCILED_DAYS` full days and re-runs the days that differ. Today is skipped: its
-count moves while the schedule keeps reloading it. Each request's run key names the counts it
-saw, so the daemon launches one re-run per discrepancy; a difference that a re-run cannot fix
-(records over the size limits are skipped by design) is not retried every hour.
+forever. Hourly, it launches a run of the `row_count_matches_clevertap` checks alone, over
+every event: the counting is a run's work, holding the account like any reader, so it takes
+as long as hundreds of events need, and one event's failed count is that event's verdict
+alone. On a later evaluation it reads that run's verdicts and re-runs each day with a gap
+(not a day still settling), one run per day with the events that differ. Each request's run
+key names the counts it saw, so a difference that a re-run cannot fix (records over the size
+limits are skipped by design) is not retried every hour.
 
 `webhook_inbox_sensor` turns new inbox entries into ranges of the `webhook_events` asset (see
 assets/webhooks.py for why a range is loaded exactly once). The ranges it has created, stored
@@ -24,41 +26,48 @@ range always stays: it is the cursor.
 """
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, timedelta
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
 
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetRecordsFilter,
     AssetsDefinition,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    RunRecord,
     RunRequest,
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    build_resources,
     sensor,
 )
 
+from clevertap_assets.assets.checks import RECONCILIATION_CHECK
 from clevertap_assets.assets.pipeline_events import EventAsset
-from clevertap_assets.assets.reconciliation import RECONCILED_DAYS, DayCounts, differing_days
+from clevertap_assets.assets.reconciliation import (
+    GAPS,
+    RECONCILED_DAYS,
+    DayCounts,
+    recent_full_days,
+)
+from clevertap_assets.assets.refusals import latest_refusal
 from clevertap_assets.assets.webhooks import (
     WebhookInboxResource,
     parse_range_key,
     range_key,
     webhook_ranges,
 )
-from clevertap_assets.automation.runs import assets_in_progress, in_progress_runs, range_run_request
-from clevertap_assets.days import days_between, local_today
-from clevertap_assets.destinations.stats import EventTableStats
-from clevertap_assets.keys import CLEVERTAP, PARTITION_NAME_TAG, WAREHOUSE_STATS
+from clevertap_assets.automation.runs import in_progress_runs, range_run_request
+from clevertap_assets.days import local_today
+from clevertap_assets.keys import EVENT_TAG, PARTITION_NAME_TAG
 from clevertap_assets.liveness import PRIORITY_TAG
 from clevertap_assets.settings import PipelineSettings, missing_credentials
-from clevertap_assets.source.client import CleverTapResource
 from clevertap_assets.webhooks.inbox import WebhookInbox
 
 RECONCILE_COUNTS_TAG = "clevertap/reconcile_counts"
@@ -67,6 +76,11 @@ MAX_TAG_CHARS = 4000
 RECONCILE_PRIORITY = 5
 """Between a tick's runs and a backfill's."""
 RECONCILE_INTERVAL_SECONDS = 3600
+"""How often CleverTap's counts are compared."""
+RECONCILE_SENSOR_INTERVAL_SECONDS = 300
+"""How soon a counting run's gaps are re-run after it ends."""
+COUNTING_RUN_TAG = "clevertap/reconcile"
+"""On each run of the reconciliation checks alone: the pipeline whose events it counts."""
 WEBHOOK_INTERVAL_SECONDS = 30
 WEBHOOK_MAX_BACKOFF_SECONDS = 3600
 WEBHOOK_RETRY_HISTORY = 8  # failures counted: 30 s * 2**7 is past the hour's cap already
@@ -80,40 +94,86 @@ MAX_OPEN_RANGES = 16
 """Ranges not loaded yet (queued, running, failed) at which no new range is opened."""
 
 
-def reconciliation_requests(
+def reconciliation_result(
     instance: DagsterInstance,
     settings: PipelineSettings,
     events: Sequence[EventAsset],
-    clevertap: CleverTapResource,
-    warehouse_stats: EventTableStats,
-    today: date,
-    days: int = RECONCILED_DAYS,
-) -> Iterator[RunRequest]:
-    """One run per day whose row count differs from CleverTap's for some events, over loaded
-    days, with those events.
-
-    Only days that were loaded are compared: a missing day is the schedule's to load, and an
-    event CleverTap will not export never has one. An event with a run in progress is left
-    for the next evaluation, since that run may be changing the very rows being counted.
-    """
-    first_day = today - timedelta(days=days)
-    busy = assets_in_progress(instance, [event.key for event in events])
-    differing_by_day: dict[date, list[tuple[EventAsset, DayCounts]]] = {}
-    for event in events:
-        if event.key in busy:
-            continue
-        loaded = instance.get_materialized_partitions(event.key)
-        compared = [
-            d for d in days_between(first_day, today - timedelta(days=1)) if d.isoformat() in loaded
-        ]
-        if not compared:
-            continue
-        differing = differing_days(
-            clevertap, warehouse_stats, settings.warehouse_schema, event.table, event.name, compared
+    cursor: str | None,
+    now: float,
+) -> SensorResult:
+    """Re-runs of the gaps the latest counting run found (once per run: the cursor is the id
+    of the run handled last), else a new counting run once the last is an hour old."""
+    latest = _latest_counting_run(instance, settings)
+    if latest is not None and not latest.dagster_run.is_finished:
+        return SensorResult(
+            skip_reason=SkipReason(f"counting in run {latest.dagster_run.run_id}"), cursor=cursor
         )
-        for day, counts in differing.items():
-            differing_by_day.setdefault(day, []).append((event, counts))
-    for day, differing in sorted(differing_by_day.items()):
+    if latest is not None and latest.dagster_run.run_id != cursor:
+        run_id = latest.dagster_run.run_id
+        reruns = list(gap_reruns(instance, events, run_id))
+        reason = None if reruns else f"every day counted in run {run_id} matches CleverTap"
+        return SensorResult(run_requests=reruns, skip_reason=reason, cursor=run_id)
+    due = latest.create_timestamp.timestamp() + RECONCILE_INTERVAL_SECONDS if latest else now
+    if due > now:
+        next_count = datetime.fromtimestamp(due, UTC)
+        return SensorResult(
+            skip_reason=SkipReason(f"next count of CleverTap's days at {next_count:%H:%M} UTC"),
+            cursor=cursor,
+        )
+    today = local_today(settings.timezone)
+    loaded = [event for event in events if _is_comparable(instance, event, today)]
+    if not loaded:
+        return SensorResult(skip_reason=SkipReason("no full day loaded yet"), cursor=cursor)
+    return SensorResult(run_requests=[counting_request(settings, loaded, now)], cursor=cursor)
+
+
+def _is_comparable(instance: DagsterInstance, event: EventAsset, today: date) -> bool:
+    """A recent full day loaded, and no refusal in force (its days hold no data)."""
+    if latest_refusal(instance, event.key) is not None:
+        return False
+    loaded = instance.get_materialized_partitions(event.key)
+    return any(day.isoformat() in loaded for day in recent_full_days(today))
+
+
+def counting_request(
+    settings: PipelineSettings, events: Sequence[EventAsset], now: float
+) -> RunRequest:
+    """A run of the events' reconciliation checks alone, each comparing the recent full days
+    its event has loaded."""
+    return RunRequest(
+        run_key=f"reconcile-counts:{int(now // RECONCILE_INTERVAL_SECONDS)}",
+        asset_selection=[],
+        asset_check_keys=[AssetCheckKey(event.key, RECONCILIATION_CHECK) for event in events],
+        tags={
+            COUNTING_RUN_TAG: settings.pipeline_slug,
+            EVENT_TAG: f"{len(events)} events' counts",
+            PRIORITY_TAG: str(RECONCILE_PRIORITY),
+        },
+    )
+
+
+def _latest_counting_run(instance: DagsterInstance, settings: PipelineSettings) -> RunRecord | None:
+    records = instance.get_run_records(
+        RunsFilter(tags={COUNTING_RUN_TAG: settings.pipeline_slug}), limit=1
+    )
+    return records[0] if records else None
+
+
+def gap_reruns(
+    instance: DagsterInstance, events: Sequence[EventAsset], run_id: str
+) -> Iterator[RunRequest]:
+    """One run per day with a gap in the run's verdicts, over the events with that gap."""
+    by_key = {event.key: event for event in events}
+    gaps_by_day: dict[date, list[tuple[EventAsset, DayCounts]]] = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.get_dagster_event().event_specific_data
+        event = by_key.get(evaluation.asset_key)
+        if event is None or evaluation.check_name != RECONCILIATION_CHECK:
+            continue
+        gaps = evaluation.metadata.get(GAPS)
+        for day, counts in (gaps.value if gaps is not None else {}).items():
+            gaps_by_day.setdefault(date.fromisoformat(day), []).append((event, DayCounts(**counts)))
+    for day, differing in sorted(gaps_by_day.items()):
         seen = ",".join(
             f"{event.slug}={counts.warehouse}/{counts.clevertap}" for event, counts in differing
         )
@@ -130,43 +190,27 @@ def reconciliation_requests(
 
 
 def build_reconciliation_sensor(
-    settings: PipelineSettings,
-    reader: AssetsDefinition,
-    events: Sequence[EventAsset],
-    resources: Mapping[str, object],
+    settings: PipelineSettings, reader: AssetsDefinition, events: Sequence[EventAsset]
 ) -> SensorDefinition:
-    """The sensor builds its CleverTap and warehouse resources itself, after checking the
-    credentials: Dagster builds a sensor's declared resources before calling it, so a missing
-    `EnvVar` would fail every evaluation with Dagster's raw "environment variable ... is not
-    set" instead of one skip naming what to set."""
-    needed = {key: resources[key] for key in (CLEVERTAP, WAREHOUSE_STATS)}
-
     @sensor(
         name="reconciliation_sensor",
         target=reader,
-        minimum_interval_seconds=RECONCILE_INTERVAL_SECONDS,
+        minimum_interval_seconds=RECONCILE_SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            f"Re-runs any of the last {RECONCILED_DAYS} full days whose row count differs "
-            "from CleverTap's count API."
+            f"Hourly, counts the last {RECONCILED_DAYS} full days each event loaded against "
+            "CleverTap's count API in a run of the reconciliation checks, then re-runs the "
+            "days with a gap."
         ),
     )
-    def reconciliation_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
+    def reconciliation_sensor(context: SensorEvaluationContext) -> SensorResult:
         if missing := missing_credentials():
-            return SkipReason(f"{missing} (see .env.example)")
-        today = local_today(settings.timezone)
-        with build_resources(needed) as built:
-            requests = list(
-                reconciliation_requests(
-                    context.instance,
-                    settings,
-                    events,
-                    getattr(built, CLEVERTAP),
-                    getattr(built, WAREHOUSE_STATS),
-                    today,
-                )
+            return SensorResult(
+                skip_reason=SkipReason(f"{missing} (see .env.example)"), cursor=context.cursor
             )
-        return requests or SkipReason("every loaded day matches CleverTap's counts")
+        return reconciliation_result(
+            context.instance, settings, events, context.cursor, time.time()
+        )
 
     return reconciliation_sensor
 

@@ -49,7 +49,11 @@ class NamedTableDbIOManager(DbIOManager):
 
     def handle_output(self, context: OutputContext, obj: object) -> None:
         """The batch's folder goes whatever happens, also when the load fails before it
-        reaches the type handler (the connection refused, say, by a DuckDB file lock)."""
+        reaches the type handler (the connection refused, say, by a DuckDB file lock). An
+        event CleverTap refused to export has no batch (`None`): its days are recorded as
+        refused, and its table, with any rows loaded before the refusal, stays as it is."""
+        if obj is None:
+            return
         try:
             self.store(context, obj)
         finally:

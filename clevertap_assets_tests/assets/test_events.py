@@ -387,12 +387,15 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
         name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
     }
     assert tables == {"app_launched"}
-    observations = [
-        e.asset_observation_data.asset_observation
-        for e in result.all_events
-        if e.event_type_value == "ASSET_OBSERVATION"
+    refused = [
+        m
+        for m in result.asset_materializations_for_node("clevertap_events")
+        if refusals.REFUSED in m.metadata
     ]
-    assert [o.metadata[refusals.REFUSED].value for o in observations] == [refusals.REFUSAL_TEXT]
+    assert [(m.asset_key.path[-1], m.partition) for m in refused] == [
+        ("notification_sent", first.isoformat())
+    ]
+    assert refused[0].metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
 
 
 def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, make_emulator):

@@ -197,10 +197,8 @@ def test_an_event_clevertap_refuses_is_not_requested_again_until_its_account_cha
         schedule = definitions.resolve_schedule_def("ingestion_schedule")
         (first_tick,) = tick(definitions, instance, "UTC")
         assert execute(pipeline, definitions, first_tick, instance).success
-        (observation,) = instance.fetch_observations(key, limit=1).records
-        assert (
-            observation.asset_observation.metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
-        )
+        refusal = instance.get_latest_materialization_event(key).asset_materialization
+        assert refusal.metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
 
         now = datetime.now(ZoneInfo("UTC"))
         with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
@@ -214,6 +212,42 @@ def test_an_event_clevertap_refuses_is_not_requested_again_until_its_account_cha
         monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", "ANOTHER-ACCOUNT")
         (probe,) = tick(definitions, instance, "UTC")
     assert run_range(probe) == ({key}, today.isoformat(), today.isoformat())
+
+
+def test_a_refused_event_backfills_green_and_its_days_load_once_the_refusal_lifts(
+    tmp_path, make_emulator, monkeypatch
+):
+    """Every requested day of a refused event is materialized as refused (what Dagster's
+    backfill counts as done, not failed); when a later probe loads, the tick asks for the
+    days recorded as refused, and they load exactly."""
+    events = ["Notification Sent"]
+    emulator = make_emulator(events=events)
+    pipeline = make_pipeline(tmp_path, emulator, events=events, history_days=4)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today("UTC")
+    key = AssetKey(["clevertap", "notification_sent"])
+    window = {(today - timedelta(days=n)).isoformat() for n in range(4)}
+    with instance_for_test() as instance:
+        (first_tick,) = tick(definitions, instance, "UTC")
+        result = execute(pipeline, definitions, first_tick, instance)
+        assert result.success
+        assert instance.get_materialized_partitions(key) == window
+        assert not result.get_asset_check_evaluations()
+
+        emulator.set_faults(not_exportable_prefixes=())
+        monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", "ANOTHER-ACCOUNT")  # a probe is due
+        (probe,) = tick(definitions, instance, "UTC")
+        assert run_range(probe) == ({key}, today.isoformat(), today.isoformat())
+        monkeypatch.setenv("CLEVERTAP_ACCOUNT_ID", pipeline.emulator.config.account_id)
+        assert execute(pipeline, definitions, probe, instance).success
+
+        (history,) = tick(definitions, instance, "UTC")
+        first = today - timedelta(days=3)
+        assert run_range(history) == ({key}, first.isoformat(), today.isoformat())
+        assert execute(pipeline, definitions, history, instance).success
+    assert daily_rows(pipeline, "notification_sent") == pipeline.truth(
+        "Notification Sent", first, today
+    )
 
 
 def test_a_refusal_is_probed_again_after_a_week():

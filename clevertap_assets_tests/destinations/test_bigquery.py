@@ -119,7 +119,7 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
         truth = pipeline.truth(event, first, last)
         assert daily_rows(bq, pipeline, table) == truth
         assert stats.daily_row_counts(schema, table, first, last) == truth
-        assert stats.duplicate_record_ids(schema, table) == 0
+        assert stats.duplicate_record_ids(schema, table, first, last) == 0
     assert tables(bq, pipeline) == set(TABLES)  # no staging table left behind
     kinds = columns(bq, pipeline, "charged")
     assert (kinds["event_time"], kinds["event_time_utc"], kinds["_loaded_at"]) == (

@@ -29,7 +29,7 @@ def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emu
     first, last = recent_days(pipeline.settings, 2)
     assert pipeline.load(first, last).success
     stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
-    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
 
     with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
         connection.execute(
@@ -42,7 +42,7 @@ def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emu
             "WHERE CAST(event_time AS DATE) = ? LIMIT 1",
             [last],
         )
-    assert stats.duplicate_record_ids("clevertap", "charged") == 4
+    assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 4
     truth = pipeline.truth("Charged", first, last)
     assert stats.daily_row_counts("clevertap", "charged", first, last) == {
         first: truth[first],
@@ -50,15 +50,32 @@ def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emu
     }
 
     assert pipeline.load(last, last).success
-    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
     assert stats.daily_row_counts("clevertap", "charged", first, last) == truth
+
+
+def test_the_duplicate_check_reads_only_the_days_it_is_given(tmp_path, make_emulator):
+    """Its cost follows the run's days, not the table: copies on another day are not read
+    (they were that day's run's to find)."""
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 3)
+    assert pipeline.load(first, last).success
+    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        connection.execute(
+            "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
+            "WHERE CAST(event_time AS DATE) = ? LIMIT 2",
+            [first],
+        )
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    assert stats.duplicate_record_ids("clevertap", "charged", first + timedelta(days=1), last) == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", first, first) == 2
 
 
 def test_a_missing_table_has_no_rows_and_no_duplicates(tmp_path):
     stats = DuckDBEventStats(database=str(tmp_path / "empty.duckdb"))
     day = date(2026, 1, 1)
     assert stats.daily_row_counts("clevertap", "charged", day, day) == {day: 0}
-    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", day, day) == 0
 
 
 def test_a_wide_event_loads_where_the_memory_cap_alone_would_fail(tmp_path, make_emulator):

@@ -197,7 +197,7 @@ def test_a_load_and_its_checks_run_green_beside_another_runs_checks(pipeline):
     assert all(outcome.success for outcome in outcomes)
     assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
     stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
-    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
 
 
 def test_a_reader_gives_up_after_its_wait_with_a_message_naming_the_file_and_holder(pipeline):
@@ -206,9 +206,9 @@ def test_a_reader_gives_up_after_its_wait_with_a_message_naming_the_file_and_hol
     path = pipeline.settings.duckdb_path
     stats = DuckDBEventStats(database=path, lock_timeout_seconds=1)
     with writer_holding(path) as (writer, _), pytest.raises(DuckDBLockTimeout) as gave_up:
-        stats.duplicate_record_ids("clevertap", "charged")
+        stats.duplicate_record_ids("clevertap", "charged", first, last)
     assert str(gave_up.value).startswith(
         f"DuckDB file {path!r} was still locked by process {writer.pid} ("
     )
     assert "after waiting 1 s to open it for reading" in str(gave_up.value)
-    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0

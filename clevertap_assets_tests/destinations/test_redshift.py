@@ -97,9 +97,9 @@ def test_stats_resource_counts_equal_the_truth(tmp_path, make_emulator, warehous
     stats = RedshiftEventStats(connection=warehouse.connection())
     truth = pipeline.truth("Charged", first, last)
     assert stats.daily_row_counts("clevertap", "charged", first, last) == {**truth, first: 0}
-    assert stats.duplicate_record_ids("clevertap", "charged") == 0
+    assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
     assert stats.daily_row_counts("clevertap", "missing", first, first) == {first: 0}
-    assert stats.duplicate_record_ids("clevertap", "missing") == 0
+    assert stats.duplicate_record_ids("clevertap", "missing", first, last) == 0
 
 
 def test_reruns_and_overlapping_backfills_keep_each_record_once(tmp_path, make_emulator, warehouse):

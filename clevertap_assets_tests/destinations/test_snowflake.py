@@ -112,7 +112,7 @@ def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
             truth = pipeline.truth(event, first, last)
             assert daily_rows(table) == truth
             assert stats.daily_row_counts("clevertap", table.lower(), first, last) == truth
-            assert stats.duplicate_record_ids("clevertap", table.lower()) == 0
+            assert stats.duplicate_record_ids("clevertap", table.lower(), first, last) == 0
         assert stats.daily_row_counts("clevertap", "no_such_table", first, first) == {first: 0}
 
     charged = columns("CHARGED")
