@@ -153,6 +153,9 @@ class PipelineSettings(BaseSettings):
     lookback_days: int = Field(1, ge=0, le=30, validation_alias="LOOKBACK_DAYS")
     table_prefix: str = Field("", validation_alias="TABLE_PREFIX")
     auto_mapping: bool = Field(True, validation_alias="AUTO_MAPPING")
+    # The dashboard's export shows the device and app fields; Get Events sends them only when
+    # asked (`app=true`).
+    app_fields: bool = Field(True, validation_alias="CLEVERTAP_APP_FIELDS")
     ingestion_frequency: str = Field("6h", validation_alias="INGESTION_FREQUENCY")
     destination: str = Field("duckdb", validation_alias="DESTINATION")
     duckdb_path: str = Field("warehouse.duckdb", validation_alias="DUCKDB_PATH")

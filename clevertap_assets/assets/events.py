@@ -151,6 +151,7 @@ def _read(
             first_day,
             last_day,
             recorded_column_names(context, event.key),
+            settings.app_fields,
         )
         for event in events
     ]

@@ -45,18 +45,27 @@ class PageSource(Protocol):
     """What the reader needs of a CleverTap client (`CleverTapResource` is one)."""
 
     def iter_raw_pages(
-        self, event_name: str, first_day: date, last_day: date, *, stats: FetchStats, log: Any
+        self,
+        event_name: str,
+        first_day: date,
+        last_day: date,
+        *,
+        stats: FetchStats,
+        app: bool,
+        log: Any,
     ) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)
 class EventWindow:
-    """One event over whole local days, with the columns its keys were given so far."""
+    """One event over whole local days, with the columns its keys were given so far;
+    `app_fields` asks CleverTap for the device and app fields in `profile` (`app=true`)."""
 
     options: NormaliseOptions
     first_day: date
     last_day: date
     names: ColumnNames
+    app_fields: bool
 
     @property
     def event_name(self) -> str:
@@ -187,7 +196,12 @@ class _Reader:
                 event.started = event.started or time.monotonic()
             try:
                 pages = self._source.iter_raw_pages(
-                    event.window.event_name, first_day, last_day, stats=fetch, log=self._log
+                    event.window.event_name,
+                    first_day,
+                    last_day,
+                    stats=fetch,
+                    app=event.window.app_fields,
+                    log=self._log,
                 )
                 for raw in pages:
                     if event.failure is not None or self._stopped.is_set():

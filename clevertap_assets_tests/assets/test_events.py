@@ -469,3 +469,30 @@ def test_building_the_definitions_says_nothing(tmp_path, emulator):
         warnings.simplefilter("always")
         build_definitions(pipeline.settings).resolve_all_asset_keys()
     assert [str(w.message) for w in caught] == []
+
+
+APP_FIELDS = ("os_version", "app_version", "make", "model")
+
+
+@pytest.mark.parametrize("app_fields", [True, False])
+def test_device_and_app_fields_load_as_profile_columns_unless_turned_off(
+    tmp_path, make_emulator, app_fields
+):
+    """CleverTap sends OS version, make, model and app version in `profile` only when asked
+    (`app=true`): by default they are columns holding CleverTap's values; turned off, none."""
+    emulator = make_emulator(records_per_day=30)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], app_fields=app_fields)
+    day, _ = recent_days(pipeline.settings, 1)
+    assert pipeline.load(day, day).success
+    found = {c for c in columns(pipeline, "charged") if c.removeprefix("profile__") in APP_FIELDS}
+    if not app_fields:
+        assert found == set()
+        return
+    assert found == {f"profile__{name}" for name in APP_FIELDS}
+    selected = ", ".join(f"profile__{name}" for name in APP_FIELDS)
+    loaded = query(pipeline, f'SELECT profile__object_id, {selected} FROM "clevertap"."charged"')
+    truth = {
+        (r["profile"]["objectId"], *(r["profile"][name] or None for name in APP_FIELDS))
+        for r in emulator.true_records("Charged", day, app=True, events=False)
+    }
+    assert {tuple(v or None for v in row) for row in loaded} == truth
