@@ -496,3 +496,24 @@ def test_device_and_app_fields_load_as_profile_columns_unless_turned_off(
         for r in emulator.true_records("Charged", day, app=True, events=False)
     }
     assert {tuple(v or None for v in row) for row in loaded} == truth
+
+
+def test_an_endless_cursor_chain_fails_its_event_and_the_others_load(tmp_path, make_emulator):
+    """A chain past twice CleverTap's count stops with one message naming the event and its
+    days; the run's other events load their truth, and the endless event's table is not made."""
+    emulator = make_emulator(endless_cursor_events=frozenset({"Charged"}))
+    pipeline = make_pipeline(tmp_path, emulator)
+    first, last = recent_days(pipeline.settings, 2)
+    clevertap = fast_clevertap(emulator, count_margin_records=100)
+    result = pipeline.load(first, last, clevertap=clevertap)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = str(failure.event_specific_data.error)
+    assert f"CleverTap's cursor chain for event 'Charged' ({first}..{last}) sent " in message
+    assert "count_margin_records=100" in message
+    assert "1 of 3 events were not loaded" in message
+    for event, table in (("App Launched", "app_launched"), ("Product Viewed", "product_viewed")):
+        assert daily_rows(pipeline, table) == pipeline.truth(event, first, last)
+    assert "charged" not in {
+        name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
+    }
