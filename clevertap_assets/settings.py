@@ -31,6 +31,7 @@ from clevertap_assets.naming import (
     slug,
     table_name,
 )
+from clevertap_assets.source.normalise import NormaliseOptions
 
 REGION_HOSTS: dict[str, str] = {
     "eu1": "api.clevertap.com",
@@ -319,6 +320,16 @@ class PipelineSettings(BaseSettings):
         """The events to replicate: all of the CSV unless excluded, as Hevo's Select Objects."""
         excluded = set(self.excluded_event_names)
         return [name for name in self.all_event_names if name not in excluded]
+
+    def normalise_options(self, event_name: str) -> NormaliseOptions:
+        """How an event's records become rows, as runs and the connection check read them."""
+        return NormaliseOptions(
+            event_name=event_name,
+            timezone=self.timezone,
+            auto_mapping=self.auto_mapping,
+            max_record_bytes=self.max_record_bytes,
+            max_row_bytes=self.row_limit_bytes,
+        )
 
     @property
     def pipeline_slug(self) -> str:

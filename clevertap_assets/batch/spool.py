@@ -39,6 +39,7 @@ from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
 from clevertap_assets.batch.page_files import PageFiles, write_page_files
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.source.normalise import NormalisedPage
+from clevertap_assets.source.zone_check import OutsideReach
 
 SPOOL_DIR_ENV = "CLEVERTAP_SPOOL_DIR"
 _FOLDER_PREFIX = "clevertap_spool_"
@@ -222,6 +223,8 @@ class SpoolStats:
     oversize_rows: int = 0
     invalid_ts: int = 0
     outside_window: int = 0
+    outside: OutsideReach = field(default_factory=OutsideReach)
+    """How far the records outside the window lie from it (see `zone_check`)."""
     bytes: int = 0
     kept_by_day: dict[date, int] = field(default_factory=dict)
     """Rows spooled per local day, copies included."""
@@ -276,6 +279,7 @@ class EventSpool:
         received: int,
         outside_window: int = 0,
         names: Mapping[str, str] | None = None,
+        outside: OutsideReach | None = None,
     ) -> None:
         """A page already written into this spool's folder, by `write_page_files` with a
         number from `next_page_number`, possibly in another process. `names` gives the
@@ -307,6 +311,8 @@ class EventSpool:
             for day, count in counts.skipped_by_day.items():
                 self.stats.skipped_by_day[day] = self.stats.skipped_by_day.get(day, 0) + count
             self.stats.outside_window += outside_window
+            if outside is not None:
+                self.stats.outside = self.stats.outside.widest(outside)
             self.stats.bytes += counts.bytes
             self._json_columns |= json_columns
             self._plain_columns |= set(kinds) - json_columns

@@ -85,7 +85,13 @@ FAULT_FIELDS = frozenset(
     }
 )
 DATA_FIELDS = frozenset(
-    {"extra_event_props", "extra_event_props_from", "oversize_records", "duplicate_share"}
+    {
+        "extra_event_props",
+        "extra_event_props_from",
+        "oversize_records",
+        "duplicate_share",
+        "ts_format",
+    }
 )
 
 
@@ -144,6 +150,8 @@ class EmulatorConfig:
     extra_event_props: dict[str, object] = field(default_factory=dict)
     extra_event_props_from: date | None = None
     oversize_records: dict[tuple[str, date], int] = field(default_factory=dict)
+    # `ts` as CleverTap's 14-digit local time, or as the epoch seconds some clients meet.
+    ts_format: Literal["compact", "epoch"] = "compact"
     # Behaviour and faults (changeable on a running server through `set_faults`).
     final_page: Literal["empty", "records"] = "empty"
     vary_page_sizes: bool = True
@@ -486,7 +494,10 @@ class _Generator:
                 "utm_source": utm_source,
                 "utm_medium": utm_medium,
             }
-        record["ts"] = _compact_ts(datetime.fromtimestamp(epoch, self.tz))
+        if self.config.ts_format == "epoch":
+            record["ts"] = epoch
+        else:
+            record["ts"] = _compact_ts(datetime.fromtimestamp(epoch, self.tz))
         props = _event_specific_props(event, draw, epoch)
         version = 1900 + draw.below(100)
         props["CT Source"] = draw.pick(_SOURCES)

@@ -517,3 +517,31 @@ def test_an_endless_cursor_chain_fails_its_event_and_the_others_load(tmp_path, m
     assert "charged" not in {
         name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
     }
+
+
+def test_a_time_zone_other_than_the_projects_fails_the_event_with_the_setting_named(
+    tmp_path, make_emulator
+):
+    """A project in IST sending epoch `ts`, read as UTC: the first 5.5 hours of CleverTap's
+    day lie before the requested UTC day and would never be loaded. The event fails with one
+    message naming CLEVERTAP_TIMEZONE and the offset the `ts` values imply; nothing is
+    written. With the project's zone configured, every record loads."""
+    emulator = make_emulator(timezone="Asia/Kolkata", ts_format="epoch", records_per_day=96)
+    for name in ("utc", "ist"):
+        (tmp_path / name).mkdir()
+    wrong = make_pipeline(tmp_path / "utc", emulator, events=["Charged"], timezone="UTC")
+    day = local_today("Asia/Kolkata") - timedelta(days=1)
+    result = wrong.load(day, day)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = str(failure.event_specific_data.error)
+    assert f"records of event 'Charged' ({day}..{day}) lie outside the requested days" in message
+    assert "CLEVERTAP_TIMEZONE='UTC' (UTC+00:00)" in message
+    assert "as if the CleverTap project's time zone were UTC+05:30" in message
+    warehouse = tmp_path / "utc" / "warehouse.duckdb"
+    assert not warehouse.exists() or ("charged",) not in query(
+        wrong, "SELECT table_name FROM information_schema.tables"
+    )
+    right = make_pipeline(tmp_path / "ist", emulator, events=["Charged"])
+    assert right.load(day, day).success
+    assert daily_rows(right, "charged") == right.truth("Charged", day, day)
