@@ -12,9 +12,13 @@ so everything before it can run in another process (see `source.parse_processes`
 """
 
 import hashlib
+import json
+import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from typing import Any
 
 import orjson
 import polars as pl
@@ -46,6 +50,41 @@ def path_key(path: tuple[str, ...]) -> str:
 
 
 _DATE_PATTERN = r"^\$D_-?\d+$"
+
+_WIDE_NUMBER = re.compile(rb"\d{20}|[eE][+-]?\d{3}")
+"""Text a number orjson would not keep exactly could hold: 20 digits or more (beyond 64 bits
+orjson reads an integer as a float), or a 3-digit exponent (`1e400` is past a double). It
+also matches inside strings; such a page only takes the exact path for nothing."""
+_INT_RANGE = (-(2**63), 2**64 - 1)
+"""The integers orjson reads as integers."""
+
+
+def load_records(raw: bytes) -> Any:
+    """A page's JSON as orjson reads it, except that a number orjson would round or refuse
+    (an integer wider than 64 bits, `1e400`) is kept as its exact text (`orjson.Fragment`):
+    its record's id and its column hold the digits CleverTap sent, so records differing only
+    there stay distinct. Every other value is what orjson reads, so the ids of records without
+    such numbers do not change; pages without them (nearly all) are read by orjson alone."""
+    if not _WIDE_NUMBER.search(raw):
+        return orjson.loads(raw)
+    return json.loads(raw, parse_int=_exact_int, parse_float=_exact_float, parse_constant=_not_json)
+
+
+def _exact_int(text: str) -> int | orjson.Fragment:
+    if len(text) <= 21:  # longer is past 64 bits, and too long for `int` to be cheap
+        value = int(text)
+        if _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            return value
+    return orjson.Fragment(text)
+
+
+def _exact_float(text: str) -> float | orjson.Fragment:
+    value = float(text)
+    return value if math.isfinite(value) else orjson.Fragment(text)
+
+
+def _not_json(text: str) -> None:
+    raise ValueError(f"{text} is not JSON")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import polars as pl
 
 from clevertap_assets.batch.page_files import PageFiles, write_page_files
@@ -33,6 +32,7 @@ from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import (
     NormalisedPage,
     NormaliseOptions,
+    load_records,
     normalise_parsed,
     parse_page,
 )
@@ -130,8 +130,8 @@ def parse_raw_page(
     Runs in a worker, whose cyclic collector is off (`parse_pool`): a page is some 200,000
     fresh, acyclic dicts and lists that the collector would re-scan many times over."""
     try:
-        records = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        records = load_records(raw)
+    except ValueError as exc:
         raise UnreadablePageError(
             f"CleverTap sent a page of {options.event_name!r} records that is not readable "
             f"JSON ({exc}); the window was not loaded"

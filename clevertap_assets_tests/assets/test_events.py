@@ -545,3 +545,22 @@ def test_a_time_zone_other_than_the_projects_fails_the_event_with_the_setting_na
     right = make_pipeline(tmp_path / "ist", emulator, events=["Charged"])
     assert right.load(day, day).success
     assert daily_rows(right, "charged") == right.truth("Charged", day, day)
+
+
+def test_numbers_past_64_bits_and_a_double_load_with_their_exact_digits(tmp_path, make_emulator):
+    """An integer wider than 64 bits and `1e400` in every record: the window loads its
+    truth, and the columns hold the digits CleverTap sent, as text."""
+    wide = {
+        "Order Id": orjson.Fragment(b"123456789012345678901234567890"),
+        "Huge": orjson.Fragment(b"1e400"),
+    }
+    emulator = make_emulator(extra_event_props=wide)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
+    assert columns(pipeline, "charged")["event_props__order_id"] == "VARCHAR"
+    assert query(
+        pipeline,
+        'SELECT DISTINCT event_props__order_id, event_props__huge FROM "clevertap"."charged"',
+    ) == [("123456789012345678901234567890", "1e400")]
