@@ -105,6 +105,14 @@ def destination_column(name: str, rules: ColumnRules) -> str:
     return f"{head}_{digest}"
 
 
+SYSTEM_COLUMN_NAMES = frozenset(
+    {"_record_id", "event_name", "event_time", "event_time_utc", "_loaded_at"}
+)
+"""The columns the loader writes itself: a key whose plain name is one of them (a top-level
+`event_name`) gets the hashed name, like any other key whose plain name is taken. (`ts` is
+the record's own key, and its column.)"""
+
+
 class ColumnNames:
     """Which property key path owns which column, so colliding keys never share one.
 
@@ -119,7 +127,7 @@ class ColumnNames:
 
     def __init__(self, record: Mapping[str, Sequence[str]] | None = None) -> None:
         self._by_path: dict[tuple[str, ...], str] = {}
-        self._taken: set[str] = set()
+        self._taken: set[str] = set(SYSTEM_COLUMN_NAMES)
         self._lock = threading.Lock()
         for column, path in (record or {}).items():
             self._by_path[tuple(path)] = column

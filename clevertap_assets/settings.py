@@ -103,8 +103,25 @@ def read_event_names(path: Path) -> list[str]:
                 f"(found {', '.join(repr(c) for c in header)}); expected a column named 'Event Name'"
             )
         index = keys.index("eventname")
-        names = (row[index].strip() for row in rows if len(row) > index)
-        return list(dict.fromkeys(name for name in names if name))
+        names = [row[index] for row in rows if len(row) > index and row[index].strip()]
+    _refuse_names_alike_but_for_spaces(path, names)
+    return list(dict.fromkeys(name.strip() for name in names))
+
+
+def _refuse_names_alike_but_for_spaces(path: Path, names: list[str]) -> None:
+    """A name's surrounding spaces are dropped (a spreadsheet's stray blank), so two names
+    differing only there would silently be one event: refused instead."""
+    spellings: dict[str, set[str]] = {}
+    for name in names:
+        spellings.setdefault(name.strip(), set()).add(name)
+    alike = [sorted(found) for found in spellings.values() if len(found) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(repr(name) for name in group) for group in alike)
+        raise SettingsError(
+            f"CLEVERTAP_EVENTS_CSV={str(path)!r} lists event names that differ only by "
+            f"surrounding spaces ({shown}); names are read without surrounding spaces, so "
+            "they would load as one event: keep one line of each"
+        )
 
 
 def _utf8_length(name: str) -> int:

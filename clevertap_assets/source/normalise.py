@@ -32,12 +32,18 @@ _NAMED_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"ts"}
 PATH_SEPARATOR = "\x1f"
 
 
+_SYSTEM_NAME_MARK = "\x1e"
+"""Before a top-level key named like a system column (`event_name`) in its frame column name,
+so the record's own value is not overwritten by the system column (ASCII's record separator,
+which CleverTap's property names do not contain either)."""
+
+
 def column_names(keys: Iterable[str], names: ColumnNames) -> dict[str, str]:
     """The column name of each key path of a page's columns (see `ColumnNames`), asked in
     the page's order (key paths sorted), so the first path of a run to want a name gets it,
     whichever process parsed the page."""
     return {
-        key: names.column_for(key.split(PATH_SEPARATOR))
+        key: names.column_for(key.removeprefix(_SYSTEM_NAME_MARK).split(PATH_SEPARATOR))
         for key in keys
         if key not in _NAMED_COLUMNS
     }
@@ -46,7 +52,8 @@ def column_names(keys: Iterable[str], names: ColumnNames) -> dict[str, str]:
 def path_key(path: tuple[str, ...]) -> str:
     """A key path as one frame column name until the page is named (ASCII's unit separator,
     which CleverTap's property names do not contain)."""
-    return PATH_SEPARATOR.join(path)
+    key = PATH_SEPARATOR.join(path)
+    return _SYSTEM_NAME_MARK + key if key in _NAMED_COLUMNS else key
 
 
 _DATE_PATTERN = r"^\$D_-?\d+$"
@@ -199,7 +206,7 @@ def _skipped_by_day(
     if oversize_rows.is_empty() and not oversize_ts:
         return {}
     records = pl.DataFrame({"ts": oversize_ts}, schema={"ts": pl.String}).select(
-        _local_event_time(pl.col("ts").cast(pl.Int64, strict=False), timezone)
+        _local_event_time(_ts_integer(pl.col("ts")), timezone)
     )
     days = pl.concat([oversize_rows.to_frame("t"), records.to_series().to_frame("t")])
     counts = days.drop_nulls().group_by(pl.col("t").dt.date()).len()
@@ -209,7 +216,7 @@ def _skipped_by_day(
 def _with_system_columns(
     data: pl.DataFrame, record_ids: list[str], options: NormaliseOptions
 ) -> pl.DataFrame:
-    ts = pl.col("ts").cast(pl.Int64, strict=False)
+    ts = _ts_integer(pl.col("ts"))
     event_time = _local_event_time(ts, options.timezone)
     frame = data.with_columns(
         pl.Series("_record_id", record_ids, dtype=pl.String),
@@ -224,6 +231,14 @@ def _with_system_columns(
     )
     data_columns = [c for c in frame.columns if c not in SYSTEM_COLUMNS]
     return frame.select(*SYSTEM_COLUMNS, *data_columns)
+
+
+def _ts_integer(ts: pl.Expr) -> pl.Expr:
+    """`ts` as an integer from an integer, a float (`20250607130935.0`, epoch seconds with a
+    fraction, cut to the second) or either as text (a `ts` column widened to text by one odd
+    record); null for anything else."""
+    as_float = ts.cast(pl.String, strict=False).cast(pl.Float64, strict=False)
+    return pl.coalesce(ts.cast(pl.Int64, strict=False), as_float.cast(pl.Int64, strict=False))
 
 
 def _local_event_time(ts: pl.Expr, timezone: str) -> pl.Expr:

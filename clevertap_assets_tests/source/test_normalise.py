@@ -5,7 +5,12 @@ import orjson
 import polars as pl
 
 from clevertap_assets.naming import ColumnNames
-from clevertap_assets.source.normalise import NormaliseOptions, load_records, normalise_page
+from clevertap_assets.source.normalise import (
+    SYSTEM_COLUMNS,
+    NormaliseOptions,
+    load_records,
+    normalise_page,
+)
 
 RECORD = {
     "profile": {
@@ -199,3 +204,36 @@ def test_records_differing_only_in_a_wide_integer_stay_distinct_with_exact_digit
     assert frame["event_props__huge"].to_list() == ["1e400", "1e400"]
     canonical = b'{"event_props":{"Huge":1e400,"OrderId":123456789012345678901234567890},'
     assert frame["_record_id"][0] == hashlib.sha256(canonical + b'"ts":20250607130935}').hexdigest()
+
+
+def test_top_level_keys_named_like_system_columns_keep_their_values_in_columns_of_their_own():
+    record = {
+        "ts": 20250607130935,
+        "event_name": "theirs",
+        "event_time": "t",
+        "event_time_utc": "u",
+        "_record_id": "r",
+    }
+    row = normalise_page([record], options()).frame.row(0, named=True)
+    assert row["event_name"] == "Flight Booked"
+    assert row["event_time"] == datetime(2025, 6, 7, 13, 9, 35)
+    assert (
+        row["_record_id"]
+        == hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    )
+    assert row["record_id"] == "r"
+    hashed = {k: v for k, v in row.items() if k[-9:-8] == "_" and k[:-9] in SYSTEM_COLUMNS}
+    assert sorted(hashed.values()) == [
+        "t",
+        "theirs",
+        "u",
+    ]
+
+
+def test_a_float_ts_is_read_also_where_its_column_is_text():
+    """A float `ts` beside an unreadable one (its column is text then) keeps its record."""
+    page = normalise_page([{"ts": 20250607130935.0}, {"ts": "soon"}], options())
+    assert page.frame.select("ts", "event_time").rows() == [
+        (20250607130935, datetime(2025, 6, 7, 13, 9, 35))
+    ]
+    assert page.counts.invalid_ts == 1
