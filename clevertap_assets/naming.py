@@ -105,12 +105,10 @@ def destination_column(name: str, rules: ColumnRules) -> str:
     return f"{head}_{digest}"
 
 
-SYSTEM_COLUMN_NAMES = frozenset(
-    {"_record_id", "event_name", "event_time", "event_time_utc", "_loaded_at"}
-)
-"""The columns the loader writes itself: a key whose plain name is one of them (a top-level
-`event_name`) gets the hashed name, like any other key whose plain name is taken. (`ts` is
-the record's own key, and its column.)"""
+SYSTEM_COLUMN_NAMES = frozenset({"event_name", "event_time", "event_time_utc"})
+"""The loader's own columns that a key's name can read as (no key's name starts with `_`): a
+key named so (a top-level `event_name`, `Event Name`) gets the hashed name, like any other
+key whose plain name is taken."""
 
 
 class ColumnNames:
