@@ -183,6 +183,11 @@ class PipelineSettings(BaseSettings):
     redshift_schema: str | None = Field(None, validation_alias="REDSHIFT_SCHEMA")
     max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
     max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
+    # CleverTap's webhook payload carries no event id and no request id header is documented:
+    # a body equal to one received this many minutes before is taken for a re-delivery.
+    webhook_redelivery_minutes: int = Field(
+        24 * 60, ge=0, le=7 * 24 * 60, validation_alias="WEBHOOK_REDELIVERY_MINUTES"
+    )
 
     @field_validator("pipeline_name")
     @classmethod
@@ -369,6 +374,10 @@ class PipelineSettings(BaseSettings):
             "redshift": self.redshift_schema,
         }[self.destination]
         return configured or self.pipeline_slug
+
+    @property
+    def redelivery_window(self) -> timedelta:
+        return timedelta(minutes=self.webhook_redelivery_minutes)
 
     @property
     def base_url(self) -> str:
