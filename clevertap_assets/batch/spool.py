@@ -54,18 +54,25 @@ DUCKDB_MEMORY_MB = 64
 step's memory grow with the rows (a 3M-row load took 1.5 GB uncapped)."""
 _MB_PER_THREAD = 16
 _MB_PER_COLUMN_PER_THREAD = 0.75
+_ROW_COPIES_PER_THREAD = 2
 BATCH_COMPRESSION = "zstd"
 """The batch file leaves the process (BigQuery loads it as it is): ZSTD, which BigQuery, Snowflake
 and Redshift all read; not LZ4, which BigQuery's Parquet loads refuse
 (https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet#parquet_compression)."""
 
 
-def duckdb_memory_mb(columns: int, threads: int) -> int:
-    """The cap for a DuckDB query over this many columns: a scan or an insert holds buffers
-    for every column on every thread, so a wide event needs more than narrow ones (200 text
-    columns needed 160 MB on one thread and 320 MB on two, and failed with "Out of Memory"
-    below that). Memory still stays flat in the number of rows."""
-    per_thread = _MB_PER_THREAD + _MB_PER_COLUMN_PER_THREAD * columns
+def duckdb_memory_mb(columns: int, threads: int, largest_row_bytes: int = 0) -> int:
+    """The cap for a DuckDB query over this many columns and rows up to this size: a scan or
+    an insert holds buffers for every column on every thread, so a wide event needs more than
+    narrow ones (200 text columns needed 160 MB on one thread and 320 MB on two, and failed
+    with "Out of Memory" below that), and a large value is held whole, twice on each thread
+    (a 60 MB value failed an insert with one copy's room). Memory still stays flat in the
+    number of rows."""
+    per_thread = (
+        _MB_PER_THREAD
+        + _MB_PER_COLUMN_PER_THREAD * columns
+        + _ROW_COPIES_PER_THREAD * largest_row_bytes / 2**20
+    )
     return max(DUCKDB_MEMORY_MB, math.ceil(threads * per_thread))
 
 
@@ -99,6 +106,9 @@ class EventBatch:
     """Copies of records each local day dropped."""
     skipped_by_day: Mapping[date, int] = field(default_factory=dict)
     """Records and rows each local day lost to the size limits."""
+    largest_row_bytes: int = 0
+    """The largest row's size (see `normalise.PageCounts`), which a database loading the batch
+    must hold at once."""
 
     def columns(self) -> dict[str, Kind]:
         """Column name to kind, in file order; empty for a window without rows."""
@@ -222,6 +232,7 @@ class SpoolStats:
     oversize_records: int = 0
     oversize_rows: int = 0
     invalid_ts: int = 0
+    largest_row_bytes: int = 0
     outside_window: int = 0
     outside: OutsideReach = field(default_factory=OutsideReach)
     """How far the records outside the window lie from it (see `zone_check`)."""
@@ -308,6 +319,9 @@ class EventSpool:
             self.stats.oversize_records += counts.oversize_records
             self.stats.oversize_rows += counts.oversize_rows
             self.stats.invalid_ts += counts.invalid_ts
+            self.stats.largest_row_bytes = max(
+                self.stats.largest_row_bytes, counts.largest_row_bytes
+            )
             for day, count in counts.skipped_by_day.items():
                 self.stats.skipped_by_day[day] = self.stats.skipped_by_day.get(day, 0) + count
             self.stats.outside_window += outside_window
@@ -375,11 +389,15 @@ class EventSpool:
             rows_by_day,
             duplicates,
             self.stats.skipped_by_day,
+            self.stats.largest_row_bytes,
         )
+
+    def _memory_mb(self) -> int:
+        return duckdb_memory_mb(len(self._columns), _DEDUPE_THREADS, self.stats.largest_row_bytes)
 
     def _duckdb_config(self) -> dict[str, str]:
         return {
-            "memory_limit": f"{duckdb_memory_mb(len(self._columns), _DEDUPE_THREADS)}MB",
+            "memory_limit": f"{self._memory_mb()}MB",
             "temp_directory": str(self.directory / "duckdb_tmp"),
             "preserve_insertion_order": "false",
             "threads": str(_DEDUPE_THREADS),

@@ -112,6 +112,8 @@ class PageCounts:
     oversize_rows: int
     invalid_ts: int
     bytes: int
+    largest_row_bytes: int = 0
+    """The largest row kept, as `_row_bytes` measures it: what a database must hold at once."""
     skipped_by_day: dict[date, int] = field(default_factory=dict)
     """Records and rows over the size limits per local day (those without a readable `ts`
     have no day: they are counted in `invalid_ts` only), so each day's metadata says what
@@ -186,9 +188,11 @@ def normalise_parsed(page: ParsedPage, options: NormaliseOptions) -> NormalisedP
     `parse_page` reduced; its data columns are still named by key path."""
     frame = _with_system_columns(page.data, page.record_ids, options)
     valid = frame.filter(pl.col("event_time").is_not_null())
-    fits = valid.select(_row_bytes(valid) <= options.max_row_bytes).to_series()
+    row_bytes = valid.select(_row_bytes(valid)).to_series()
+    fits = row_bytes <= options.max_row_bytes
     within_limit = valid.filter(fits)
     counts = PageCounts(
+        largest_row_bytes=int(row_bytes.filter(fits).max() or 0),
         oversize_records=page.oversize_records,
         oversize_rows=valid.height - within_limit.height,
         invalid_ts=frame.height - valid.height,
