@@ -65,9 +65,8 @@ def duckdb_memory_mb(columns: int, threads: int, largest_row_bytes: int = 0) -> 
     """The cap for a DuckDB query over this many columns and rows up to this size: a scan or
     an insert holds buffers for every column on every thread, so a wide event needs more than
     narrow ones (200 text columns needed 160 MB on one thread and 320 MB on two, and failed
-    with "Out of Memory" below that), and a large value is held whole, twice on each thread
-    (a 60 MB value failed an insert with one copy's room). Memory still stays flat in the
-    number of rows."""
+    with "Out of Memory" below that), and a large value is held whole, as read and as
+    written, on each thread. Memory still stays flat in the number of rows."""
     per_thread = (
         _MB_PER_THREAD
         + _MB_PER_COLUMN_PER_THREAD * columns
