@@ -15,7 +15,7 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
-from clevertap_assets.days import local_today
+from clevertap_assets.days import day_bounds, local_today
 from clevertap_assets.destinations.registry import destination_for
 from clevertap_assets.settings import (
     CREDENTIAL_VARIABLES,
@@ -26,6 +26,8 @@ from clevertap_assets.settings import (
 )
 from clevertap_assets.source.api import CleverTapError, ExportNotAllowedError
 from clevertap_assets.source.client import CleverTapResource
+from clevertap_assets.source.parse_processes import parse_raw_page
+from clevertap_assets.source.zone_check import zone_mismatch
 
 # Enough to prove records come back without pulling a full 5000-record page.
 CHECK_BATCH_SIZE = 100
@@ -121,17 +123,39 @@ def check_clevertap(state: CheckState) -> None:
     with _resource(state) as clevertap:
         for event_name in settings.event_names:
             try:
-                with closing(clevertap.iter_event_pages(event_name, day, day)) as pages:
-                    first_page = next(pages, [])
+                with closing(clevertap.iter_raw_pages(event_name, day, day)) as pages:
+                    first_page = next(pages, b"[]")
             except ExportNotAllowedError:
                 state.report.notes.append(f"skipped {event_name!r}: CleverTap does not export it")
                 continue
             state.report.event_tested = event_name
-            state.report.records_in_first_page = len(first_page)
+            state.report.records_in_first_page = _check_time_zone(
+                settings, event_name, day, first_page
+            )
             return
     raise CheckFailed(
         f"none of the {len(settings.event_names)} selected events can be exported from CleverTap"
     )
+
+
+def _check_time_zone(settings: PipelineSettings, event_name: str, day: date, page: bytes) -> int:
+    """The page's records, read as a run reads them: a share of them outside the day means
+    CLEVERTAP_TIMEZONE is not the project's zone (visible with epoch `ts` only: a 14-digit
+    `ts` is the project's local time, always inside its day). Returns the records read."""
+    options = settings.normalise_options(event_name)
+    window = day_bounds(day, day)
+    parsed = parse_raw_page(page, options, window)
+    mismatch = zone_mismatch(
+        event_name,
+        (day, day),
+        parsed.received,
+        parsed.outside_window,
+        parsed.outside,
+        settings.timezone,
+    )
+    if mismatch is not None:
+        raise CheckFailed(mismatch)
+    return parsed.received
 
 
 def check_warehouse(state: CheckState) -> None:

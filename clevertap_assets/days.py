@@ -17,6 +17,12 @@ def days_between(first_day: date, last_day: date) -> Iterator[date]:
         yield first_day + timedelta(days=offset)
 
 
+def day_bounds(first_day: date, last_day: date) -> tuple[datetime, datetime]:
+    """Whole local days as naive local times, start inclusive, end exclusive."""
+    start = datetime.combine(first_day, datetime.min.time())
+    return start, datetime.combine(last_day + timedelta(days=1), datetime.min.time())
+
+
 def day_ranges(first_day: date, last_day: date, parts: int) -> list[tuple[date, date]]:
     """The inclusive window cut into at most `parts` consecutive ranges of whole days, as even
     as days allow, earliest first: each range is read through its own cursor."""

@@ -105,6 +105,12 @@ def destination_column(name: str, rules: ColumnRules) -> str:
     return f"{head}_{digest}"
 
 
+SYSTEM_COLUMN_NAMES = frozenset({"event_name", "event_time", "event_time_utc"})
+"""The loader's own columns that a key's name can read as (no key's name starts with `_`): a
+key named so (a top-level `event_name`, `Event Name`) gets the hashed name, like any other
+key whose plain name is taken."""
+
+
 class ColumnNames:
     """Which property key path owns which column, so colliding keys never share one.
 
@@ -119,7 +125,7 @@ class ColumnNames:
 
     def __init__(self, record: Mapping[str, Sequence[str]] | None = None) -> None:
         self._by_path: dict[tuple[str, ...], str] = {}
-        self._taken: set[str] = set()
+        self._taken: set[str] = set(SYSTEM_COLUMN_NAMES)
         self._lock = threading.Lock()
         for column, path in (record or {}).items():
             self._by_path[tuple(path)] = column

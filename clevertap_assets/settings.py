@@ -31,6 +31,7 @@ from clevertap_assets.naming import (
     slug,
     table_name,
 )
+from clevertap_assets.source.normalise import NormaliseOptions
 
 REGION_HOSTS: dict[str, str] = {
     "eu1": "api.clevertap.com",
@@ -102,8 +103,25 @@ def read_event_names(path: Path) -> list[str]:
                 f"(found {', '.join(repr(c) for c in header)}); expected a column named 'Event Name'"
             )
         index = keys.index("eventname")
-        names = (row[index].strip() for row in rows if len(row) > index)
-        return list(dict.fromkeys(name for name in names if name))
+        names = [row[index] for row in rows if len(row) > index and row[index].strip()]
+    _refuse_names_alike_but_for_spaces(path, names)
+    return list(dict.fromkeys(name.strip() for name in names))
+
+
+def _refuse_names_alike_but_for_spaces(path: Path, names: list[str]) -> None:
+    """A name's surrounding spaces are dropped (a spreadsheet's stray blank), so two names
+    differing only there would silently be one event: refused instead."""
+    spellings: dict[str, set[str]] = {}
+    for name in names:
+        spellings.setdefault(name.strip(), set()).add(name)
+    alike = [sorted(found) for found in spellings.values() if len(found) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(repr(name) for name in group) for group in alike)
+        raise SettingsError(
+            f"CLEVERTAP_EVENTS_CSV={str(path)!r} lists event names that differ only by "
+            f"surrounding spaces ({shown}); names are read without surrounding spaces, so "
+            "they would load as one event: keep one line of each"
+        )
 
 
 def _utf8_length(name: str) -> int:
@@ -153,6 +171,9 @@ class PipelineSettings(BaseSettings):
     lookback_days: int = Field(1, ge=0, le=30, validation_alias="LOOKBACK_DAYS")
     table_prefix: str = Field("", validation_alias="TABLE_PREFIX")
     auto_mapping: bool = Field(True, validation_alias="AUTO_MAPPING")
+    # The dashboard's export shows the device and app fields; Get Events sends them only when
+    # asked (`app=true`).
+    app_fields: bool = Field(True, validation_alias="CLEVERTAP_APP_FIELDS")
     ingestion_frequency: str = Field("6h", validation_alias="INGESTION_FREQUENCY")
     destination: str = Field("duckdb", validation_alias="DESTINATION")
     duckdb_path: str = Field("warehouse.duckdb", validation_alias="DUCKDB_PATH")
@@ -162,6 +183,11 @@ class PipelineSettings(BaseSettings):
     redshift_schema: str | None = Field(None, validation_alias="REDSHIFT_SCHEMA")
     max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
     max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
+    # CleverTap's webhook payload carries no event id and no request id header is documented:
+    # a body equal to one received this many minutes before is taken for a re-delivery.
+    webhook_redelivery_minutes: int = Field(
+        24 * 60, ge=0, le=7 * 24 * 60, validation_alias="WEBHOOK_REDELIVERY_MINUTES"
+    )
 
     @field_validator("pipeline_name")
     @classmethod
@@ -317,6 +343,16 @@ class PipelineSettings(BaseSettings):
         excluded = set(self.excluded_event_names)
         return [name for name in self.all_event_names if name not in excluded]
 
+    def normalise_options(self, event_name: str) -> NormaliseOptions:
+        """How an event's records become rows, as runs and the connection check read them."""
+        return NormaliseOptions(
+            event_name=event_name,
+            timezone=self.timezone,
+            auto_mapping=self.auto_mapping,
+            max_record_bytes=self.max_record_bytes,
+            max_row_bytes=self.row_limit_bytes,
+        )
+
     @property
     def pipeline_slug(self) -> str:
         return slug(self.pipeline_name)
@@ -338,6 +374,10 @@ class PipelineSettings(BaseSettings):
             "redshift": self.redshift_schema,
         }[self.destination]
         return configured or self.pipeline_slug
+
+    @property
+    def redelivery_window(self) -> timedelta:
+        return timedelta(minutes=self.webhook_redelivery_minutes)
 
     @property
     def base_url(self) -> str:

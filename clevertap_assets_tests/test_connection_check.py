@@ -113,6 +113,34 @@ def test_only_notification_events_selected(monkeypatch, capsys) -> None:
     assert "none of the 1 selected events can be exported" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("project_zone", "implied"), [("Asia/Kolkata", "UTC+05:30"), ("America/New_York", "UTC-05:00")]
+)
+def test_a_time_zone_other_than_the_projects_fails_the_check(
+    make_emulator, monkeypatch, capsys, project_zone, implied
+) -> None:
+    """A sample of a day's records read in CLEVERTAP_TIMEZONE: epoch `ts` of a project in
+    another zone fall outside the day, and the check names the setting and the implied zone."""
+    emulator = make_emulator(
+        account_id=ACCOUNT,
+        passcode=PASSCODE,
+        events=EVENTS,
+        timezone=project_zone,
+        ts_format="epoch",
+        records_per_day=200,
+    )
+    monkeypatch.setenv("CLEVERTAP_API_URL", emulator.url)
+    monkeypatch.setenv("CLEVERTAP_TIMEZONE", "UTC")
+    assert run_connection_check(day=DAY) == 1
+    out = capsys.readouterr().out
+    assert "CleverTap connection check FAILED: " in out
+    assert f"records of event 'App Launched' ({DAY}..{DAY}) lie outside" in out
+    assert "CLEVERTAP_TIMEZONE='UTC' (UTC+00:00)" in out
+    assert f"as if the CleverTap project's time zone were {implied}" in out
+    monkeypatch.setenv("CLEVERTAP_TIMEZONE", project_zone)
+    assert run_connection_check(day=DAY) == 0
+
+
 def test_more_steps_can_follow_the_clevertap_check() -> None:
     """The seam for destination checks: a step appended after CleverTap's runs with its state."""
     seen: list[str | None] = []

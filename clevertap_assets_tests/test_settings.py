@@ -121,6 +121,17 @@ def test_csv_export_quirks_are_tolerated(tmp_path: Path):
     assert read_event_names(path) == ["Search Performed, Filtered", "Charged"]
 
 
+def test_names_differing_only_by_surrounding_spaces_are_refused_in_one_sentence(tmp_path: Path):
+    """Read without their spaces they would be one event, and one of them never loaded."""
+    path = tmp_path / "events.csv"
+    path.write_text('Event Name\nCharged\n" Charged "\nApp Launched\n', encoding="utf-8")
+    assert settings_error(events_csv=path) == (
+        f"CLEVERTAP_EVENTS_CSV={str(path)!r} lists event names that differ only by surrounding "
+        "spaces (' Charged ' and 'Charged'); names are read without surrounding spaces, so they "
+        "would load as one event: keep one line of each"
+    )
+
+
 def test_excluding_an_event_with_a_comma_in_its_name(tmp_path: Path):
     path = tmp_path / "events.csv"
     path.write_text('event_name\n"Search Performed, Filtered"\nCharged\n', encoding="utf-8")

@@ -51,7 +51,6 @@ from clevertap_assets.naming import ColumnNames
 from clevertap_assets.settings import PipelineSettings, base_url_for
 from clevertap_assets.source.client import CleverTapResource
 from clevertap_assets.source.export import EventRead, EventWindow, read_events
-from clevertap_assets.source.normalise import NormaliseOptions
 
 BACKFILL_DAYS_PER_RUN = 7
 """Days one backfill run reads: a week of every selected event holds the account's reader
@@ -141,16 +140,11 @@ def _read(
     by_name = {event.name: event for event in events}
     windows = [
         EventWindow(
-            NormaliseOptions(
-                event_name=event.name,
-                timezone=settings.timezone,
-                auto_mapping=settings.auto_mapping,
-                max_record_bytes=settings.max_record_bytes,
-                max_row_bytes=settings.row_limit_bytes,
-            ),
+            settings.normalise_options(event.name),
             first_day,
             last_day,
             recorded_column_names(context, event.key),
+            settings.app_fields,
         )
         for event in events
     ]
@@ -265,7 +259,11 @@ def _warn_skipped(
         ),
         (stats.oversize_rows, f"rows over {settings.row_limit_bytes:,} bytes were rejected"),
         (stats.invalid_ts, "records without a readable ts were skipped"),
-        (stats.outside_window, "records outside the requested days were left for their own day"),
+        (
+            stats.outside_window,
+            "records outside the requested days were not loaded (their ts lies on other days; "
+            "many of them fail the event, see CLEVERTAP_TIMEZONE)",
+        ),
     ):
         if count:
             context.log.warning(f"{event_name}: {count} {reason}")

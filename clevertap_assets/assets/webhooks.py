@@ -18,7 +18,9 @@ stored the payload (a profile's own `ts`, if any, stays in `profile`). Because t
 and profile index are part of each record, the normaliser's `_record_id` is a stable key per
 (payload, profile). CleverTap re-sends a delivery whose 200 it did not see, and the inbox
 keeps both copies; a range loads only the first copy of a body (same `payload_sha256`)
-received within `REDELIVERY_WINDOW` (24 h), so a re-delivered payload lands once.
+received within `WEBHOOK_REDELIVERY_MINUTES` (24 h), so a re-delivered payload lands once;
+CleverTap's payload has no event id, so two distinct deliveries with equal bodies within that
+window also land once (the README states the trade-off; 0 keeps every delivery).
 """
 
 import hashlib
@@ -48,12 +50,16 @@ from clevertap_assets.liveness import heartbeat
 from clevertap_assets.naming import WEBHOOK_TABLE, ColumnNames, table_name
 from clevertap_assets.settings import PipelineSettings, SettingsError
 from clevertap_assets.source.normalise import JSON_SECTIONS, NormaliseOptions, normalise_page
-from clevertap_assets.webhooks.inbox import InboxEntry, WebhookInbox, expand_entry
+from clevertap_assets.webhooks.inbox import (
+    InboxEntry,
+    WebhookInbox,
+    WebhookProfile,
+    expand_entry,
+)
 
 RANGE_COLUMN = "_inbox_range"
 RECORDS_PER_PAGE = 5000
 _ID_DIGITS = 12
-_CONTEXT_KEYS = frozenset({"_inbox_id", "_profile_index", "_target_id", "_key_values"})
 _SECTION_KEYS = {"event_properties": "event_props", "session_props": "session_props"}
 _JSON_COLUMNS = frozenset({*JSON_SECTIONS, "key_values"})
 
@@ -84,16 +90,14 @@ def parse_range_key(key: str) -> tuple[int, int]:
     return int(first), int(last)
 
 
-REDELIVERY_WINDOW = timedelta(hours=24)
-"""A body equal to one received at most this long before is CleverTap re-sending a delivery
-whose 200 it missed (it retries within seconds to minutes), and is loaded once."""
-
-
-def read_range(inbox: WebhookInbox, first_id: int, last_id: int) -> tuple[list[InboxEntry], int]:
-    """The first copies of the entries with an id in [first_id, last_id], and the number of
-    re-deliveries left out; always the same for a range, since entries never change and no new
-    entry can get an id the sensor has already seen."""
-    return inbox.read_first_copies(first_id, last_id, REDELIVERY_WINDOW)
+def read_range(
+    inbox: WebhookInbox, first_id: int, last_id: int, window: timedelta
+) -> tuple[list[InboxEntry], int]:
+    """The first copies of the entries with an id in [first_id, last_id] (a body equal to one
+    received at most `window` before is CleverTap re-sending a delivery whose 200 it missed),
+    and the number of re-deliveries left out; always the same for a range, since entries never
+    change and no new entry can get an id the sensor has already seen."""
+    return inbox.read_first_copies(first_id, last_id, window)
 
 
 def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
@@ -128,7 +132,9 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
         is suspended at the yield while it writes)."""
         first_id, last_id = parse_range_key(context.partition_key)
         with heartbeat(context.instance, context.run.run_id, context.log):
-            entries, redeliveries = read_range(webhook_inbox.open(), first_id, last_id)
+            entries, redeliveries = read_range(
+                webhook_inbox.open(), first_id, last_id, settings.redelivery_window
+            )
             names = recorded_column_names(context, key)
             batch, records = _load_batch(settings, context.partition_key, entries, names)
             yield Output(
@@ -191,26 +197,25 @@ def _pages(entries: Sequence[InboxEntry], auto_mapping: bool) -> Iterator[list[d
 
 
 def _shaped(
-    entry: InboxEntry, record: dict[str, Any], sha256: str, auto_mapping: bool
+    entry: InboxEntry, record: WebhookProfile, sha256: str, auto_mapping: bool
 ) -> dict[str, Any]:
     """A webhook profile in an exported event's shape (see the module docstring)."""
+    profile = record.profile
     sections = {
-        "profile": {
-            k: v for k, v in record.items() if k not in _CONTEXT_KEYS and k not in _SECTION_KEYS
-        },
-        **{section: record.get(key) for key, section in _SECTION_KEYS.items()},
-        "key_values": record["_key_values"],
+        "profile": {k: v for k, v in profile.items() if k not in _SECTION_KEYS},
+        **{section: profile.get(key) for key, section in _SECTION_KEYS.items()},
+        "key_values": record.key_values,
     }
     if not auto_mapping:
         sections = {
             name: None if value is None else orjson.dumps(value).decode()
             for name, value in sections.items()
         }
-    target_id = record["_target_id"]
+    target_id = record.target_id
     return {
         "ts": int(entry.received_at.timestamp()),
         "inbox_id": entry.id,
-        "profile_index": record["_profile_index"],
+        "profile_index": record.profile_index,
         "target_id": None if target_id is None else str(target_id),
         "payload_sha256": sha256,
         **sections,

@@ -39,6 +39,7 @@ from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
 from clevertap_assets.batch.page_files import PageFiles, write_page_files
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.source.normalise import NormalisedPage
+from clevertap_assets.source.zone_check import OutsideReach
 
 SPOOL_DIR_ENV = "CLEVERTAP_SPOOL_DIR"
 _FOLDER_PREFIX = "clevertap_spool_"
@@ -53,18 +54,24 @@ DUCKDB_MEMORY_MB = 64
 step's memory grow with the rows (a 3M-row load took 1.5 GB uncapped)."""
 _MB_PER_THREAD = 16
 _MB_PER_COLUMN_PER_THREAD = 0.75
+_ROW_COPIES_PER_THREAD = 2
 BATCH_COMPRESSION = "zstd"
 """The batch file leaves the process (BigQuery loads it as it is): ZSTD, which BigQuery, Snowflake
 and Redshift all read; not LZ4, which BigQuery's Parquet loads refuse
 (https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet#parquet_compression)."""
 
 
-def duckdb_memory_mb(columns: int, threads: int) -> int:
-    """The cap for a DuckDB query over this many columns: a scan or an insert holds buffers
-    for every column on every thread, so a wide event needs more than narrow ones (200 text
-    columns needed 160 MB on one thread and 320 MB on two, and failed with "Out of Memory"
-    below that). Memory still stays flat in the number of rows."""
-    per_thread = _MB_PER_THREAD + _MB_PER_COLUMN_PER_THREAD * columns
+def duckdb_memory_mb(columns: int, threads: int, largest_row_bytes: int = 0) -> int:
+    """The cap for a DuckDB query over this many columns and rows up to this size: a scan or
+    an insert holds buffers for every column on every thread, so a wide event needs more than
+    narrow ones (200 text columns needed 160 MB on one thread and 320 MB on two, and failed
+    with "Out of Memory" below that), and a large value is held whole, as read and as
+    written, on each thread. Memory still stays flat in the number of rows."""
+    per_thread = (
+        _MB_PER_THREAD
+        + _MB_PER_COLUMN_PER_THREAD * columns
+        + _ROW_COPIES_PER_THREAD * largest_row_bytes / 2**20
+    )
     return max(DUCKDB_MEMORY_MB, math.ceil(threads * per_thread))
 
 
@@ -98,6 +105,9 @@ class EventBatch:
     """Copies of records each local day dropped."""
     skipped_by_day: Mapping[date, int] = field(default_factory=dict)
     """Records and rows each local day lost to the size limits."""
+    largest_row_bytes: int = 0
+    """The largest row's size (see `normalise.PageCounts`), which a database loading the batch
+    must hold at once."""
 
     def columns(self) -> dict[str, Kind]:
         """Column name to kind, in file order; empty for a window without rows."""
@@ -221,7 +231,10 @@ class SpoolStats:
     oversize_records: int = 0
     oversize_rows: int = 0
     invalid_ts: int = 0
+    largest_row_bytes: int = 0
     outside_window: int = 0
+    outside: OutsideReach = field(default_factory=OutsideReach)
+    """How far the records outside the window lie from it (see `zone_check`)."""
     bytes: int = 0
     kept_by_day: dict[date, int] = field(default_factory=dict)
     """Rows spooled per local day, copies included."""
@@ -276,6 +289,7 @@ class EventSpool:
         received: int,
         outside_window: int = 0,
         names: Mapping[str, str] | None = None,
+        outside: OutsideReach | None = None,
     ) -> None:
         """A page already written into this spool's folder, by `write_page_files` with a
         number from `next_page_number`, possibly in another process. `names` gives the
@@ -304,9 +318,14 @@ class EventSpool:
             self.stats.oversize_records += counts.oversize_records
             self.stats.oversize_rows += counts.oversize_rows
             self.stats.invalid_ts += counts.invalid_ts
+            self.stats.largest_row_bytes = max(
+                self.stats.largest_row_bytes, counts.largest_row_bytes
+            )
             for day, count in counts.skipped_by_day.items():
                 self.stats.skipped_by_day[day] = self.stats.skipped_by_day.get(day, 0) + count
             self.stats.outside_window += outside_window
+            if outside is not None:
+                self.stats.outside = self.stats.outside.widest(outside)
             self.stats.bytes += counts.bytes
             self._json_columns |= json_columns
             self._plain_columns |= set(kinds) - json_columns
@@ -369,11 +388,15 @@ class EventSpool:
             rows_by_day,
             duplicates,
             self.stats.skipped_by_day,
+            self.stats.largest_row_bytes,
         )
+
+    def _memory_mb(self) -> int:
+        return duckdb_memory_mb(len(self._columns), _DEDUPE_THREADS, self.stats.largest_row_bytes)
 
     def _duckdb_config(self) -> dict[str, str]:
         return {
-            "memory_limit": f"{duckdb_memory_mb(len(self._columns), _DEDUPE_THREADS)}MB",
+            "memory_limit": f"{self._memory_mb()}MB",
             "temp_directory": str(self.directory / "duckdb_tmp"),
             "preserve_insertion_order": "false",
             "threads": str(_DEDUPE_THREADS),

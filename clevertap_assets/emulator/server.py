@@ -76,6 +76,7 @@ FAULT_FIELDS = frozenset(
         "cursor_expiry_times",
         "repeat_cursor",
         "endless_empty_pages",
+        "endless_cursor_events",
         "counts_partial",
         "counts_partial_polls",
         "final_page",
@@ -85,7 +86,13 @@ FAULT_FIELDS = frozenset(
     }
 )
 DATA_FIELDS = frozenset(
-    {"extra_event_props", "extra_event_props_from", "oversize_records", "duplicate_share"}
+    {
+        "extra_event_props",
+        "extra_event_props_from",
+        "oversize_records",
+        "duplicate_share",
+        "ts_format",
+    }
 )
 
 
@@ -144,6 +151,8 @@ class EmulatorConfig:
     extra_event_props: dict[str, object] = field(default_factory=dict)
     extra_event_props_from: date | None = None
     oversize_records: dict[tuple[str, date], int] = field(default_factory=dict)
+    # `ts` as CleverTap's 14-digit local time, or as the epoch seconds some clients meet.
+    ts_format: Literal["compact", "epoch"] = "compact"
     # Behaviour and faults (changeable on a running server through `set_faults`).
     final_page: Literal["empty", "records"] = "empty"
     vary_page_sizes: bool = True
@@ -160,6 +169,8 @@ class EmulatorConfig:
     cursor_expiry_times: int | None = 1
     repeat_cursor: bool = False  # next_cursor equals the cursor just used: a stuck export
     endless_empty_pages: bool = False  # past the last record, a new empty cursor, forever
+    # Past the last record, these events' chains start over with new cursors, forever.
+    endless_cursor_events: frozenset[str] = frozenset()
     counts_partial: bool = False
     counts_partial_polls: int = 1
     unreadable_counts: tuple[str, ...] = ()  # events whose count answer is not a number
@@ -485,7 +496,10 @@ class _Generator:
                 "utm_source": utm_source,
                 "utm_medium": utm_medium,
             }
-        record["ts"] = _compact_ts(datetime.fromtimestamp(epoch, self.tz))
+        if self.config.ts_format == "epoch":
+            record["ts"] = epoch
+        else:
+            record["ts"] = _compact_ts(datetime.fromtimestamp(epoch, self.tz))
         props = _event_specific_props(event, draw, epoch)
         version = 1900 + draw.below(100)
         props["CT Source"] = draw.pick(_SOURCES)
@@ -892,18 +906,23 @@ class CleverTapEmulator:
         if config.page_in_progress and (polls is None or fetched_before < polls):
             self._fault("in_progress")
             raise EmulatorError(200, "Request still in progress, please retry later", 2)
+        endless = export.event in config.endless_cursor_events and export.total > 0
         if offset >= export.total and config.endless_empty_pages:
             cursor = encode_cursor(export_id, page + 1, offset)
             return b'{"status":"success","next_cursor":"' + cursor.encode() + b'","records":[]}'
-        if offset >= export.total:
+        if offset >= export.total and not endless:
             return b'{"status":"success"}'
-        stop = min(export.total, offset + _page_size(export, page, config.vary_page_sizes))
-        records = self._records_json(export, page, offset, stop)
+        start = offset % export.total if endless else offset
+        stop = min(export.total, start + _page_size(export, page, config.vary_page_sizes))
+        records = self._records_json(export, page, start, stop)
         with self._lock:
             export.pages_served += 1
-        if stop >= export.total and config.final_page == "records":
+        if stop >= export.total and config.final_page == "records" and not endless:
             return b'{"status":"success","records":' + records + b"}"
-        cursor = raw_cursor if config.repeat_cursor else encode_cursor(export_id, page + 1, stop)
+        following = offset + stop - start
+        cursor = (
+            raw_cursor if config.repeat_cursor else encode_cursor(export_id, page + 1, following)
+        )
         return (
             b'{"status":"success","next_cursor":"'
             + cursor.encode()

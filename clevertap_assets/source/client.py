@@ -61,6 +61,16 @@ class _Window:
         return f"event {self.event_name!r} ({self.first_day}..{self.last_day})"
 
 
+@dataclass
+class _RecordBound:
+    """How many records one cursor chain sent, and how many it may (see `_within_count`)."""
+
+    margin: int
+    received: int = 0
+    counted: bool = False
+    count: int | None = None
+
+
 class _Transient(Exception):
     """A failure worth another try; `wait` overrides the backoff when the server says how long."""
 
@@ -113,6 +123,7 @@ def _unlink_stream(response: httpx.Response) -> None:
 
 
 _ANSWER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RECORDS = msgspec.json.Decoder(list[msgspec.Raw])
 _NO_RECORDS = msgspec.Raw(b"[]")
 _EMPTY_LIST = re.compile(rb"\[\s*\]\Z")
 
@@ -172,6 +183,13 @@ class CleverTapResource(dg.ConfigurableResource):
     )
     max_window_seconds: float = Field(
         4 * 3600, gt=0, description="longest read of one window (cursors expire after ~4 h)"
+    )
+    count_margin_records: int = Field(
+        10_000,
+        ge=0,
+        description="a cursor chain may send twice what CleverTap's counts API says its days "
+        "hold (duplicates, records arriving meanwhile) plus this many records; beyond that it "
+        "is a chain that never ends, stopped instead of holding the account for hours",
     )
 
     _client: httpx.Client | None = PrivateAttr(default=None)
@@ -271,6 +289,7 @@ class CleverTapResource(dg.ConfigurableResource):
             )
         used = {cursor}
         started, empty_in_a_row = time.monotonic(), 0
+        bound = _RecordBound(self.count_margin_records)
         while True:
             self._within_bounds(window, stats, started, empty_in_a_row)
             page = self._call("GET", EVENTS_PATH, self._cursor_url(cursor), window, stats, log)
@@ -280,6 +299,7 @@ class CleverTapResource(dg.ConfigurableResource):
                     f"CleverTap sent 'records' that is not a list for event {event_name!r}"
                 )
             stats.pages += 1
+            self._within_count(window, stats, bound, records, log)
             empty_in_a_row = empty_in_a_row + 1 if _EMPTY_LIST.match(records) else 0
             cursor = page.get("next_cursor")
             del page  # the page's bytes go with the records handed over
@@ -311,6 +331,47 @@ class CleverTapResource(dg.ConfigurableResource):
                 f"{self.max_window_seconds:g}, after {stats.pages} pages; stopping (split the "
                 "window, or raise the limit)"
             )
+
+    def _within_count(
+        self, window: _Window, stats: FetchStats, bound: "_RecordBound", records: bytes, log: Log
+    ) -> None:
+        """A chain whose pages keep coming with records never ends on its own: past the
+        margin, CleverTap's count for the same days (asked once, on the counts API's own
+        slots) says how many records the chain may send; a chain over twice that, plus the
+        margin, is stopped. A count CleverTap cannot give leaves the chain to its time bound."""
+        try:
+            bound.received += len(_RECORDS.decode(records))
+        except msgspec.DecodeError:
+            raise CleverTapProtocolError(
+                f"CleverTap sent 'records' that are not readable JSON for {window}"
+            ) from None
+        if bound.received <= bound.margin:
+            return
+        if not bound.counted:
+            bound.counted = True
+            bound.count = self._chain_count(window, stats, log)
+        if bound.count is not None and bound.received > 2 * bound.count + bound.margin:
+            raise CleverTapProtocolError(
+                f"CleverTap's cursor chain for {window} sent {bound.received:,} records in "
+                f"{stats.pages} pages, but CleverTap's counts API says those days hold "
+                f"{bound.count:,}: over twice that plus count_margin_records={bound.margin:,}, "
+                "the chain is not ending; stopped instead of holding the account (nothing of "
+                "this event's window was loaded)"
+            )
+
+    def _chain_count(self, window: _Window, stats: FetchStats, log: Log) -> int | None:
+        try:
+            return self.count_events(
+                window.event_name, window.first_day, window.last_day, stats=stats, log=log
+            )
+        except CleverTapAuthError:
+            raise
+        except CleverTapError as exc:
+            log.warning(
+                f"CleverTap could not count {window} to bound its cursor chain ({exc}); "
+                f"reading on within max_window_seconds={self.max_window_seconds:g}"
+            )
+            return None
 
     def count_events(
         self,

@@ -19,12 +19,12 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any, Protocol
 
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
-from clevertap_assets.days import day_ranges
+from clevertap_assets.days import day_bounds, day_ranges
 from clevertap_assets.naming import ColumnNames
 from clevertap_assets.source.api import CursorExpiredError, ExportNotAllowedError, FetchStats
 from clevertap_assets.source.normalise import NormaliseOptions, column_names
@@ -35,6 +35,7 @@ from clevertap_assets.source.parse_processes import (
     spool_raw_page,
     start_workers,
 )
+from clevertap_assets.source.zone_check import TimezoneMismatchError, zone_mismatch
 
 PROGRESS_EVERY_SECONDS = 10.0
 CURSOR_REOPENS = 3
@@ -45,18 +46,27 @@ class PageSource(Protocol):
     """What the reader needs of a CleverTap client (`CleverTapResource` is one)."""
 
     def iter_raw_pages(
-        self, event_name: str, first_day: date, last_day: date, *, stats: FetchStats, log: Any
+        self,
+        event_name: str,
+        first_day: date,
+        last_day: date,
+        *,
+        stats: FetchStats,
+        app: bool,
+        log: Any,
     ) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)
 class EventWindow:
-    """One event over whole local days, with the columns its keys were given so far."""
+    """One event over whole local days, with the columns its keys were given so far;
+    `app_fields` asks CleverTap for the device and app fields in `profile` (`app=true`)."""
 
     options: NormaliseOptions
     first_day: date
     last_day: date
     names: ColumnNames
+    app_fields: bool
 
     @property
     def event_name(self) -> str:
@@ -65,8 +75,7 @@ class EventWindow:
     @property
     def bounds(self) -> tuple[datetime, datetime]:
         """The window as local times, start inclusive, end exclusive."""
-        start = datetime.combine(self.first_day, datetime.min.time())
-        return start, datetime.combine(self.last_day + timedelta(days=1), datetime.min.time())
+        return day_bounds(self.first_day, self.last_day)
 
 
 @dataclass
@@ -187,7 +196,12 @@ class _Reader:
                 event.started = event.started or time.monotonic()
             try:
                 pages = self._source.iter_raw_pages(
-                    event.window.event_name, first_day, last_day, stats=fetch, log=self._log
+                    event.window.event_name,
+                    first_day,
+                    last_day,
+                    stats=fetch,
+                    app=event.window.app_fields,
+                    log=self._log,
                 )
                 for raw in pages:
                     if event.failure is not None or self._stopped.is_set():
@@ -226,7 +240,11 @@ class _Reader:
         """Runs on a spool thread while the workers parse the next pages."""
         page = written.result()
         spool.add_files(
-            page.files, page.received, page.outside_window, column_names(page.files.schema, names)
+            page.files,
+            page.received,
+            page.outside_window,
+            column_names(page.files.schema, names),
+            page.outside,
         )
 
     def _page_done(self, event: _Event, spooled: Future[None]) -> None:
@@ -268,7 +286,7 @@ class _Reader:
         spool = event.spool
         assert spool is not None
         started = time.monotonic()
-        failure = event.failure
+        failure = event.failure or _zone_failure(event.window, spool.stats)
         batch = None if failure is not None else spool.finish(loaded_at=datetime.now(UTC))
         if failure is not None:
             self._discard(event)
@@ -299,6 +317,20 @@ class _Reader:
             f"{len(self._events) - unfinished} of {len(self._events)} events read; "
             f"{pages} pages through {self._cursors} cursors, {received:,} records so far"
         )
+
+
+def _zone_failure(window: EventWindow, stats: SpoolStats) -> TimezoneMismatchError | None:
+    mismatch = zone_mismatch(
+        window.event_name,
+        (window.first_day, window.last_day),
+        stats.received,
+        stats.outside_window,
+        stats.outside,
+        window.options.timezone,
+    )
+    if mismatch is None:
+        return None
+    return TimezoneMismatchError(f"{mismatch}; nothing of this event's window was loaded")
 
 
 def _days(span: tuple[date, date]) -> int:

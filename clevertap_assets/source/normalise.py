@@ -12,9 +12,13 @@ so everything before it can run in another process (see `source.parse_processes`
 """
 
 import hashlib
+import json
+import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from typing import Any
 
 import orjson
 import polars as pl
@@ -28,12 +32,18 @@ _NAMED_COLUMNS = frozenset(SYSTEM_COLUMNS) - {"ts"}
 PATH_SEPARATOR = "\x1f"
 
 
+_SYSTEM_NAME_MARK = "\x1e"
+"""Before a top-level key named like a system column (`event_name`) in its frame column name,
+so the record's own value is not overwritten by the system column (ASCII's record separator,
+which CleverTap's property names do not contain either)."""
+
+
 def column_names(keys: Iterable[str], names: ColumnNames) -> dict[str, str]:
     """The column name of each key path of a page's columns (see `ColumnNames`), asked in
     the page's order (key paths sorted), so the first path of a run to want a name gets it,
     whichever process parsed the page."""
     return {
-        key: names.column_for(key.split(PATH_SEPARATOR))
+        key: names.column_for(key.removeprefix(_SYSTEM_NAME_MARK).split(PATH_SEPARATOR))
         for key in keys
         if key not in _NAMED_COLUMNS
     }
@@ -42,10 +52,46 @@ def column_names(keys: Iterable[str], names: ColumnNames) -> dict[str, str]:
 def path_key(path: tuple[str, ...]) -> str:
     """A key path as one frame column name until the page is named (ASCII's unit separator,
     which CleverTap's property names do not contain)."""
-    return PATH_SEPARATOR.join(path)
+    key = PATH_SEPARATOR.join(path)
+    return _SYSTEM_NAME_MARK + key if key in _NAMED_COLUMNS else key
 
 
 _DATE_PATTERN = r"^\$D_-?\d+$"
+
+_WIDE_NUMBER = re.compile(rb"\d{20}|[eE][+-]?\d{3}")
+"""Text a number orjson would not keep exactly could hold: 20 digits or more (beyond 64 bits
+orjson reads an integer as a float), or a 3-digit exponent (`1e400` is past a double). It
+also matches inside strings; such a page only takes the exact path for nothing."""
+_INT_RANGE = (-(2**63), 2**64 - 1)
+"""The integers orjson reads as integers."""
+
+
+def load_records(raw: bytes) -> Any:
+    """A page's JSON as orjson reads it, except that a number orjson would round or refuse
+    (an integer wider than 64 bits, `1e400`) is kept as its exact text (`orjson.Fragment`):
+    its record's id and its column hold the digits CleverTap sent, so records differing only
+    there stay distinct. Every other value is what orjson reads, so the ids of records without
+    such numbers do not change; pages without them (nearly all) are read by orjson alone."""
+    if not _WIDE_NUMBER.search(raw):
+        return orjson.loads(raw)
+    return json.loads(raw, parse_int=_exact_int, parse_float=_exact_float, parse_constant=_not_json)
+
+
+def _exact_int(text: str) -> int | orjson.Fragment:
+    if len(text) <= 21:  # longer is past 64 bits, and too long for `int` to be cheap
+        value = int(text)
+        if _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            return value
+    return orjson.Fragment(text)
+
+
+def _exact_float(text: str) -> float | orjson.Fragment:
+    value = float(text)
+    return value if math.isfinite(value) else orjson.Fragment(text)
+
+
+def _not_json(text: str) -> None:
+    raise ValueError(f"{text} is not JSON")
 
 
 @dataclass(frozen=True)
@@ -66,6 +112,8 @@ class PageCounts:
     oversize_rows: int
     invalid_ts: int
     bytes: int
+    largest_row_bytes: int = 0
+    """The largest row kept, as `_row_bytes` measures it: what a database must hold at once."""
     skipped_by_day: dict[date, int] = field(default_factory=dict)
     """Records and rows over the size limits per local day (those without a readable `ts`
     have no day: they are counted in `invalid_ts` only), so each day's metadata says what
@@ -140,9 +188,11 @@ def normalise_parsed(page: ParsedPage, options: NormaliseOptions) -> NormalisedP
     `parse_page` reduced; its data columns are still named by key path."""
     frame = _with_system_columns(page.data, page.record_ids, options)
     valid = frame.filter(pl.col("event_time").is_not_null())
-    fits = valid.select(_row_bytes(valid) <= options.max_row_bytes).to_series()
+    row_bytes = valid.select(_row_bytes(valid)).to_series()
+    fits = row_bytes <= options.max_row_bytes
     within_limit = valid.filter(fits)
     counts = PageCounts(
+        largest_row_bytes=int(row_bytes.filter(fits).max() or 0),
         oversize_records=page.oversize_records,
         oversize_rows=valid.height - within_limit.height,
         invalid_ts=frame.height - valid.height,
@@ -160,7 +210,7 @@ def _skipped_by_day(
     if oversize_rows.is_empty() and not oversize_ts:
         return {}
     records = pl.DataFrame({"ts": oversize_ts}, schema={"ts": pl.String}).select(
-        _local_event_time(pl.col("ts").cast(pl.Int64, strict=False), timezone)
+        _local_event_time(_ts_integer(pl.col("ts")), timezone)
     )
     days = pl.concat([oversize_rows.to_frame("t"), records.to_series().to_frame("t")])
     counts = days.drop_nulls().group_by(pl.col("t").dt.date()).len()
@@ -170,7 +220,7 @@ def _skipped_by_day(
 def _with_system_columns(
     data: pl.DataFrame, record_ids: list[str], options: NormaliseOptions
 ) -> pl.DataFrame:
-    ts = pl.col("ts").cast(pl.Int64, strict=False)
+    ts = _ts_integer(pl.col("ts"))
     event_time = _local_event_time(ts, options.timezone)
     frame = data.with_columns(
         pl.Series("_record_id", record_ids, dtype=pl.String),
@@ -185,6 +235,14 @@ def _with_system_columns(
     )
     data_columns = [c for c in frame.columns if c not in SYSTEM_COLUMNS]
     return frame.select(*SYSTEM_COLUMNS, *data_columns)
+
+
+def _ts_integer(ts: pl.Expr) -> pl.Expr:
+    """`ts` as an integer from an integer, a float (`20250607130935.0`, epoch seconds with a
+    fraction, cut to the second) or either as text (a `ts` column widened to text by one odd
+    record); null for anything else."""
+    as_float = ts.cast(pl.String, strict=False).cast(pl.Float64, strict=False)
+    return pl.coalesce(ts.cast(pl.Int64, strict=False), as_float.cast(pl.Int64, strict=False))
 
 
 def _local_event_time(ts: pl.Expr, timezone: str) -> pl.Expr:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import polars as pl
 
 from clevertap_assets.batch.page_files import PageFiles, write_page_files
@@ -33,9 +32,11 @@ from clevertap_assets.processes import process_alive, start_time
 from clevertap_assets.source.normalise import (
     NormalisedPage,
     NormaliseOptions,
+    load_records,
     normalise_parsed,
     parse_page,
 )
+from clevertap_assets.source.zone_check import OutsideReach, outside_reach
 
 PARSE_PROCESSES_ENV = "CLEVERTAP_PARSE_PROCESSES"
 DEFAULT_PARSE_PROCESSES = 1
@@ -54,6 +55,7 @@ class ParsedWindowPage:
     page: NormalisedPage
     received: int
     outside_window: int
+    outside: OutsideReach
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class SpooledWindowPage:
     files: PageFiles
     received: int
     outside_window: int
+    outside: OutsideReach
 
 
 def parse_processes() -> int:
@@ -122,13 +125,13 @@ def parse_raw_page(
     raw: bytes, options: NormaliseOptions, window: tuple[datetime, datetime]
 ) -> ParsedWindowPage:
     """A page's JSON array of records, parsed once, as columns; records outside the window's
-    local days are counted and dropped (they belong to their own day's run).
+    local days are counted, with how far they lie from it (see `zone_check`), and dropped.
 
     Runs in a worker, whose cyclic collector is off (`parse_pool`): a page is some 200,000
     fresh, acyclic dicts and lists that the collector would re-scan many times over."""
     try:
-        records = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        records = load_records(raw)
+    except ValueError as exc:
         raise UnreadablePageError(
             f"CleverTap sent a page of {options.event_name!r} records that is not readable "
             f"JSON ({exc}); the window was not loaded"
@@ -139,6 +142,7 @@ def parse_raw_page(
         page=replace(page, frame=in_window),
         received=len(records),
         outside_window=page.frame.height - in_window.height,
+        outside=outside_reach(page.frame["event_time"], window),
     )
 
 
@@ -153,4 +157,4 @@ def spool_raw_page(
     (`write_page_files`), so the rows never travel back to the asset's process."""
     parsed = parse_raw_page(raw, options, window)
     files = write_page_files(parsed.page, directory, number)
-    return SpooledWindowPage(files, parsed.received, parsed.outside_window)
+    return SpooledWindowPage(files, parsed.received, parsed.outside_window, parsed.outside)

@@ -211,15 +211,16 @@ class WebhookInbox:
         were: a re-delivery is a body byte for byte equal (same `sha256`) to an entry with a
         smaller id received at most `window` before it. CleverTap re-sends a payload whose 200
         it did not see within seconds to minutes; the same body days apart is a new event.
-        Entries never change, so a range always gives the same answer."""
+        A zero window keeps every entry. Entries never change, so a range always gives the
+        same answer."""
         days = window.total_seconds() / 86400
         with self._connect() as connection:
             rows = connection.execute(
                 "SELECT id, received_at, body, EXISTS (SELECT 1 FROM webhook_inbox AS earlier"
-                " WHERE earlier.sha256 = entry.sha256 AND earlier.id < entry.id"
+                " WHERE ? > 0 AND earlier.sha256 = entry.sha256 AND earlier.id < entry.id"
                 " AND julianday(earlier.received_at) >= julianday(entry.received_at) - ?)"
                 " FROM webhook_inbox AS entry WHERE id BETWEEN ? AND ? ORDER BY id",
-                (days, first_id, last_id),
+                (days, days, first_id, last_id),
             ).fetchall()
         entries = [
             InboxEntry(id=row[0], received_at=datetime.fromisoformat(row[1]), body=row[2])
@@ -289,29 +290,38 @@ def normalise_profile(profile: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def expand_payload(body: bytes, inbox_id: int | None = None) -> list[dict[str, Any]]:
-    """One record per profile, each carrying `(_inbox_id, _profile_index)` as a stable key.
+@dataclass(frozen=True)
+class WebhookProfile:
+    """One profile of a delivery, and the delivery's context beside it, never inside it: the
+    profile's keys are whatever CleverTap sent (an `_inbox_id` of its own included), so no
+    key of the payload can overwrite the loader's, nor the loader's one of the payload."""
+
+    profile: dict[str, Any]
+    inbox_id: int | None
+    profile_index: int
+    target_id: Any
+    key_values: Any
+
+
+def expand_payload(body: bytes, inbox_id: int | None = None) -> list[WebhookProfile]:
+    """One record per profile, each keyed by `(inbox_id, profile_index)`.
 
     The index is the profile's position in the payload, counted over every element, so a
     non-object element (which carries nothing to map and is skipped) never shifts the keys
-    of the others. Payload-level context travels with each record as `_target_id` and
-    `_key_values`. A test call expands to nothing.
+    of the others. Payload-level context travels with each record as `target_id` and
+    `key_values`. A test call expands to nothing.
     """
     document = parse_payload(body)
     if is_test_payload(document):
         return []
-    context = {
-        "_inbox_id": inbox_id,
-        "_target_id": _top_level(document, "targetId"),
-        "_key_values": _top_level(document, "key_values"),
-    }
+    target_id, key_values = _top_level(document, "targetId"), _top_level(document, "key_values")
     return [
-        {**normalise_profile(profile), **context, "_profile_index": index}
+        WebhookProfile(normalise_profile(profile), inbox_id, index, target_id, key_values)
         for index, profile in enumerate(_profiles(document))
         if isinstance(profile, dict)
     ]
 
 
-def expand_entry(entry: InboxEntry) -> list[dict[str, Any]]:
+def expand_entry(entry: InboxEntry) -> list[WebhookProfile]:
     """The records of one stored entry, keyed by its inbox id."""
     return expand_payload(entry.body, inbox_id=entry.id)

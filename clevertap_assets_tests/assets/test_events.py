@@ -472,3 +472,102 @@ def test_building_the_definitions_says_nothing(tmp_path, emulator):
         warnings.simplefilter("always")
         build_definitions(pipeline.settings).resolve_all_asset_keys()
     assert [str(w.message) for w in caught] == []
+
+
+def failed_load(pipeline, first: date, last: date, **resources: object) -> str:
+    """The one step failure's message of a load that must fail."""
+    result = pipeline.load(first, last, **resources)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    return str(failure.event_specific_data.error)
+
+
+def tables(pipeline) -> set[str]:
+    """The warehouse's tables; none before its file exists."""
+    if not os.path.exists(pipeline.settings.duckdb_path):
+        return set()
+    return {name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")}
+
+
+APP_FIELDS = ("os_version", "app_version", "make", "model")
+
+
+@pytest.mark.parametrize("app_fields", [True, False])
+def test_device_and_app_fields_load_as_profile_columns_unless_turned_off(
+    tmp_path, make_emulator, app_fields
+):
+    """CleverTap sends OS version, make, model and app version in `profile` only when asked
+    (`app=true`): by default they are columns holding CleverTap's values; turned off, none."""
+    emulator = make_emulator(records_per_day=30)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], app_fields=app_fields)
+    day, _ = recent_days(pipeline.settings, 1)
+    assert pipeline.load(day, day).success
+    found = {c for c in columns(pipeline, "charged") if c.removeprefix("profile__") in APP_FIELDS}
+    if not app_fields:
+        assert found == set()
+        return
+    assert found == {f"profile__{name}" for name in APP_FIELDS}
+    selected = ", ".join(f"profile__{name}" for name in APP_FIELDS)
+    loaded = query(pipeline, f'SELECT profile__object_id, {selected} FROM "clevertap"."charged"')
+    truth = {
+        (r["profile"]["objectId"], *(r["profile"][name] or None for name in APP_FIELDS))
+        for r in emulator.true_records("Charged", day, app=True, events=False)
+    }
+    assert {tuple(v or None for v in row) for row in loaded} == truth
+
+
+def test_an_endless_cursor_chain_fails_its_event_and_the_others_load(tmp_path, make_emulator):
+    """A chain past twice CleverTap's count stops with one message naming the event and its
+    days; the run's other events load their truth, and the endless event's table is not made."""
+    emulator = make_emulator(endless_cursor_events=frozenset({"Charged"}))
+    pipeline = make_pipeline(tmp_path, emulator)
+    first, last = recent_days(pipeline.settings, 2)
+    clevertap = fast_clevertap(emulator, count_margin_records=100)
+    message = failed_load(pipeline, first, last, clevertap=clevertap)
+    assert f"CleverTap's cursor chain for event 'Charged' ({first}..{last}) sent " in message
+    assert "count_margin_records=100" in message
+    assert "1 of 3 events were not loaded" in message
+    for event, table in (("App Launched", "app_launched"), ("Product Viewed", "product_viewed")):
+        assert daily_rows(pipeline, table) == pipeline.truth(event, first, last)
+    assert "charged" not in tables(pipeline)
+
+
+def test_a_time_zone_other_than_the_projects_fails_the_event_with_the_setting_named(
+    tmp_path, make_emulator
+):
+    """A project in IST sending epoch `ts`, read as UTC: the first 5.5 hours of CleverTap's
+    day lie before the requested UTC day and would never be loaded. The event fails with one
+    message naming CLEVERTAP_TIMEZONE and the offset the `ts` values imply; nothing is
+    written. With the project's zone configured, every record loads."""
+    emulator = make_emulator(timezone="Asia/Kolkata", ts_format="epoch", records_per_day=96)
+    for name in ("utc", "ist"):
+        (tmp_path / name).mkdir()
+    wrong = make_pipeline(tmp_path / "utc", emulator, events=["Charged"], timezone="UTC")
+    day = local_today("Asia/Kolkata") - timedelta(days=1)
+    message = failed_load(wrong, day, day)
+    assert f"records of event 'Charged' ({day}..{day}) lie outside the requested days" in message
+    assert "CLEVERTAP_TIMEZONE='UTC' (UTC+00:00)" in message
+    assert "as if the CleverTap project's time zone were UTC+05:30" in message
+    assert "charged" not in tables(wrong)
+    right = make_pipeline(tmp_path / "ist", emulator, events=["Charged"])
+    assert right.load(day, day).success
+    assert daily_rows(right, "charged") == right.truth("Charged", day, day)
+
+
+def test_numbers_past_64_bits_and_a_double_load_with_their_exact_digits(tmp_path, make_emulator):
+    """An integer wider than 64 bits and `1e400` in every record: the window loads its
+    truth, and the columns hold the digits CleverTap sent, as text."""
+    wide = {
+        "Order Id": orjson.Fragment(b"123456789012345678901234567890"),
+        "Huge": orjson.Fragment(b"1e400"),
+    }
+    emulator = make_emulator(extra_event_props=wide)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert pipeline.load(first, last).success
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
+    assert columns(pipeline, "charged")["event_props__order_id"] == "VARCHAR"
+    assert query(
+        pipeline,
+        'SELECT DISTINCT event_props__order_id, event_props__huge FROM "clevertap"."charged"',
+    ) == [("123456789012345678901234567890", "1e400")]

@@ -20,7 +20,6 @@ from dagster import (
 )
 
 from clevertap_assets.assets.webhooks import (
-    REDELIVERY_WINDOW,
     WebhookInboxResource,
     parse_range_key,
     webhook_ranges,
@@ -181,6 +180,23 @@ def test_json_mode_keeps_the_sections_as_json(tmp_path, emulator):
         assert orjson.loads(profile)["profileData"] == {"plan": "gold"}
 
 
+def test_profile_keys_named_like_the_loaders_keep_their_values_beside_its_own(tmp_path, emulator):
+    """A profile holding `_inbox_id`, `_target_id`, `_key_values` and `_profile_index`: the
+    loader's columns hold the delivery's context, the profile's columns the profile's values."""
+    own = {"_inbox_id": 99, "_target_id": "t", "_key_values": "k", "_profile_index": 98}
+    body = {"targetId": 5, "key_values": {"campaign": "c"}, "profiles": [{"Identity": "u", **own}]}
+    with pipeline_with_inbox(tmp_path, emulator) as (pipe, defs, instance):
+        WebhookInbox(defs.resources["webhook_inbox"].path).append(orjson.dumps(body))
+        assert load(pipe, defs, instance, evaluate(defs, instance))
+        (loaded,) = rows(
+            pipe,
+            "SELECT inbox_id, profile_index, target_id, key_values__campaign, profile__inbox_id, "
+            "profile__target_id, profile__key_values, profile__profile_index "
+            'FROM "clevertap"."webhook_events"',
+        )
+        assert loaded == (1, 0, "5", "c", 99, "t", "k", 98)
+
+
 def test_the_inbox_resource_points_at_the_receivers_file(tmp_path, emulator):
     with pipeline_with_inbox(tmp_path, emulator) as (_, defs, _instance):
         resource = defs.resources["webhook_inbox"]
@@ -200,7 +216,7 @@ def test_a_redelivered_payload_is_loaded_once_within_the_window(tmp_path, emulat
                 assert post_webhook(url, sent, basic_auth(USER, PASSWORD)).status_code == 200
             assert load(pipe, defs, instance, evaluate(defs, instance))
             assert post_webhook(url, body, basic_auth(USER, PASSWORD)).status_code == 200
-        later = datetime.now(UTC) + REDELIVERY_WINDOW + timedelta(minutes=1)
+        later = datetime.now(UTC) + pipe.settings.redelivery_window + timedelta(minutes=1)
         inbox.append(body, later)
         assert load(pipe, defs, instance, evaluate(defs, instance))
         loaded = rows(
@@ -210,6 +226,27 @@ def test_a_redelivered_payload_is_loaded_once_within_the_window(tmp_path, emulat
         assert loaded == [(1, 2), (2, 1), (5, 2)]
         latest = instance.get_latest_materialization_event(defs.assets[0].key)
         assert latest.asset_materialization.metadata["redeliveries_dropped"].value == 1
+
+
+def test_with_no_redelivery_window_equal_bodies_are_distinct_deliveries(tmp_path, emulator):
+    """The trade-off's other side: WEBHOOK_REDELIVERY_MINUTES=0 loads every delivery, also
+    two equal bodies a second apart (and CleverTap's own re-sends)."""
+    with pipeline_with_inbox(tmp_path, emulator, webhook_redelivery_minutes=0) as (
+        pipe,
+        defs,
+        instance,
+    ):
+        inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
+        body = orjson.dumps(payload(1, 2))
+        now = datetime.now(UTC)
+        inbox.append(body, now)
+        inbox.append(body, now)
+        assert load(pipe, defs, instance, evaluate(defs, instance))
+        loaded = rows(
+            pipe,
+            'SELECT inbox_id, count(*) FROM "clevertap"."webhook_events" GROUP BY 1 ORDER BY 1',
+        )
+        assert loaded == [(1, 2), (2, 2)]
 
 
 def test_a_range_that_keeps_failing_is_retried_with_a_growing_backoff(tmp_path, emulator):

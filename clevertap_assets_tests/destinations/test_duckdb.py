@@ -168,3 +168,28 @@ def test_dataframe_outputs_replace_their_partition_and_add_columns(tmp_path):
         {"schema": "reports", "table": "orders", "partition_expr": "event_time"},
         read_back,
     )
+
+
+def test_a_60_mb_record_loads_where_the_memory_cap_alone_would_fail(tmp_path, make_emulator):
+    """One record a day with a 60 MB property (the README accepts up to 128 MiB): every
+    day loads its truth, the large value whole, and a connection with the 64 MB cap opens the
+    file after the load (no WAL of large values left to replay)."""
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    size = 60 * 1024 * 1024
+    pipeline.emulator.set_data(oversize_records={("Charged", day): size for day in (first, last)})
+    result = pipeline.load(first, last)
+    assert result.success
+    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    assert stats.daily_row_counts("clevertap", "charged", first, last) == pipeline.truth(
+        "Charged", first, last
+    )
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        lengths = connection.execute(
+            'SELECT length(event_props__large_blob) FROM "clevertap"."charged" '
+            "WHERE event_props__large_blob IS NOT NULL"
+        ).fetchall()
+    assert lengths == [(size,), (size,)]
+    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        (limit,) = connection.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert limit == "61.0 MiB"

@@ -186,6 +186,39 @@ def test_an_endless_stream_of_empty_cursors_is_stopped_with_a_clear_error(start,
     assert_no_secret(caplog, failure.value)
 
 
+def test_a_cursor_chain_sending_far_more_than_the_count_is_stopped(start, caplog) -> None:
+    """Pages with records that never end: once past the margin, CleverTap's count for the
+    same days is asked once, and the chain stops at twice it plus the margin."""
+    emulator = start(
+        endless_cursor_events=frozenset({"Charged"}), duplicate_share=0.0, vary_page_sizes=False
+    )
+    count = emulator.true_count("Charged", DAY)
+    client = client_for(emulator, batch_size=10, count_margin_records=50)
+    with pytest.raises(CleverTapProtocolError) as failure:
+        read_all(client, "Charged", DAY, DAY)
+    message = str(failure.value)
+    assert message.startswith(f"CleverTap's cursor chain for event 'Charged' ({DAY}..{DAY}) sent ")
+    assert f"CleverTap's counts API says those days hold {count}:" in message
+    assert "count_margin_records=50" in message
+    assert emulator.stats.requests["count"] == 1
+    # a page that reaches the end of the day before starting over is short
+    assert emulator.stats.requests["page"] <= 3 * (2 * count + 50) // 10
+    assert_no_secret(caplog, failure.value)
+
+
+def test_a_chain_over_the_margin_within_its_count_reads_every_record(start) -> None:
+    """Duplicates and a long window pass the margin but not twice the count: all is read."""
+    emulator = start(duplicate_share=0.5, records_per_day=200)
+    last = DAY + timedelta(days=2)
+    records = read_all(
+        client_for(emulator, batch_size=50, count_margin_records=10), "Charged", DAY, last
+    )
+    truth = sum(emulator.true_count("Charged", DAY + timedelta(days=n)) for n in range(3))
+    assert len({orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records}) == truth
+    assert len(records) > truth
+    assert emulator.stats.requests["count"] == 1
+
+
 def test_a_window_read_longer_than_its_time_bound_is_stopped(start, caplog) -> None:
     emulator = start(delay_seconds=0.2, duplicate_share=0.0)
     client = client_for(emulator, batch_size=5, max_window_seconds=0.5)

@@ -5,7 +5,12 @@ import orjson
 import polars as pl
 
 from clevertap_assets.naming import ColumnNames
-from clevertap_assets.source.normalise import NormaliseOptions, normalise_page
+from clevertap_assets.source.normalise import (
+    SYSTEM_COLUMNS,
+    NormaliseOptions,
+    load_records,
+    normalise_page,
+)
 
 RECORD = {
     "profile": {
@@ -155,3 +160,80 @@ def test_size_limits_and_bad_timestamps_skip_only_the_offending_records():
     assert (page.frame.height, page.counts.oversize_records, page.counts.invalid_ts) == (1, 1, 1)
     page = normalise_page([RECORD, big], options(max_row_bytes=2_000))
     assert (page.frame.height, page.counts.oversize_rows, page.counts.oversize_records) == (1, 1, 0)
+
+
+KNOWN_IDS = [
+    "685b1f9e9d5644fc1bf48c48c51f7decd4dbf039af2930bb108a2abf997f8d30",
+    "3837c347c0d2da3da7d8d93de57b37566722a3f93fa64fdef4799ac314ae4372",
+]
+"""The ids of `known_records()` as tables already hold them: they must never move."""
+
+
+def known_records() -> list[dict]:
+    numbers = {"Price": 12.5, "Ratio": 1e-7, "Big": 18446744073709551615, "Neg": -3}
+    return [RECORD, {**RECORD, "event_props": {**RECORD["event_props"], **numbers}}]
+
+
+def ids_of(raw: bytes) -> list[str]:
+    return normalise_page(load_records(raw), options()).frame["_record_id"].to_list()
+
+
+def test_ids_of_records_without_wide_numbers_stay_as_they_are_on_either_path():
+    """A page with a 20-digit number anywhere is read on the exact path: the ids of its other
+    records are those orjson's path gives, which existing tables hold."""
+    page = orjson.dumps(known_records())
+    assert ids_of(page) == KNOWN_IDS
+    wide = page[:-1] + b',{"ts":20250607130935,"event_props":{"OrderId":123456789012345678901}}]'
+    assert ids_of(wide)[:2] == KNOWN_IDS
+
+
+def test_records_differing_only_in_a_wide_integer_stay_distinct_with_exact_digits():
+    """Integers past 64 bits and `1e400` keep their text, in the id and in a text column."""
+    raw = (
+        b'[{"ts":20250607130935,"event_props":{"OrderId":123456789012345678901234567890,'
+        b'"Huge":1e400}},'
+        b'{"ts":20250607130935,"event_props":{"OrderId":123456789012345678901234567891,'
+        b'"Huge":1e400}}]'
+    )
+    frame = normalise_page(load_records(raw), options()).frame
+    assert frame["_record_id"].n_unique() == 2
+    assert frame["event_props__order_id"].to_list() == [
+        "123456789012345678901234567890",
+        "123456789012345678901234567891",
+    ]
+    assert frame["event_props__huge"].to_list() == ["1e400", "1e400"]
+    canonical = b'{"event_props":{"Huge":1e400,"OrderId":123456789012345678901234567890},'
+    assert frame["_record_id"][0] == hashlib.sha256(canonical + b'"ts":20250607130935}').hexdigest()
+
+
+def test_top_level_keys_named_like_system_columns_keep_their_values_in_columns_of_their_own():
+    record = {
+        "ts": 20250607130935,
+        "event_name": "theirs",
+        "event_time": "t",
+        "event_time_utc": "u",
+        "_record_id": "r",
+    }
+    row = normalise_page([record], options()).frame.row(0, named=True)
+    assert row["event_name"] == "Flight Booked"
+    assert row["event_time"] == datetime(2025, 6, 7, 13, 9, 35)
+    assert (
+        row["_record_id"]
+        == hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    )
+    assert row["record_id"] == "r"
+    hashed = {k: v for k, v in row.items() if k[-9:-8] == "_" and k[:-9] in SYSTEM_COLUMNS}
+    assert sorted(hashed.values()) == [
+        "t",
+        "theirs",
+        "u",
+    ]
+
+
+def test_a_float_ts_is_read_also_where_its_column_is_text():
+    """A float `ts` beside an unreadable one (its column is text then) keeps its record."""
+    page = normalise_page([{"ts": 20250607130935.0}, {"ts": "soon"}], options())
+    assert page.frame.select("ts", "event_time").rows() == [
+        (20250607130935, datetime(2025, 6, 7, 13, 9, 35))
+    ]
+    assert page.counts.invalid_ts == 1

@@ -15,6 +15,7 @@ from clevertap_assets.webhooks.inbox import (
     InboxEntry,
     PayloadError,
     WebhookInbox,
+    WebhookProfile,
     expand_entry,
     expand_payload,
     inbox_path_from_env,
@@ -163,24 +164,20 @@ def test_expand_broadcast_array_keys_each_profile_by_inbox_id_and_index():
     records = expand_payload(body, inbox_id=9)
 
     assert records == [
-        {
-            "objectId": "o1",
-            "identity": "u1",
-            "profileData": {"plan": "gold"},
-            "_inbox_id": 9,
-            "_target_id": 1472124953,
-            "_key_values": {"campaign": "spring"},
-            "_profile_index": 0,
-        },
-        {
-            "objectId": "o2",
-            "identity": "u2",
-            "custom": [1, 2],
-            "_inbox_id": 9,
-            "_target_id": 1472124953,
-            "_key_values": {"campaign": "spring"},
-            "_profile_index": 1,
-        },
+        WebhookProfile(
+            {"objectId": "o1", "identity": "u1", "profileData": {"plan": "gold"}},
+            inbox_id=9,
+            profile_index=0,
+            target_id=1472124953,
+            key_values={"campaign": "spring"},
+        ),
+        WebhookProfile(
+            {"objectId": "o2", "identity": "u2", "custom": [1, 2]},
+            inbox_id=9,
+            profile_index=1,
+            target_id=1472124953,
+            key_values={"campaign": "spring"},
+        ),
     ]
 
 
@@ -193,7 +190,7 @@ def test_expand_single_object_with_other_casings():
     )
     [record] = expand_payload(body, inbox_id=1)
 
-    assert record == {
+    assert record.profile == {
         "objectId": "o",
         "identity": "u",
         "email": "e@x",
@@ -205,33 +202,37 @@ def test_expand_single_object_with_other_casings():
         "eventName": "Charged",
         "ts": 20250607130935,
         "Custom Field": "kept",
-        "_inbox_id": 1,
-        "_target_id": 7,
-        "_key_values": None,
-        "_profile_index": 0,
     }
+    assert (record.inbox_id, record.target_id, record.key_values, record.profile_index) == (
+        1,
+        7,
+        None,
+        0,
+    )
 
 
 def test_expand_prefers_the_canonical_spelling_when_both_are_present():
     body = b'{"profiles": [{"Identity": "first", "identity": "canonical", "IDENTITY": "last"}]}'
     [record] = expand_payload(body)
-    assert record["identity"] == "canonical"
-    assert "Identity" not in record and "IDENTITY" not in record
+    assert record.profile == {"identity": "canonical"}
 
     [record] = expand_payload(b'{"profiles": [{"IDENTITY": "a", "Identity": "b"}]}')
-    assert record["identity"] == "a"
+    assert record.profile == {"identity": "a"}
 
 
 def test_expand_skips_non_objects_without_shifting_indexes():
     body = b'{"profiles": [{"identity": "a"}, null, "junk", {"identity": "b"}]}'
     records = expand_payload(body, inbox_id=3)
-    assert [(r["identity"], r["_profile_index"]) for r in records] == [("a", 0), ("b", 3)]
+    assert [(r.profile["identity"], r.profile_index) for r in records] == [("a", 0), ("b", 3)]
 
 
-def test_profile_keys_cannot_override_the_record_key():
-    body = b'{"profiles": [{"_inbox_id": 99, "_profile_index": 99}]}'
+def test_profile_keys_named_like_the_loaders_neither_override_it_nor_are_lost():
+    keys = {"_inbox_id": 99, "_profile_index": 98, "_target_id": 97, "_key_values": 96}
+    body = orjson.dumps({"targetId": 5, "key_values": {"k": 1}, "profiles": [keys]})
     [record] = expand_payload(body, inbox_id=4)
-    assert (record["_inbox_id"], record["_profile_index"]) == (4, 0)
+    assert (record.inbox_id, record.profile_index, record.target_id) == (4, 0, 5)
+    assert record.key_values == {"k": 1}
+    assert record.profile == keys
 
 
 @pytest.mark.parametrize(
@@ -256,4 +257,4 @@ def test_expand_entry_uses_the_entry_id(inbox: WebhookInbox):
     inbox.append(_body(profiles={"identity": "u"}))
     [entry] = inbox.read_after(0, 1)
     assert isinstance(entry, InboxEntry)
-    assert [r["_inbox_id"] for r in expand_entry(entry)] == [entry.id]
+    assert [r.inbox_id for r in expand_entry(entry)] == [entry.id]

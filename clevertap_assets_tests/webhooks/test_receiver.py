@@ -89,7 +89,7 @@ def test_valid_post_is_stored_byte_exact_and_acknowledged_with_its_id(receiver: 
     assert response.json() == {"status": "ok", "id": 1}
     [entry] = receiver.inbox.read_after(0, 10)
     assert (entry.id, entry.body) == (1, body)
-    assert [(r["identity"], r["_inbox_id"], r["_profile_index"]) for r in expand_entry(entry)] == [
+    assert [(r.profile["identity"], r.inbox_id, r.profile_index) for r in expand_entry(entry)] == [
         ("Jürgen", 1, 0)
     ]
 
@@ -98,8 +98,11 @@ def test_broadcast_payload_expands_to_one_record_per_profile(receiver: Receiver)
     entry_id = receiver.post(PAYLOAD).json()["id"]
     records = expand_entry(receiver.inbox.read_after(0, 1)[0])
 
-    assert [(r["objectId"], r["identity"]) for r in records] == [("o1", "u1"), ("o2", "u2")]
-    assert {(r["_inbox_id"], r["_profile_index"]) for r in records} == {
+    assert [(r.profile["objectId"], r.profile["identity"]) for r in records] == [
+        ("o1", "u1"),
+        ("o2", "u2"),
+    ]
+    assert {(r.inbox_id, r.profile_index) for r in records} == {
         (entry_id, 0),
         (entry_id, 1),
     }

@@ -62,6 +62,9 @@ class TransactionalDuckDbClient(HandlerReplacesWindow, DuckDbClient):
                 connection.close()
                 raise
             connection.commit()
+            # Within the load's raised cap: a connection that replays the WAL holds its
+            # largest value whole, and a later one has the project's cap.
+            connection.execute("CHECKPOINT")
             _restore_memory_limit(connection)
 
     @staticmethod
@@ -104,10 +107,13 @@ def _restore_memory_limit(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY_MB}MB'")
 
 
-def fit_memory_to_width(connection: duckdb.DuckDBPyConnection, columns: int) -> None:
-    """An insert keeps its buffers until the commit, so a wide table's cap is raised for the
-    load and `TransactionalDuckDbClient` restores it after the commit."""
+def fit_memory_to_batch(
+    connection: duckdb.DuckDBPyConnection, columns: int, largest_row_bytes: int
+) -> None:
+    """An insert keeps its buffers until the commit, so the cap is raised for the load of a
+    wide table or of large values and `TransactionalDuckDbClient` restores it after the
+    commit."""
     (threads,) = connection.execute("SELECT current_setting('threads')").fetchone()
-    needed_mb = duckdb_memory_mb(columns, threads)
+    needed_mb = duckdb_memory_mb(columns, threads, largest_row_bytes)
     if needed_mb > DUCKDB_MEMORY_MB:
         connection.execute(f"SET memory_limit = '{needed_mb}MB'")

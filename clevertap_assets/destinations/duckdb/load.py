@@ -15,7 +15,7 @@ from clevertap_assets.destinations.common import SchemaChange, window_where
 from clevertap_assets.destinations.duckdb.client import (
     DUCKDB_TYPES,
     existing_columns,
-    fit_memory_to_width,
+    fit_memory_to_batch,
     target_name,
 )
 from clevertap_assets.destinations.window import WindowLoad, evolved
@@ -75,7 +75,7 @@ class DuckDBWindowLoad(WindowLoad[EventBatch]):
             f"{quote_identifier(n)}::{DUCKDB_TYPES[k]} AS {quote_identifier(n)}"
             for n, k in staged.columns().items()
         )
-        fit_memory_to_width(self._connection, self._width)
+        fit_memory_to_batch(self._connection, self._width, staged.largest_row_bytes)
         self._connection.execute(
             f"INSERT INTO {target} BY NAME SELECT {casts} FROM read_parquet(?)",
             [str(staged.path)],
