@@ -14,7 +14,6 @@ from clevertap_assets.destinations.snowflake.dialect import catalog_kind
 from clevertap_assets.destinations.window import HandlerReplacesWindow
 from clevertap_assets.naming import quote_identifier
 
-
 SESSION_TIMEZONE = "ALTER SESSION SET TIMEZONE = 'UTC'"
 """A `TIMESTAMP_TZ` value given without an offset (the UTC instants `write_pandas` stages)
 takes the session's TIMEZONE, whose default is America/Los_Angeles
