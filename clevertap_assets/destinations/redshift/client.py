@@ -8,7 +8,6 @@ load that still meets a conflict (or a concurrent first load's `CREATE`) is retr
 start, a few times with a growing, jittered pause (`RedshiftEventDbIOManager`).
 """
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -21,9 +20,6 @@ from clevertap_assets.destinations.common import DestinationError, qualified_nam
 from clevertap_assets.destinations.window import HandlerReplacesWindow
 from clevertap_assets.naming import quote_identifier
 
-LOAD_ATTEMPTS = 5
-RETRY_BASE_SECONDS = 0.5
-RETRY_MAX_SECONDS = 8.0
 _CONFLICT_SQLSTATES = frozenset(
     {
         "40001",  # serialization_failure
@@ -136,11 +132,6 @@ def is_concurrency_conflict(error: psycopg.Error) -> bool:
     """A load that failed only because another one ran beside it, and may simply run again."""
     message = str(error).lower()
     return error.sqlstate in _CONFLICT_SQLSTATES or "serializable isolation violation" in message
-
-
-def retry_pause(attempt: int) -> float:
-    """Exponential, capped, with full jitter, so two loads that met do not meet again."""
-    return random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt))
 
 
 class RedshiftDbClient(HandlerReplacesWindow, DbClient):

@@ -19,14 +19,17 @@ from pydantic import Field
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
-from clevertap_assets.destinations.common import NamedTableDbIOManager, batch_of_chunks
-from clevertap_assets.destinations.redshift.client import (
+from clevertap_assets.destinations.common import (
     LOAD_ATTEMPTS,
+    NamedTableDbIOManager,
+    batch_of_chunks,
+    retry_pause,
+)
+from clevertap_assets.destinations.redshift.client import (
     RedshiftConnection,
     RedshiftDbClient,
     is_concurrency_conflict,
     lower_case,
-    retry_pause,
     select,
 )
 from clevertap_assets.destinations.redshift.dialect import (
