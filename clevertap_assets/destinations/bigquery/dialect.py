@@ -58,6 +58,14 @@ def converted(column: str, incoming: Kind, target: Kind) -> str:
     return f"CAST({column} AS {BIGQUERY_TYPES[target]})"
 
 
+def every_partition(column: str) -> str:
+    """A condition true of every row, on the partitioning column: a table whose owner set
+    `require_partition_filter` refuses any query of it without a filter on that column
+    (https://cloud.google.com/bigquery/docs/managing-partitioned-tables#require-filter),
+    and the loads and the duplicate check read whole tables."""
+    return f"({quote(column)} IS NULL OR {quote(column)} IS NOT NULL)"
+
+
 def string_literal(value: str) -> str:
     """A GoogleSQL string literal (its escapes are JSON's)."""
     return json.dumps(value)

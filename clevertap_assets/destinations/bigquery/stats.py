@@ -9,6 +9,7 @@ from dagster_gcp import BigQueryResource
 from google.cloud import bigquery
 
 from clevertap_assets.destinations.bigquery.client import existing_table, make_client, table_sql
+from clevertap_assets.destinations.bigquery.dialect import every_partition
 from clevertap_assets.destinations.stats import SqlEventTableStats
 
 
@@ -30,6 +31,11 @@ class BigQueryEventStats(BigQueryResource, SqlEventTableStats):
     def day_parameter(self, name: str) -> str:
         """`event_time` is a DATETIME; BigQuery compares it with a DATETIME, not a DATE."""
         return f"DATETIME(@{name})"
+
+    def every_row(self) -> str:
+        """Event tables are partitioned on `event_time`, which an owner may require queries
+        to filter on (`every_partition`)."""
+        return f" WHERE {every_partition('event_time')}"
 
     def fetch(self, session: bigquery.Client, sql: str, days: Mapping[str, date]) -> list[tuple]:
         parameters = [bigquery.ScalarQueryParameter(n, "DATE", day) for n, day in days.items()]
