@@ -17,6 +17,7 @@ from clevertap_assets.destinations.common import DestinationError
 from clevertap_assets.destinations.redshift import load as redshift_load
 from clevertap_assets.destinations.redshift.check import check_redshift_destination
 from clevertap_assets.destinations.redshift.dialect import (
+    MAX_JSON_BYTES,
     MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
     RedshiftDialect,
@@ -263,11 +264,12 @@ def test_json_mode_keeps_sections_as_native_json_and_reads_back_as_text(
         batch.discard()
 
 
-def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse):
-    """VARCHAR holds 65,535 bytes; SUPER holds 16 MB
-    (https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
+def load_limits(warehouse) -> dict:
+    """One window of text and JSON at and over Redshift's limits into `clevertap.limits`:
+    short text with a NUL, text of twice VARCHAR's bytes, JSON of twice 65,535 bytes and
+    JSON over SUPER's 16 MB; the load's metadata."""
     long_text = "é" * MAX_VARCHAR_BYTES  # 2 bytes each: twice the limit
-    long_json = "[" + "1," * MAX_VARCHAR_BYTES + "1]"  # twice VARCHAR's limit, kept whole
+    long_json = "[" + "1," * MAX_JSON_BYTES + "1]"  # twice JSON_PARSE's default limit
     too_long_json = '["' + "x" * MAX_SUPER_BYTES + '"]'
     batch = pa.RecordBatch.from_pydict(
         {
@@ -287,15 +289,50 @@ def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse)
         )
         connection.commit()
     batch.discard()
-    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 1)
     assert metadata["dagster/row_count"] == 4
-    rows = warehouse.query(
+    return metadata
+
+
+def limits_rows(warehouse) -> list[tuple]:
+    return warehouse.query(
         'SELECT note, octet_length(note), jsonb_array_length(items) FROM "clevertap"."limits" '
         "ORDER BY 2, 3"
     )
+
+
+def opt_in_to_large_strings(warehouse) -> None:
+    """What a cluster's owner sets, in the shim's spelling (`postgres_server.REDSHIFT_LIKE`)."""
+    conninfo = warehouse.server.conninfo(warehouse.database)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(
+            f'ALTER DATABASE "{warehouse.database}" SET redshift.enable_large_strings_opt_in = on'
+        )
+
+
+def test_over_long_text_is_truncated_and_json_kept_up_to_16_mb_once_opted_in(warehouse):
+    """VARCHAR holds 65,535 bytes; with `enable_large_strings_opt_in` a SUPER string and
+    JSON_PARSE's input hold 16,000,000
+    (https://docs.aws.amazon.com/redshift/latest/dg/r_enable_large_strings_opt_in.html,
+    https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
+    opt_in_to_large_strings(warehouse)
+    metadata = load_limits(warehouse)
+    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 1)
+    rows = limits_rows(warehouse)
     assert rows[0] == ("shortok", 7, 1)
-    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, MAX_VARCHAR_BYTES + 1)  # text cut, JSON whole
+    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, MAX_JSON_BYTES + 1)  # text cut, JSON whole
     assert rows[2:] == [(None, None, None), (None, None, None)]
+
+
+def test_json_over_65535_bytes_is_null_and_named_where_the_cluster_did_not_opt_in(warehouse):
+    """Without `enable_large_strings_opt_in`, JSON_PARSE refuses input over 65,535 bytes
+    (https://docs.aws.amazon.com/redshift/latest/dg/r_enable_large_strings_opt_in.html), as
+    the shim does: the load stores such JSON as NULL and counts it rather than failing on
+    every retry, and the rest of the window is loaded."""
+    metadata = load_limits(warehouse)
+    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 2)
+    rows = limits_rows(warehouse)
+    assert rows[0] == ("shortok", 7, 1)
+    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, None)
 
 
 def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(monkeypatch):
@@ -338,10 +375,19 @@ def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulato
     assert password not in repr(resources)
     assert password not in repr(warehouse.connection())
 
-    assert check_redshift_destination(settings) == (
+    ready = (
         f"Redshift OK: postgres@127.0.0.1:{warehouse.server.port}/{warehouse.database}, "
         "schema 'clevertap' ready"
     )
+    # A cluster that did not opt in to large strings is named with the setting.
+    assert check_redshift_destination(settings) == (
+        f"{ready}; JSON values over 65,535 bytes will be stored as NULL: "
+        "Redshift's JSON_PARSE takes at most 65,535 bytes unless the cluster sets "
+        "enable_large_strings_opt_in (in its parameter group, or the workgroup's "
+        "configuration; a provisioned cluster needs a reboot)"
+    )
+    opt_in_to_large_strings(warehouse)
+    assert check_redshift_destination(settings) == ready
     assert warehouse.query(
         "SELECT 1 FROM information_schema.schemata WHERE schema_name = 'clevertap'"
     )

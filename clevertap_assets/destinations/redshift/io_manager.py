@@ -34,11 +34,11 @@ from clevertap_assets.destinations.redshift.client import (
 )
 from clevertap_assets.destinations.redshift.dialect import (
     ARROW_TYPES,
-    MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
     FitCounts,
     RedshiftDialect,
     existing_kinds,
+    json_limit_text,
 )
 from clevertap_assets.destinations.redshift.load import RedshiftWindowLoad
 from clevertap_assets.destinations.redshift.staging import RedshiftS3Staging
@@ -86,11 +86,11 @@ def _load(
 ) -> dict:
     load = RedshiftWindowLoad(connection, dialect, staging)
     metadata = replace_window(load, table_slice, batch)
-    _warn_fitted(context, load.fitted)
+    _warn_fitted(context, load.fitted, load.json_bytes)
     return metadata
 
 
-def _warn_fitted(context: OutputContext, counts: FitCounts) -> None:
+def _warn_fitted(context: OutputContext, counts: FitCounts, json_bytes: int) -> None:
     if counts.text_values_truncated:
         context.log.warning(
             f"{counts.text_values_truncated} text values were longer than Redshift's "
@@ -98,8 +98,8 @@ def _warn_fitted(context: OutputContext, counts: FitCounts) -> None:
         )
     if counts.json_values_nulled:
         context.log.warning(
-            f"{counts.json_values_nulled} JSON values were longer than {MAX_SUPER_BYTES:,} "
-            "bytes, the most a SUPER value holds, and were stored as NULL"
+            f"{counts.json_values_nulled} JSON values were too long and stored as NULL: "
+            f"{json_limit_text(json_bytes)}"
         )
 
 

@@ -19,10 +19,12 @@ from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.common import SchemaChange, rebuild_column, window_where
 from clevertap_assets.destinations.redshift.client import target_name
 from clevertap_assets.destinations.redshift.dialect import (
+    MAX_JSON_BYTES,
     FitCounts,
     RedshiftDialect,
     column_values,
     existing_kinds,
+    json_limit,
 )
 from clevertap_assets.destinations.redshift.staging import (
     RedshiftS3Staging,
@@ -55,6 +57,7 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self._staging = staging
         self._exists = False
         self.fitted = FitCounts()
+        self.json_bytes = MAX_JSON_BYTES
 
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
         return {
@@ -66,7 +69,9 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         """`LOCK` is the transaction's first statement, before anything reads: a SERIALIZABLE
         transaction's view is fixed by its first read, so locking later would still leave it
         blind to a load that committed while it waited. A table that does not exist yet is
-        created by `prepare`; the failed LOCK is rolled back, nothing else had run."""
+        created by `prepare`; the failed LOCK is rolled back, nothing else had run. How much
+        JSON the cluster parses (`json_limit`) is asked before, in a transaction of its own."""
+        self.json_bytes = json_limit(self._connection)
         try:
             self._connection.execute(f"LOCK TABLE {target_name(table_slice)}")
         except psycopg.errors.UndefinedTable:
@@ -120,7 +125,7 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self._targets = dict(targets)
         if self._staging is None:
             return batch
-        rows = fitted_chunks(self._dialect, batch, self._targets, self.fitted)
+        rows = fitted_chunks(self._dialect, batch, self._targets, self.fitted, self.json_bytes)
         return self._staging.stage(
             self._connection, self._dialect, table_slice, self._targets, rows
         )
@@ -134,7 +139,13 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
             insert_staged(self._connection, target, staged)
         elif staged is not None:
             insert_batch(
-                self._connection, self._dialect, target, staged, self._targets, self.fitted
+                self._connection,
+                self._dialect,
+                target,
+                staged,
+                self._targets,
+                self.fitted,
+                self.json_bytes,
             )
 
     def row_count(self, table_slice: TableSlice) -> int:
@@ -155,24 +166,32 @@ def insert_batch(
     batch: EventBatch,
     kinds: Mapping[str, Kind],
     fitted: FitCounts,
+    json_bytes: int,
 ) -> None:
     """The insert path: the batch file's rows into `target`, in bounded multi-row INSERTs.
     `kinds` are the target's column kinds by Redshift column name; values that do not fit
-    are counted in `fitted`."""
-    for chunk in fitted_chunks(dialect, batch, kinds, fitted):
+    (JSON over `json_bytes`) are counted in `fitted`."""
+    for chunk in fitted_chunks(dialect, batch, kinds, fitted, json_bytes):
         _insert(connection, dialect, target, chunk, kinds)
 
 
 def fitted_chunks(
-    dialect: RedshiftDialect, batch: EventBatch, kinds: Mapping[str, Kind], fitted: FitCounts
+    dialect: RedshiftDialect,
+    batch: EventBatch,
+    kinds: Mapping[str, Kind],
+    fitted: FitCounts,
+    json_bytes: int,
 ) -> Iterator[pa.RecordBatch]:
     """The batch file's rows in chunks, columns named by Redshift's rules and values
-    fitted to the target's column kinds (`kinds`); what did not fit is counted in `fitted`."""
+    fitted to the target's column kinds (`kinds`, JSON up to `json_bytes`); what did not
+    fit is counted in `fitted`."""
     incoming = batch.columns()
     names = {name: destination_column(name, dialect.columns) for name in incoming}
     for chunk in batch.iter_arrow():
         arrays = [
-            column_values(chunk.column(name), incoming[name], kinds[names[name]], fitted)
+            column_values(
+                chunk.column(name), incoming[name], kinds[names[name]], fitted, json_bytes
+            )
             for name in chunk.schema.names
         ]
         yield pa.RecordBatch.from_arrays(arrays, [names[name] for name in chunk.schema.names])
