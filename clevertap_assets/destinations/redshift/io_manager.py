@@ -85,7 +85,10 @@ def _load(
     staging: RedshiftS3Staging | None,
 ) -> dict:
     load = RedshiftWindowLoad(connection, dialect, staging)
-    metadata = replace_window(load, table_slice, batch)
+    try:
+        metadata = replace_window(load, table_slice, batch)
+    finally:
+        load.discard()
     _warn_fitted(context, load.fitted, load.json_bytes)
     return metadata
 

@@ -16,7 +16,12 @@ from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
-from clevertap_assets.destinations.common import SchemaChange, rebuild_column, window_where
+from clevertap_assets.destinations.common import (
+    SchemaChange,
+    plan_schema_change,
+    rebuild_column,
+    window_where,
+)
 from clevertap_assets.destinations.redshift.client import target_name
 from clevertap_assets.destinations.redshift.dialect import (
     MAX_JSON_BYTES,
@@ -29,9 +34,10 @@ from clevertap_assets.destinations.redshift.dialect import (
 from clevertap_assets.destinations.redshift.staging import (
     RedshiftS3Staging,
     StagedRows,
+    UploadedRows,
     insert_staged,
 )
-from clevertap_assets.destinations.window import WindowLoad, evolved
+from clevertap_assets.destinations.window import WindowLoad, batch_targets, evolved
 from clevertap_assets.naming import destination_column, quote_identifier
 
 # Redshift's bind-parameter ceiling per statement (PostgreSQL's is 65,535).
@@ -43,8 +49,9 @@ _WIDENING_COLUMN = "_clevertap_widening"
 
 
 class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
-    """The table's `LOCK` first, then the schema change, the window's `DELETE` and the
-    INSERTs, in the caller's one transaction. Columns are named by Redshift's rules."""
+    """With a staging bucket, the rows' upload to S3 first (`begin`); then the table's `LOCK`,
+    the schema change, the window's `DELETE` and the INSERTs, in the caller's one
+    transaction. Columns are named by Redshift's rules."""
 
     def __init__(
         self,
@@ -58,6 +65,7 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self._exists = False
         self.fitted = FitCounts()
         self.json_bytes = MAX_JSON_BYTES
+        self._uploaded: UploadedRows | None = None
 
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
         return {
@@ -65,13 +73,39 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
             for name, kind in batch.columns().items()
         }
 
+    def begin(
+        self, table_slice: TableSlice, batch: EventBatch, incoming: Mapping[str, Kind]
+    ) -> None:
+        """Before the LOCK, each in a transaction of its own: how much JSON the cluster
+        parses (`json_limit`) and, with a staging bucket, the rows' upload to S3, fitted to
+        the table's columns as they are now and as this batch will evolve them; `stage`
+        uploads again only if a concurrent load changed them meanwhile. Readers of the table
+        so wait for the statements that change it, not for the Parquet file and the upload."""
+        self.json_bytes = json_limit(self._connection)
+        if self._staging is None or not incoming:
+            return
+        current = existing_kinds(self._connection, self._dialect, table_slice)
+        self._connection.rollback()
+        planned = evolved(current, plan_schema_change(current, incoming))
+        targets = batch_targets(planned, incoming)
+        self._uploaded = self._upload(self._staging, table_slice, batch, targets)
+
+    def _upload(
+        self,
+        staging: RedshiftS3Staging,
+        table_slice: TableSlice,
+        batch: EventBatch,
+        kinds: Mapping[str, Kind],
+    ) -> UploadedRows:
+        fitted = FitCounts()
+        rows = fitted_chunks(self._dialect, batch, kinds, fitted, self.json_bytes)
+        return staging.upload(table_slice, kinds, rows, fitted)
+
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
         """`LOCK` is the transaction's first statement, before anything reads: a SERIALIZABLE
         transaction's view is fixed by its first read, so locking later would still leave it
         blind to a load that committed while it waited. A table that does not exist yet is
-        created by `prepare`; the failed LOCK is rolled back, nothing else had run. How much
-        JSON the cluster parses (`json_limit`) is asked before, in a transaction of its own."""
-        self.json_bytes = json_limit(self._connection)
+        created by `prepare`; the failed LOCK is rolled back, nothing else had run."""
         try:
             self._connection.execute(f"LOCK TABLE {target_name(table_slice)}")
         except psycopg.errors.UndefinedTable:
@@ -121,14 +155,23 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]
     ) -> EventBatch | StagedRows:
         """Without a staging bucket nothing to stage: the INSERTs read the batch file as
-        they go. With one, the rows are COPYed from S3 into a staging table."""
+        they go. With one, the rows uploaded by `begin` (or again, for columns that changed
+        since) are COPYed from S3 into a staging table."""
         self._targets = dict(targets)
         if self._staging is None:
             return batch
-        rows = fitted_chunks(self._dialect, batch, self._targets, self.fitted, self.json_bytes)
-        return self._staging.stage(
-            self._connection, self._dialect, table_slice, self._targets, rows
-        )
+        if self._uploaded is None or self._uploaded.kinds != self._targets:
+            self.discard()
+            self._uploaded = self._upload(self._staging, table_slice, batch, self._targets)
+        uploaded, self._uploaded = self._uploaded, None
+        self.fitted = uploaded.fitted
+        return self._staging.copy(self._connection, self._dialect, uploaded)
+
+    def discard(self) -> None:
+        """Delete an upload no COPY read (the load failed before it); nothing without one."""
+        if self._staging is not None and self._uploaded is not None:
+            self._staging.discard(self._uploaded)
+            self._uploaded = None
 
     def replace(self, table_slice: TableSlice, staged: EventBatch | StagedRows | None) -> None:
         if not self._exists:
