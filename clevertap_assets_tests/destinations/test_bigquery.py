@@ -783,3 +783,42 @@ def test_a_merge_that_loses_to_a_concurrent_one_is_run_again(
     assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
     assert duplicates(bq, pipeline, "charged") == 0
     assert tables(bq, pipeline) == {"charged"}
+
+
+def test_json_numbers_are_never_rounded_in_the_merge(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    """BigQuery's `PARSE_JSON` rounds a number INT64, UINT64 and FLOAT64 cannot hold only
+    when told to (`wide_number_mode => 'round'`) and refuses it otherwise
+    (https://cloud.google.com/bigquery/docs/reference/standard-sql/json_functions#parse_json).
+    bqemulator keeps JSON as text and rounds nothing, so the MERGE is checked as BigQuery
+    SQL: what is stored comes from an exact parse, or else is the exact text as a JSON
+    string; a round-mode parse only tests that the text is JSON. (The CleverTap emulator
+    cannot send a number wider than 64 bits, so the load itself carries ordinary ones.)"""
+    bq = bigquery_emulator
+    emulator = make_emulator()
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=["Charged"], auto_mapping=False)
+    first, last = recent_days(pipeline.settings, 2)
+    sent: list[str] = []
+    run_query = bigquery.Client.query
+
+    def recorded(self, query, *args, **kwargs):
+        sent.append(query)
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", recorded)
+    assert load(pipeline, first, last).success
+
+    (merge,) = [parsed(sql, "bigquery") for sql in sent if sql.startswith("MERGE")]
+    modes = [
+        literal
+        for literal in merge.find_all(exp.Literal)
+        if literal.is_string and literal.name in ("round", "exact")
+    ]
+    assert {literal.name for literal in modes} == {"round", "exact"}
+    for literal in modes:
+        if literal.name == "round":
+            assert literal.find_ancestor(exp.Is) is not None, merge.sql("bigquery")
+    assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
+    sql = f"SELECT JSON_TYPE(event_props.Items) FROM {name(bq, pipeline, 'charged')} LIMIT 1"
+    assert bq.query(sql) == [("array",)]
