@@ -589,3 +589,37 @@ def test_event_time_utc_is_written_in_utc_whatever_the_accounts_time_zone(
     assert load(pipeline, first, last).success
     assert fake_snowflake.write_zones["CHARGED"] == {"UTC"}
     assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+
+def test_a_programmatic_access_token_logs_in_in_place_of_a_password(
+    tmp_path, make_emulator, fake_snowflake, monkeypatch
+):
+    """A service user cannot log in with a password; a programmatic access token goes where
+    the password would (https://docs.snowflake.com/en/user-guide/programmatic-access-tokens).
+    `SNOWFLAKE_TOKEN` reaches the connector as the password, resolved inside the run from its
+    variable, and is never shown; it does not go with another way to authenticate."""
+    token = "pat-5ecr3t-never-shown"
+    monkeypatch.delenv("SNOWFLAKE_PASSWORD")
+    monkeypatch.setenv("SNOWFLAKE_TOKEN", token)
+    logins: list[dict] = []
+    connect = snowflake.connector.connect
+
+    def recorded(*args, **kwargs):
+        logins.append(kwargs)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(snowflake.connector, "connect", recorded)
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"])
+    resources = build_snowflake_resources(pipeline.settings)
+    assert token not in repr(resources)
+    assert "SNOWFLAKE_TOKEN" in repr(resources["warehouse_io_manager"])
+    first, last = recent_days(pipeline.settings, 2)
+    result = load(pipeline, first, last)
+    assert result.success
+    assert token not in "".join(repr(event) for event in result.all_events)
+    assert logins and all(login.get("password") == token for login in logins)
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+    monkeypatch.setenv("SNOWFLAKE_PASSWORD", PASSWORD)
+    with pytest.raises(SettingsError, match=r"only one of .*SNOWFLAKE_TOKEN"):
+        build_snowflake_resources(pipeline.settings)
