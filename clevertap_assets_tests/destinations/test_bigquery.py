@@ -138,6 +138,20 @@ def strict_bigquery(monkeypatch: pytest.MonkeyPatch) -> StrictBigQuery:
     return strict
 
 
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch, strict_bigquery: StrictBigQuery) -> list[str]:
+    """Every query the client is asked to run, run as before."""
+    queries: list[str] = []
+    run_query = bigquery.Client.query
+
+    def recorded(self, query, *args, **kwargs):
+        queries.append(query)
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", recorded)
+    return queries
+
+
 @pytest.fixture(autouse=True)
 def bigquery_env(monkeypatch: pytest.MonkeyPatch, bigquery_emulator: BigQueryEmulator) -> None:
     monkeypatch.setenv("BIGQUERY_PROJECT", bigquery_emulator.project)
@@ -611,7 +625,7 @@ def test_the_webhook_table_is_clustered_on_its_range_so_a_merge_reads_only_its_r
 
 
 def test_widening_keeps_the_owners_clustering_labels_descriptions_and_policy_tags(
-    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch, sent
 ):
     """A user clusters the table, labels it, describes columns and tags one with a policy; a
     widening rewrites the table and keeps all of it
@@ -638,14 +652,6 @@ def test_widening_keeps_the_owners_clustering_labels_descriptions_and_policy_tag
     ]
     bq.client().update_table(table, ["clustering_fields", "labels", "description", "schema"])
 
-    sent: list[str] = []
-    run_query = bigquery.Client.query
-
-    def recorded(self, query, *args, **kwargs):
-        sent.append(query)
-        return run_query(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(bigquery.Client, "query", recorded)
     # As BigQuery returns the table: with the policy tag bqemulator does not keep.
     get_table, update_table = bigquery.Client.get_table, bigquery.Client.update_table
     updates: list[list[bigquery.SchemaField]] = []
@@ -786,7 +792,7 @@ def test_a_merge_that_loses_to_a_concurrent_one_is_run_again(
 
 
 def test_json_numbers_are_never_rounded_in_the_merge(
-    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+    tmp_path, make_emulator, bigquery_emulator, sent
 ):
     """BigQuery's `PARSE_JSON` rounds a number INT64, UINT64 and FLOAT64 cannot hold only
     when told to (`wide_number_mode => 'round'`) and refuses it otherwise
@@ -799,14 +805,6 @@ def test_json_numbers_are_never_rounded_in_the_merge(
     emulator = make_emulator()
     pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=["Charged"], auto_mapping=False)
     first, last = recent_days(pipeline.settings, 2)
-    sent: list[str] = []
-    run_query = bigquery.Client.query
-
-    def recorded(self, query, *args, **kwargs):
-        sent.append(query)
-        return run_query(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(bigquery.Client, "query", recorded)
     assert load(pipeline, first, last).success
 
     (merge,) = [parsed(sql, "bigquery") for sql in sent if sql.startswith("MERGE")]

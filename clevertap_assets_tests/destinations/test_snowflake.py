@@ -55,6 +55,8 @@ ENV = {
     "SNOWFLAKE_ROLE": "clevertap_loader",
 }
 TABLES = ("APP_LAUNCHED", "PRODUCT_VIEWED", "CHARGED")
+LONG_KEY = "Very Long Property " * 16 + "End"
+"""A property whose column name is cut to Snowflake's 255 characters."""
 
 
 ACCOUNT_TIMEZONE = "America/Los_Angeles"
@@ -134,6 +136,11 @@ def columns(table: str) -> dict[str, str]:
             (table,),
         )
     )
+
+
+def long_columns() -> list[str]:
+    """The `CHARGED` columns of `LONG_KEY`."""
+    return [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
 
 
 def snowflake_pipeline(tmp_path, emulator, **settings):
@@ -495,16 +502,15 @@ def test_a_long_property_name_is_one_column_within_snowflakes_255_characters(
 ):
     """https://docs.snowflake.com/en/sql-reference/identifiers-syntax: at most 255 characters;
     DuckDB under fakesnow has no limit, so the length is asserted here."""
-    long_key = "Very Long Property " * 16 + "End"
     pipeline = snowflake_pipeline(
-        tmp_path, make_emulator(extra_event_props={long_key: 7}), events=["Charged"]
+        tmp_path, make_emulator(extra_event_props={LONG_KEY: 7}), events=["Charged"]
     )
     first, last = recent_days(pipeline.settings, 2)
     assert load(pipeline, first, last).success
     assert load(pipeline, first, last).success
-    long_columns = [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
-    assert len(long_columns) == 1 and len(long_columns[0]) == 255
-    assert query(f'SELECT DISTINCT "{long_columns[0]}" FROM "CLEVERTAP"."CHARGED"') == [(7,)]
+    (long_column,) = long_columns()
+    assert len(long_column) == 255
+    assert query(f'SELECT DISTINCT "{long_column}" FROM "CLEVERTAP"."CHARGED"') == [(7,)]
     assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
 
 
@@ -514,16 +520,15 @@ def test_a_long_property_that_drifts_is_widened_within_255_characters(
     """The widening's copy of a 255-character column is named within the limit too
     (https://docs.snowflake.com/en/sql-reference/identifiers-syntax), refused over it by the
     strict fake, so the drift is widened once and the column keeps its name."""
-    long_key = "Very Long Property " * 16 + "End"
-    numbers = make_emulator(extra_event_props={long_key: 7})
+    numbers = make_emulator(extra_event_props={LONG_KEY: 7})
     pipeline = snowflake_pipeline(tmp_path, numbers, events=["Charged"])
     first, last = recent_days(pipeline.settings, 2)
     assert load(pipeline, first, first).success
-    (long_column,) = [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
-    drifted = make_emulator(extra_event_props={long_key: "seven"})
+    (long_column,) = long_columns()
+    drifted = make_emulator(extra_event_props={LONG_KEY: "seven"})
     assert load(replace(pipeline, emulator=drifted), last, last).success
 
-    assert [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")] == [long_column]
+    assert long_columns() == [long_column]
     assert columns("CHARGED")[long_column] == "TEXT"
     values = query(f'SELECT DISTINCT "{long_column}" FROM "CLEVERTAP"."CHARGED" ORDER BY 1')
     assert values == [("7",), ("seven",)]
@@ -538,12 +543,11 @@ def test_a_widening_of_a_long_column_cut_short_is_repaired_by_the_next_load(
 ):
     """A run killed after the drop leaves the copy under its hashed name; the next load
     finds its original among the batch's columns and gives the copy that name back."""
-    long_key = "Very Long Property " * 16 + "End"
-    emulator = make_emulator(extra_event_props={long_key: 7})
+    emulator = make_emulator(extra_event_props={LONG_KEY: 7})
     pipeline = snowflake_pipeline(tmp_path, emulator, events=["Charged"])
     first, last = recent_days(pipeline.settings, 2)
     assert load(pipeline, first, last).success
-    (long_column,) = [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
+    (long_column,) = long_columns()
     copy = snowflake_load.widening_column(long_column)
     assert len(copy) <= MAX_IDENTIFIER_CHARACTERS
     target = '"CLEVERTAP"."CHARGED"'
