@@ -6,9 +6,9 @@ creates) commits the open transaction first, so the steps are:
 1. Schema evolution, each statement committing on its own: create the table, add new
    columns, widen drifting ones. All of it is additive, so the previous rows stay readable
    and intact if the run stops between statements. Snowflake cannot change NUMBER to
-   VARCHAR in place, so a column is widened by add `<C>$WIDENING`, update, drop, rename; a
-   run that stops midway leaves a `$WIDENING` column that the next load finishes (rename)
-   or restarts (drop).
+   VARCHAR in place, so a column is widened by add `<C>$WIDENING` (`widening_column`, within
+   Snowflake's 255 characters), update, drop, rename; a run that stops midway leaves a
+   `$WIDENING` column that the next load finishes (rename) or restarts (drop).
 2. Staging, still outside any transaction: the batch goes into a session-scoped temporary
    table by one `write_pandas` call (its Parquet files PUT `STAGE_CHUNK_ROWS` rows at a time,
    then one COPY), JSON columns as text. A failure here leaves the table untouched, and the
