@@ -2,11 +2,14 @@
 where PostgreSQL can (SERIALIZABLE, SUPER, JSON_PARSE: `postgres_server.REDSHIFT_LIKE`): the
 emulator over HTTP, the real asset code, our Redshift IO manager with its production SQL."""
 
+from contextlib import suppress
 from dataclasses import replace
 from datetime import timedelta
 
+import boto3
 import orjson
 import psycopg
+import psycopg.sql
 import pyarrow as pa
 import pytest
 from dagster import AssetKey, EnvVar
@@ -40,6 +43,7 @@ from clevertap_assets_tests.harness import (
     recent_days,
 )
 from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
+from clevertap_assets_tests.s3_server import s3_server  # noqa: F401
 
 TABLES = ("app_launched", "product_viewed", "charged")
 
@@ -347,6 +351,8 @@ def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(monkey
         "database": "dev",
         "user": "loader",
         "sslmode": "require",
+        "iam_cluster_id": "",
+        "iam_workgroup": "",
     }
     assert "pw-never-shown" not in repr(settings) + str(settings) + str(settings.model_dump())
 
@@ -441,3 +447,82 @@ def test_a_long_property_name_maps_to_one_column_that_later_loads_find(
         (7,)
     ]
     assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+
+
+@pytest.fixture
+def redshift_api(s3_server, warehouse, monkeypatch):  # noqa: F811
+    """AWS's Redshift API as moto's server answers it over HTTP (a provisioned cluster
+    `analytics` created there), and what the cluster does with temporary credentials it
+    issues: the user `IAM:<user>` may log in with that password until it expires
+    (https://docs.aws.amazon.com/redshift/latest/APIReference/API_GetClusterCredentials.html),
+    done on PostgreSQL when the answer arrives. The passwords issued, in order."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_REDSHIFT", s3_server.endpoint)
+    session = boto3.session.Session()
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    redshift = session.client("redshift")
+    with suppress(redshift.exceptions.ClusterAlreadyExistsFault):
+        redshift.create_cluster(
+            ClusterIdentifier="analytics",
+            NodeType="ra3.xlplus",
+            MasterUsername="admin",
+            MasterUserPassword="Admin-pass-1",
+        )
+    issued: list[str] = []
+
+    def cluster_sets_the_password(parsed, **_):
+        if "DbPassword" not in parsed:  # the API refused the call
+            return
+        issued.append(parsed["DbPassword"])
+        conninfo = warehouse.server.conninfo(warehouse.database)
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            role = psycopg.sql.Identifier(parsed["DbUser"])
+            exists = admin.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (parsed["DbUser"],)
+            ).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            admin.execute(
+                psycopg.sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                    psycopg.sql.SQL(verb), role, psycopg.sql.Literal(parsed["DbPassword"])
+                )
+            )
+            admin.execute(
+                psycopg.sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    psycopg.sql.Identifier(warehouse.database), role
+                )
+            )
+
+    session.events.register("after-call.redshift.GetClusterCredentials", cluster_sets_the_password)
+    return issued
+
+
+def test_iam_authentication_logs_in_with_temporary_credentials_never_shown(
+    tmp_path, make_emulator, warehouse, redshift_api, monkeypatch
+):
+    """AWS recommends temporary credentials from IAM over a stored password
+    (https://docs.aws.amazon.com/redshift/latest/mgmt/generating-user-credentials.html): with
+    `REDSHIFT_IAM_CLUSTER_ID` and no password, every connection asks GetClusterCredentials
+    (boto3's own credentials) and logs in as `IAM:<user>`; the temporary password appears
+    nowhere in the run's events. A cluster the API does not know is one error naming the
+    setting."""
+    monkeypatch.delenv("REDSHIFT_PASSWORD")
+    monkeypatch.setenv("REDSHIFT_USER", "loader")
+    monkeypatch.setenv("REDSHIFT_IAM_CLUSTER_ID", "analytics")
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    result = pipeline.load(first, last, **build_redshift_resources(pipeline.settings))
+    assert result.success
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+    assert warehouse.query("SELECT tableowner FROM pg_tables WHERE schemaname = 'clevertap'") == [
+        ("IAM:loader",)
+    ]
+    told = "".join(repr(event) for event in result.all_events)
+    assert redshift_api and not any(password in told for password in redshift_api)
+
+    monkeypatch.setenv("REDSHIFT_IAM_CLUSTER_ID", "no-such-cluster")
+    with pytest.raises(DestinationError, match="REDSHIFT_IAM_CLUSTER_ID=no-such-cluster"):
+        check_redshift_destination(pipeline.settings)
+    monkeypatch.setenv("REDSHIFT_PASSWORD", "p")
+    with pytest.raises(SettingsError, match=r"only one of .*REDSHIFT_IAM_CLUSTER_ID"):
+        build_redshift_resources(pipeline.settings)
