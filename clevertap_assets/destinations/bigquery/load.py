@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster._core.storage.db_io_manager import TableSlice
-from google.api_core.exceptions import BadRequest, GoogleAPICallError
+from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery
 
 from clevertap_assets.batch.kinds import Kind
@@ -172,7 +172,7 @@ def run_dml(client: bigquery.Client, statement: str) -> None:
         try:
             client.query(statement).result()
             return
-        except BadRequest as error:
+        except GoogleAPICallError as error:
             if attempt == LOAD_ATTEMPTS or not is_concurrent_update(error):
                 raise
             time.sleep(retry_pause(attempt))
