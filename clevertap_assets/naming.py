@@ -65,13 +65,19 @@ class ColumnRules:
     lower_case: bool = False
 
 
+SNOWFLAKE_IDENTIFIER_BYTES = 255
+"""https://docs.snowflake.com/en/sql-reference/identifiers-syntax"""
+BIGQUERY_TABLE_BYTES = 1024
+"""https://cloud.google.com/bigquery/docs/tables#table_naming"""
+REDSHIFT_IDENTIFIER_BYTES = 127
+"""https://docs.aws.amazon.com/redshift/latest/dg/r_names.html"""
 BIGQUERY_COLUMNS = ColumnRules(max_bytes=300, letter_first=True)
 """A letter or `_` first, at most 300 characters; Parquet loads take no flexible names by
 default (https://cloud.google.com/bigquery/docs/schemas#column_names,
 https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet)."""
-SNOWFLAKE_COLUMNS = ColumnRules(max_bytes=255)
+SNOWFLAKE_COLUMNS = ColumnRules(max_bytes=SNOWFLAKE_IDENTIFIER_BYTES)
 """At most 255 characters (https://docs.snowflake.com/en/sql-reference/identifiers-syntax)."""
-REDSHIFT_COLUMNS = ColumnRules(max_bytes=127, lower_case=True)
+REDSHIFT_COLUMNS = ColumnRules(max_bytes=REDSHIFT_IDENTIFIER_BYTES, lower_case=True)
 """At most 127 bytes, longer names are truncated, and names fold to lower case
 (https://docs.aws.amazon.com/redshift/latest/dg/r_names.html)."""
 _HASH_CHARACTERS = 8
@@ -81,9 +87,9 @@ WEBHOOK_TABLE = "webhook_events"
 """The webhook asset's table (before the prefix)."""
 
 TABLE_NAME_BYTES = {
-    "snowflake": 255,  # https://docs.snowflake.com/en/sql-reference/identifiers-syntax
-    "bigquery": 1024,  # https://cloud.google.com/bigquery/docs/tables#table_naming
-    "redshift": 127,  # https://docs.aws.amazon.com/redshift/latest/dg/r_names.html
+    "snowflake": SNOWFLAKE_IDENTIFIER_BYTES,
+    "bigquery": BIGQUERY_TABLE_BYTES,
+    "redshift": REDSHIFT_IDENTIFIER_BYTES,
 }
 """The longest table name each destination takes, in UTF-8 bytes (DuckDB sets none)."""
 
@@ -91,18 +97,27 @@ TABLE_NAME_BYTES = {
 def destination_column(name: str, rules: ColumnRules) -> str:
     """A column name the destination stores exactly as given, so the same property always
     maps to the same column: `_` before a leading digit where a letter must come first, and a
-    name over the limit cut short, followed by a hash of the whole name, so that two long
-    names alike in their first bytes stay two columns."""
+    name over the limit fitted by `fitted_identifier`."""
     if rules.lower_case:
         name = name.lower()
     if rules.letter_first and name[:1].isdigit():
         name = "_" + name
-    encoded = name.encode()
-    if len(encoded) <= rules.max_bytes:
-        return name
-    digest = hashlib.sha256(encoded).hexdigest()[:_HASH_CHARACTERS]
-    head = encoded[: rules.max_bytes - _HASH_CHARACTERS - 1].decode(errors="ignore")
-    return f"{head}_{digest}"
+    return fitted_identifier(name, rules.max_bytes)
+
+
+def fitted_identifier(name: str, max_bytes: int, suffix: str = "") -> str:
+    """`name` followed by `suffix` within `max_bytes` UTF-8 bytes: the one rule for every
+    identifier the loads build (columns, and the staging tables and widening columns named
+    after a table or column). A name that does not fit is cut short and followed by a hash of
+    the whole name before the suffix, so two long names alike in their first bytes stay two
+    identifiers, and the same name always gives the same identifier."""
+    whole = name + suffix
+    if len(whole.encode()) <= max_bytes:
+        return whole
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_CHARACTERS]
+    room = max_bytes - len(suffix.encode()) - _HASH_CHARACTERS - 1
+    head = name.encode()[:room].decode(errors="ignore")
+    return f"{head}_{digest}{suffix}"
 
 
 SYSTEM_COLUMN_NAMES = frozenset({"event_name", "event_time", "event_time_utc"})

@@ -1,12 +1,16 @@
-"""Column names each destination stores exactly as given (`naming.destination_column`)."""
+"""Identifiers each destination stores exactly as given (`naming.destination_column`,
+`naming.fitted_identifier`)."""
 
 import pytest
 
 from clevertap_assets.naming import (
     BIGQUERY_COLUMNS,
+    BIGQUERY_TABLE_BYTES,
     REDSHIFT_COLUMNS,
     SNOWFLAKE_COLUMNS,
+    SNOWFLAKE_IDENTIFIER_BYTES,
     destination_column,
+    fitted_identifier,
 )
 
 RULES = [BIGQUERY_COLUMNS, SNOWFLAKE_COLUMNS, REDSHIFT_COLUMNS]
@@ -36,3 +40,29 @@ def test_long_names_are_cut_to_the_limit_stably_and_stay_apart(rules):
     assert cut != destination_column(second, rules)
     assert cut.startswith(stem[:100])
     assert destination_column(cut, rules) == cut  # a stored name maps to itself
+
+
+@pytest.mark.parametrize(
+    ("limit", "suffix"),
+    [
+        # https://docs.snowflake.com/en/sql-reference/identifiers-syntax: 255 characters.
+        (SNOWFLAKE_IDENTIFIER_BYTES, "$STAGING"),
+        (SNOWFLAKE_IDENTIFIER_BYTES, "$WIDENING"),
+        # https://cloud.google.com/bigquery/docs/tables#table_naming: 1,024 UTF-8 bytes
+        # (bqemulator stops at 255, so the BigQuery staging name is checked here).
+        (BIGQUERY_TABLE_BYTES, "__staging_0123456789ab"),
+    ],
+)
+def test_a_name_with_a_suffix_fits_the_limit_and_stays_distinct(limit, suffix):
+    """The staging and widening names built from a table or column at the limit fit it,
+    the same name always gives the same identifier, and two long names alike in their first
+    bytes stay two."""
+    short = "charged"
+    assert fitted_identifier(short, limit, suffix) == short + suffix
+    first, second = "p" * (limit - 2) + "_a", "p" * (limit - 2) + "_b"
+    fitted = fitted_identifier(first, limit, suffix)
+    assert len(fitted.encode()) <= limit and fitted.endswith(suffix)
+    assert fitted == fitted_identifier(first, limit, suffix)
+    assert fitted != fitted_identifier(second, limit, suffix)
+    accented = "é" * limit
+    assert len(fitted_identifier(accented, limit, suffix).encode()) <= limit

@@ -6,6 +6,7 @@ first two are here, once; the replacement is `destinations.window`, the counts t
 read are `destinations.stats`.
 """
 
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,16 @@ from clevertap_assets.batch.spool import (
     remove_spool_folder,
 )
 from clevertap_assets.naming import quote_identifier
+
+LOAD_ATTEMPTS = 5
+"""How often a load that met a concurrent one is run, in all, before its error stands."""
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+
+
+def retry_pause(attempt: int) -> float:
+    """Exponential, capped, with full jitter, so two loads that met do not meet again."""
+    return random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt))
 
 
 class DestinationError(ConnectionError):

@@ -10,8 +10,11 @@ fixed inside `DbIOManager`, so it is not used: every client's `delete_table_slic
 nothing (`HandlerReplacesWindow`), and every type handler, for event batches and DataFrames
 alike, calls `replace_window`, which runs one destination's `WindowLoad` steps in this order:
 
-1. `prepare`: create or evolve the table. Additive only (new columns, wider types), so the
-   previous rows stay readable if the run stops here, on warehouses where DDL commits alone.
+0. `begin`: work on the batch that needs no hold on the table (Redshift's S3 upload), so
+   a load that locks its table in `existing` holds the lock only for the statements below.
+1. `existing`, then `prepare`: create or evolve the table. Additive only (new columns, wider
+   types), so the previous rows stay readable if the run stops here, on warehouses where DDL
+   commits alone.
 2. `stage`: put the rows where one statement can read them (a temporary table on Snowflake,
    an expiring table on BigQuery, on Redshift a temporary table COPYed from S3 when a staging
    bucket is set; DuckDB and Redshift's INSERTs otherwise read the batch file as they go).
@@ -53,9 +56,15 @@ class WindowLoad(ABC, Generic[Staged]):
         """The batch's columns as the table will name them."""
         return batch.columns()
 
+    def begin(
+        self, table_slice: TableSlice, batch: EventBatch, incoming: Mapping[str, Kind]
+    ) -> None:
+        """Work on the batch that needs no hold on the table, done before `existing`, which
+        may lock it (Redshift uploads the rows to S3 here)."""
+
     @abstractmethod
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
-        """The table's columns; empty when it does not exist yet. Runs first."""
+        """The table's columns; empty when it does not exist yet."""
 
     @abstractmethod
     def prepare(
@@ -91,13 +100,13 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
     a concurrent load), and `NamedTableDbIOManager` removes them once the output is handled."""
     batch = load.named(batch)
     incoming = load.incoming(batch)
+    load.begin(table_slice, batch, incoming)
     existing = load.existing(table_slice)
     _check_partition_columns(table_slice, existing)
     change = plan_schema_change(existing, incoming)
     if incoming:
         targets = load.prepare(table_slice, existing, change)
-        by_lower = {name.lower(): kind for name, kind in targets.items()}
-        staged = load.stage(table_slice, batch, {name: by_lower[name.lower()] for name in incoming})
+        staged = load.stage(table_slice, batch, batch_targets(targets, incoming))
         load.replace(table_slice, staged)
     else:
         load.replace(table_slice, None)
@@ -106,6 +115,13 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
         **load.metadata(),
         ROW_COUNT: load.row_count(table_slice),
     }
+
+
+def batch_targets(table: Mapping[str, Kind], incoming: Mapping[str, Kind]) -> dict[str, Kind]:
+    """The kinds of the table's columns (`table`, evolved for the batch) that the batch's
+    columns (`incoming`) go into, by the batch's names; matched case-insensitively."""
+    by_lower = {name.lower(): kind for name, kind in table.items()}
+    return {name: by_lower[name.lower()] for name in incoming}
 
 
 def _check_partition_columns(table_slice: TableSlice, existing: Mapping[str, Kind]) -> None:

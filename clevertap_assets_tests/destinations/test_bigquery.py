@@ -7,7 +7,7 @@ import base64
 import io
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import orjson
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
+from google.api_core.exceptions import BadRequest
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import bigquery
@@ -53,6 +54,102 @@ from clevertap_assets_tests.sql_grammar import parsed
 
 TABLES = ("app_launched", "product_viewed", "charged")
 STANDARD = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+MAX_TABLE_NAME_BYTES = 1024
+"""https://cloud.google.com/bigquery/docs/tables#table_naming: up to 1,024 UTF-8 bytes."""
+
+
+@dataclass
+class StrictBigQuery:
+    """What bqemulator accepts and BigQuery refuses, refused here before a request is sent:
+    table names over 1,024 bytes, and a query of a table whose owner set
+    `require_partition_filter` without a filter on its partitioning column
+    (https://cloud.google.com/bigquery/docs/managing-partitioned-tables#require-filter;
+    bqemulator stores no such flag, so a test sets it here, by table name). Every query is
+    parsed as BigQuery SQL; a MERGE into such a table filters it in its ON or WHEN
+    conditions."""
+
+    require_filter: dict[str, str] = field(default_factory=dict)
+    """Table name to its partitioning column, for tables that require a partition filter."""
+
+    def check_name(self, table_id: str) -> None:
+        name = table_id.rsplit(".", 1)[-1]
+        if len(name.encode()) > MAX_TABLE_NAME_BYTES:
+            raise BadRequest(f"Invalid table ID {name[:40]}...: over 1024 bytes")
+
+    def check_query(self, sql: str) -> None:
+        tree = parsed(sql, "bigquery")
+        for table in tree.find_all(exp.Table):
+            self.check_name(table.name)
+            column = self.require_filter.get(table.name)
+            if column and not _filtered(table, column):
+                raise BadRequest(
+                    f"Cannot query over table '{table.name}' without a filter over column(s) "
+                    f"'{column}' that can be used for partition elimination"
+                )
+
+
+def _filtered(table: exp.Table, column: str) -> bool:
+    """Whether the statement that reads `table` filters it on `column` (a CREATE's target
+    is written, not read)."""
+    create = table.find_ancestor(exp.Create)
+    if create is not None and create.this.find(exp.Table) is table:
+        return True
+    scope = table.find_ancestor(exp.Select, exp.Delete, exp.Merge)
+    if isinstance(scope, exp.Merge):
+        conditions = [scope.args.get("on"), *scope.find_all(exp.When)]
+    else:
+        conditions = [scope.args.get("where")] if scope is not None else []
+    return any(
+        reference.name == column
+        for condition in conditions
+        if condition is not None
+        for reference in condition.find_all(exp.Column)
+    )
+
+
+@pytest.fixture(autouse=True)
+def strict_bigquery(monkeypatch: pytest.MonkeyPatch) -> StrictBigQuery:
+    """Every test's client as strict as `StrictBigQuery`."""
+    strict = StrictBigQuery()
+    run_query, create_table = bigquery.Client.query, bigquery.Client.create_table
+    get_table = bigquery.Client.get_table
+
+    def checked_query(self, query, *args, **kwargs):
+        strict.check_query(query)
+        return run_query(self, query, *args, **kwargs)
+
+    def checked_create(self, table, *args, **kwargs):
+        strict.check_name(table if isinstance(table, str) else table.table_id)
+        return create_table(self, table, *args, **kwargs)
+
+    def as_bigquery_keeps_it(self, reference, *args, **kwargs):
+        table = get_table(self, reference, *args, **kwargs)
+        column = strict.require_filter.get(table.table_id)
+        if column:  # as BigQuery describes it: bqemulator keeps neither
+            table.time_partitioning = bigquery.TimePartitioning(field=column)
+            table.require_partition_filter = True
+        return table
+
+    monkeypatch.setattr(bigquery.Client, "query", checked_query)
+    monkeypatch.setattr(bigquery.Client, "create_table", checked_create)
+    monkeypatch.setattr(bigquery.Client, "get_table", as_bigquery_keeps_it)
+    return strict
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch, strict_bigquery: StrictBigQuery) -> list[str]:
+    """Every query the client is asked to run, run as before."""
+    queries: list[str] = []
+    run_query = bigquery.Client.query
+
+    def recorded(self, query, *args, **kwargs):
+        queries.append(query)
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", recorded)
+    return queries
 
 
 @pytest.fixture(autouse=True)
@@ -528,7 +625,7 @@ def test_the_webhook_table_is_clustered_on_its_range_so_a_merge_reads_only_its_r
 
 
 def test_widening_keeps_the_owners_clustering_labels_descriptions_and_policy_tags(
-    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch, sent
 ):
     """A user clusters the table, labels it, describes columns and tags one with a policy; a
     widening rewrites the table and keeps all of it
@@ -555,14 +652,6 @@ def test_widening_keeps_the_owners_clustering_labels_descriptions_and_policy_tag
     ]
     bq.client().update_table(table, ["clustering_fields", "labels", "description", "schema"])
 
-    sent: list[str] = []
-    run_query = bigquery.Client.query
-
-    def recorded(self, query, *args, **kwargs):
-        sent.append(query)
-        return run_query(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(bigquery.Client, "query", recorded)
     # As BigQuery returns the table: with the policy tag bqemulator does not keep.
     get_table, update_table = bigquery.Client.get_table, bigquery.Client.update_table
     updates: list[list[bigquery.SchemaField]] = []
@@ -635,3 +724,99 @@ def test_dataframe_outputs_replace_their_partition_and_add_columns(bigquery_emul
             f"FROM `{bq.project}.{dataset}.orders` GROUP BY 1 ORDER BY 1"
         ),
     )
+
+
+def test_a_table_that_requires_a_partition_filter_keeps_loading_widening_and_checking(
+    tmp_path, make_emulator, bigquery_emulator, strict_bigquery
+):
+    """The owner sets `require_partition_filter`; every statement the next loads and the
+    duplicate check send filters on `event_time`, so a load with a widening and a re-run
+    both succeed with exactly the truth, and the check reads the run's days
+    (https://cloud.google.com/bigquery/docs/managing-partitioned-tables#require-filter)."""
+    bq = bigquery_emulator
+    numbers = make_emulator(extra_event_props={"Coupon": 10})
+    pipeline = bigquery_pipeline(tmp_path, numbers, bq, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, first).success
+    strict_bigquery.require_filter["charged"] = "event_time"
+
+    drifted = make_emulator(extra_event_props={"Coupon": "SPRING10"})
+    result = load(replace(pipeline, emulator=drifted), last, last)
+    assert result.success
+    assert load(replace(pipeline, emulator=drifted), last, last).success
+    assert columns(bq, pipeline, "charged")["event_props__coupon"] == "STRING"
+    strict_bigquery.require_filter.clear()  # the test's own reads below
+    truth = {
+        first: numbers.true_count("Charged", first),
+        last: drifted.true_count("Charged", last),
+    }
+    assert daily_rows(bq, pipeline, "charged") == truth
+    strict_bigquery.require_filter["charged"] = "event_time"
+    stats = BigQueryEventStats(project=bq.project)
+    schema = pipeline.settings.warehouse_schema
+    assert stats.duplicate_record_ids(schema, "charged", first, last) == 0
+    assert stats.daily_row_counts(schema, "charged", first, last) == truth
+
+
+def test_a_merge_that_loses_to_a_concurrent_one_is_run_again(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    """BigQuery fails a mutating DML statement that conflicts with a concurrent one once its
+    own retries are spent
+    (https://cloud.google.com/bigquery/docs/data-manipulation-language#dml_statement_conflicts);
+    the first two MERGEs here meet one (bqemulator runs them one at a time, so the conflict
+    is BigQuery's answer, given before the statement runs), and the load runs it again."""
+    bq = bigquery_emulator
+    pipeline = bigquery_pipeline(tmp_path, make_emulator(), bq, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, first).success
+    merges: list[str] = []
+    run_query = bigquery.Client.query
+
+    def concurrent_first(self, query, *args, **kwargs):
+        if query.startswith("MERGE"):
+            merges.append(query)
+            if len(merges) <= 2:
+                table = query.split()[1]
+                raise BadRequest(
+                    f"Could not serialize access to table {table} due to concurrent update"
+                )
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", concurrent_first)
+    assert load(pipeline, first, last).success
+    assert len(merges) == 3
+    assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
+    assert duplicates(bq, pipeline, "charged") == 0
+    assert tables(bq, pipeline) == {"charged"}
+
+
+def test_json_numbers_are_never_rounded_in_the_merge(
+    tmp_path, make_emulator, bigquery_emulator, sent
+):
+    """BigQuery's `PARSE_JSON` rounds a number INT64, UINT64 and FLOAT64 cannot hold only
+    when told to (`wide_number_mode => 'round'`) and refuses it otherwise
+    (https://cloud.google.com/bigquery/docs/reference/standard-sql/json_functions#parse_json).
+    bqemulator keeps JSON as text and rounds nothing, so the MERGE is checked as BigQuery
+    SQL: what is stored comes from an exact parse, or else is the exact text as a JSON
+    string; a round-mode parse only tests that the text is JSON. (The CleverTap emulator
+    cannot send a number wider than 64 bits, so the load itself carries ordinary ones.)"""
+    bq = bigquery_emulator
+    emulator = make_emulator()
+    pipeline = bigquery_pipeline(tmp_path, emulator, bq, events=["Charged"], auto_mapping=False)
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+
+    (merge,) = [parsed(sql, "bigquery") for sql in sent if sql.startswith("MERGE")]
+    modes = [
+        literal
+        for literal in merge.find_all(exp.Literal)
+        if literal.is_string and literal.name in ("round", "exact")
+    ]
+    assert {literal.name for literal in modes} == {"round", "exact"}
+    for literal in modes:
+        if literal.name == "round":
+            assert literal.find_ancestor(exp.Is) is not None, merge.sql("bigquery")
+    assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
+    sql = f"SELECT JSON_TYPE(event_props.Items) FROM {name(bq, pipeline, 'charged')} LIMIT 1"
+    assert bq.query(sql) == [("array",)]

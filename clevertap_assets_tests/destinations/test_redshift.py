@@ -2,11 +2,14 @@
 where PostgreSQL can (SERIALIZABLE, SUPER, JSON_PARSE: `postgres_server.REDSHIFT_LIKE`): the
 emulator over HTTP, the real asset code, our Redshift IO manager with its production SQL."""
 
+from contextlib import suppress
 from dataclasses import replace
 from datetime import timedelta
 
+import boto3
 import orjson
 import psycopg
+import psycopg.sql
 import pyarrow as pa
 import pytest
 from dagster import AssetKey, EnvVar
@@ -17,6 +20,7 @@ from clevertap_assets.destinations.common import DestinationError
 from clevertap_assets.destinations.redshift import load as redshift_load
 from clevertap_assets.destinations.redshift.check import check_redshift_destination
 from clevertap_assets.destinations.redshift.dialect import (
+    MAX_JSON_BYTES,
     MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
     RedshiftDialect,
@@ -39,6 +43,7 @@ from clevertap_assets_tests.harness import (
     recent_days,
 )
 from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
+from clevertap_assets_tests.s3_server import s3_server  # noqa: F401
 
 TABLES = ("app_launched", "product_viewed", "charged")
 
@@ -263,11 +268,12 @@ def test_json_mode_keeps_sections_as_native_json_and_reads_back_as_text(
         batch.discard()
 
 
-def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse):
-    """VARCHAR holds 65,535 bytes; SUPER holds 16 MB
-    (https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
+def load_limits(warehouse) -> dict:
+    """One window of text and JSON at and over Redshift's limits into `clevertap.limits`:
+    short text with a NUL, text of twice VARCHAR's bytes, JSON of twice 65,535 bytes and
+    JSON over SUPER's 16 MB; the load's metadata."""
     long_text = "é" * MAX_VARCHAR_BYTES  # 2 bytes each: twice the limit
-    long_json = "[" + "1," * MAX_VARCHAR_BYTES + "1]"  # twice VARCHAR's limit, kept whole
+    long_json = "[" + "1," * MAX_JSON_BYTES + "1]"  # twice JSON_PARSE's default limit
     too_long_json = '["' + "x" * MAX_SUPER_BYTES + '"]'
     batch = pa.RecordBatch.from_pydict(
         {
@@ -287,15 +293,50 @@ def test_over_long_text_is_truncated_and_json_kept_up_to_supers_16_mb(warehouse)
         )
         connection.commit()
     batch.discard()
-    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 1)
     assert metadata["dagster/row_count"] == 4
-    rows = warehouse.query(
+    return metadata
+
+
+def limits_rows(warehouse) -> list[tuple]:
+    return warehouse.query(
         'SELECT note, octet_length(note), jsonb_array_length(items) FROM "clevertap"."limits" '
         "ORDER BY 2, 3"
     )
+
+
+def opt_in_to_large_strings(warehouse) -> None:
+    """What a cluster's owner sets, in the shim's spelling (`postgres_server.REDSHIFT_LIKE`)."""
+    conninfo = warehouse.server.conninfo(warehouse.database)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(
+            f'ALTER DATABASE "{warehouse.database}" SET redshift.enable_large_strings_opt_in = on'
+        )
+
+
+def test_over_long_text_is_truncated_and_json_kept_up_to_16_mb_once_opted_in(warehouse):
+    """VARCHAR holds 65,535 bytes; with `enable_large_strings_opt_in` a SUPER string and
+    JSON_PARSE's input hold 16,000,000
+    (https://docs.aws.amazon.com/redshift/latest/dg/r_enable_large_strings_opt_in.html,
+    https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
+    opt_in_to_large_strings(warehouse)
+    metadata = load_limits(warehouse)
+    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 1)
+    rows = limits_rows(warehouse)
     assert rows[0] == ("shortok", 7, 1)
-    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, MAX_VARCHAR_BYTES + 1)  # text cut, JSON whole
+    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, MAX_JSON_BYTES + 1)  # text cut, JSON whole
     assert rows[2:] == [(None, None, None), (None, None, None)]
+
+
+def test_json_over_65535_bytes_is_null_and_named_where_the_cluster_did_not_opt_in(warehouse):
+    """Without `enable_large_strings_opt_in`, JSON_PARSE refuses input over 65,535 bytes
+    (https://docs.aws.amazon.com/redshift/latest/dg/r_enable_large_strings_opt_in.html), as
+    the shim does: the load stores such JSON as NULL and counts it rather than failing on
+    every retry, and the rest of the window is loaded."""
+    metadata = load_limits(warehouse)
+    assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 2)
+    rows = limits_rows(warehouse)
+    assert rows[0] == ("shortok", 7, 1)
+    assert rows[1][1:] == (MAX_VARCHAR_BYTES - 1, None)
 
 
 def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(monkeypatch):
@@ -310,6 +351,8 @@ def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(monkey
         "database": "dev",
         "user": "loader",
         "sslmode": "require",
+        "iam_cluster_id": "",
+        "iam_workgroup": "",
     }
     assert "pw-never-shown" not in repr(settings) + str(settings) + str(settings.model_dump())
 
@@ -338,10 +381,19 @@ def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulato
     assert password not in repr(resources)
     assert password not in repr(warehouse.connection())
 
-    assert check_redshift_destination(settings) == (
+    ready = (
         f"Redshift OK: postgres@127.0.0.1:{warehouse.server.port}/{warehouse.database}, "
         "schema 'clevertap' ready"
     )
+    # A cluster that did not opt in to large strings is named with the setting.
+    assert check_redshift_destination(settings) == (
+        f"{ready}; JSON values over 65,535 bytes will be stored as NULL: "
+        "Redshift's JSON_PARSE takes at most 65,535 bytes unless the cluster sets "
+        "enable_large_strings_opt_in (in its parameter group, or the workgroup's "
+        "configuration; a provisioned cluster needs a reboot)"
+    )
+    opt_in_to_large_strings(warehouse)
+    assert check_redshift_destination(settings) == ready
     assert warehouse.query(
         "SELECT 1 FROM information_schema.schemata WHERE schema_name = 'clevertap'"
     )
@@ -395,3 +447,82 @@ def test_a_long_property_name_maps_to_one_column_that_later_loads_find(
         (7,)
     ]
     assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+
+
+@pytest.fixture
+def redshift_api(s3_server, warehouse, monkeypatch):  # noqa: F811
+    """AWS's Redshift API as moto's server answers it over HTTP (a provisioned cluster
+    `analytics` created there), and what the cluster does with temporary credentials it
+    issues: the user `IAM:<user>` may log in with that password until it expires
+    (https://docs.aws.amazon.com/redshift/latest/APIReference/API_GetClusterCredentials.html),
+    done on PostgreSQL when the answer arrives. The passwords issued, in order."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_REDSHIFT", s3_server.endpoint)
+    session = boto3.session.Session()
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    redshift = session.client("redshift")
+    with suppress(redshift.exceptions.ClusterAlreadyExistsFault):
+        redshift.create_cluster(
+            ClusterIdentifier="analytics",
+            NodeType="ra3.xlplus",
+            MasterUsername="admin",
+            MasterUserPassword="Admin-pass-1",
+        )
+    issued: list[str] = []
+
+    def cluster_sets_the_password(parsed, **_):
+        if "DbPassword" not in parsed:  # the API refused the call
+            return
+        issued.append(parsed["DbPassword"])
+        conninfo = warehouse.server.conninfo(warehouse.database)
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            role = psycopg.sql.Identifier(parsed["DbUser"])
+            exists = admin.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (parsed["DbUser"],)
+            ).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            admin.execute(
+                psycopg.sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                    psycopg.sql.SQL(verb), role, psycopg.sql.Literal(parsed["DbPassword"])
+                )
+            )
+            admin.execute(
+                psycopg.sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    psycopg.sql.Identifier(warehouse.database), role
+                )
+            )
+
+    session.events.register("after-call.redshift.GetClusterCredentials", cluster_sets_the_password)
+    return issued
+
+
+def test_iam_authentication_logs_in_with_temporary_credentials_never_shown(
+    tmp_path, make_emulator, warehouse, redshift_api, monkeypatch
+):
+    """AWS recommends temporary credentials from IAM over a stored password
+    (https://docs.aws.amazon.com/redshift/latest/mgmt/generating-user-credentials.html): with
+    `REDSHIFT_IAM_CLUSTER_ID` and no password, every connection asks GetClusterCredentials
+    (boto3's own credentials) and logs in as `IAM:<user>`; the temporary password appears
+    nowhere in the run's events. A cluster the API does not know is one error naming the
+    setting."""
+    monkeypatch.delenv("REDSHIFT_PASSWORD")
+    monkeypatch.setenv("REDSHIFT_USER", "loader")
+    monkeypatch.setenv("REDSHIFT_IAM_CLUSTER_ID", "analytics")
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    result = pipeline.load(first, last, **build_redshift_resources(pipeline.settings))
+    assert result.success
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+    assert warehouse.query("SELECT tableowner FROM pg_tables WHERE schemaname = 'clevertap'") == [
+        ("IAM:loader",)
+    ]
+    told = "".join(repr(event) for event in result.all_events)
+    assert redshift_api and not any(password in told for password in redshift_api)
+
+    monkeypatch.setenv("REDSHIFT_IAM_CLUSTER_ID", "no-such-cluster")
+    with pytest.raises(DestinationError, match="REDSHIFT_IAM_CLUSTER_ID=no-such-cluster"):
+        check_redshift_destination(pipeline.settings)
+    monkeypatch.setenv("REDSHIFT_PASSWORD", "p")
+    with pytest.raises(SettingsError, match=r"only one of .*REDSHIFT_IAM_CLUSTER_ID"):
+        build_redshift_resources(pipeline.settings)

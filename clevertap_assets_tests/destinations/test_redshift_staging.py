@@ -35,6 +35,7 @@ from datetime import date
 from uuid import uuid4
 
 import boto3
+import boto3.s3.transfer
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -341,3 +342,48 @@ def test_staging_settings_name_what_is_wrong(tmp_path, emulator, warehouse, monk
     copy = parsed(staging.copy_statement(key), "redshift")
     assert copy.args["credentials"].args["iam_role"].sql("redshift") == "default"
     assert warehouse.server.password not in repr(build_redshift_resources(settings))
+
+
+def test_readers_are_not_locked_out_while_the_rows_go_up_to_s3(
+    tmp_path,
+    make_emulator,
+    warehouse,
+    s3_server,  # noqa: F811
+    bucket,
+    recorder,
+    monkeypatch,
+):
+    """`LOCK` takes ACCESS EXCLUSIVE, which makes every reader of the table wait until the
+    transaction ends (https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html): the
+    Parquet file and its upload come before it, so a reader in the middle of an upload reads
+    the previous rows instead of waiting (a reader that waits past `lock_timeout` fails)."""
+    pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")
+    first, last = recent_days(pipeline.settings, 2)
+    resources = staged_resources(warehouse, bucket)
+    assert pipeline.load(first, first, **resources).success
+    before = warehouse.query('SELECT count(*) FROM "clevertap"."charged"')
+    read_during_upload: list[object] = []
+    upload = boto3.s3.transfer.S3Transfer.upload_file
+
+    def reading_meanwhile(self, *args, **kwargs):
+        conninfo = warehouse.server.conninfo(warehouse.database)
+        with psycopg.connect(conninfo, autocommit=True) as reader:
+            reader.execute("SET lock_timeout = '2s'")
+            try:
+                read_during_upload.append(
+                    reader.execute('SELECT count(*) FROM "clevertap"."charged"').fetchall()
+                )
+            except psycopg.errors.LockNotAvailable as waited:
+                read_during_upload.append(str(waited).strip())
+        return upload(self, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.s3.transfer.S3Transfer, "upload_file", reading_meanwhile)
+    assert pipeline.load(first, last, **resources).success
+    assert read_during_upload == [before]
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+    assert s3_server.keys(bucket) == []
+    lock, delete = (
+        next(i for i, s in enumerate(recorder.statements) if s.startswith(word))
+        for word in ("LOCK", "DELETE")
+    )
+    assert lock < delete

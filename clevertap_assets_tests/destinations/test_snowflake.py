@@ -5,8 +5,9 @@ DuckDB, so the same statements production sends run here; outcomes are asserted 
 querying the fake warehouse directly.
 """
 
+import re
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partialmethod
 
@@ -15,7 +16,9 @@ import orjson
 import pandas as pd
 import pytest
 import snowflake.connector
+import sqlglot
 from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
+from sqlglot import exp
 
 from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.snowflake import dialect as snowflake_dialect
@@ -52,16 +55,64 @@ ENV = {
     "SNOWFLAKE_ROLE": "clevertap_loader",
 }
 TABLES = ("APP_LAUNCHED", "PRODUCT_VIEWED", "CHARGED")
+LONG_KEY = "Very Long Property " * 16 + "End"
+"""A property whose column name is cut to Snowflake's 255 characters."""
+
+
+ACCOUNT_TIMEZONE = "America/Los_Angeles"
+"""Snowflake's default TIMEZONE (https://docs.snowflake.com/en/sql-reference/parameters#timezone)."""
+MAX_IDENTIFIER_CHARACTERS = 255
+"""https://docs.snowflake.com/en/sql-reference/identifiers-syntax: at most 255 characters."""
+_SET_TIMEZONE = re.compile(r"^\s*ALTER\s+SESSION\s+SET\s+TIMEZONE\s*=\s*'([^']+)'\s*$", re.I)
+_PARAMETER = re.compile(r"%(\(\w+\))?s")
+_WRITES = (exp.Insert, exp.Update, exp.Copy)
+
+
+@dataclass
+class StrictSnowflake:
+    """What fakesnow lets through and Snowflake does not, refused or recorded per statement:
+    identifiers over Snowflake's length are refused; each session starts in the account's
+    TIMEZONE and `ALTER SESSION SET TIMEZONE` changes it, and every write records the zone
+    its session was in, the offset Snowflake gives a `TIMESTAMP_TZ` that arrives without one."""
+
+    write_zones: dict[str, set[str]] = field(default_factory=dict)
+
+    def check(self, cursor, command: str) -> bool:
+        """False for a statement answered here (the session's time zone)."""
+        if match := _SET_TIMEZONE.match(command):
+            cursor._conn.clevertap_timezone = match.group(1)
+            return False
+        tree = sqlglot.parse_one(_PARAMETER.sub("NULL", command), read="snowflake")
+        for identifier in tree.find_all(exp.Identifier):
+            if len(identifier.name) > MAX_IDENTIFIER_CHARACTERS:
+                raise snowflake.connector.errors.ProgrammingError(
+                    f"identifier {identifier.name[:40]}... is {len(identifier.name)} characters, "
+                    f"over Snowflake's {MAX_IDENTIFIER_CHARACTERS}"
+                )
+        if isinstance(tree, _WRITES) and (table := tree.find(exp.Table)):
+            zone = getattr(cursor._conn, "clevertap_timezone", ACCOUNT_TIMEZONE)
+            self.write_zones.setdefault(table.name, set()).add(zone)
+        return True
 
 
 @pytest.fixture
-def fake_snowflake(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A fresh fake warehouse, reached through the same environment variables as production."""
+def fake_snowflake(monkeypatch: pytest.MonkeyPatch) -> Iterator[StrictSnowflake]:
+    """A fresh fake warehouse, reached through the same environment variables as production,
+    as strict as `StrictSnowflake` makes it."""
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
+    strict = StrictSnowflake()
+    execute = fakesnow.cursor.FakeSnowflakeCursor.execute
+
+    def checked(self, command, *args, **kwargs):
+        if not strict.check(self, command):
+            return self
+        return execute(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(fakesnow.cursor.FakeSnowflakeCursor, "execute", checked)
     targets = ["dagster_snowflake_pandas.snowflake_pandas_type_handler.write_pandas"]
     with fakesnow.patch(extra_targets=targets):
-        yield
+        yield strict
 
 
 def query(sql: str, params: tuple = ()) -> list[tuple]:
@@ -85,6 +136,11 @@ def columns(table: str) -> dict[str, str]:
             (table,),
         )
     )
+
+
+def long_columns() -> list[str]:
+    """The `CHARGED` columns of `LONG_KEY`."""
+    return [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
 
 
 def snowflake_pipeline(tmp_path, emulator, **settings):
@@ -446,14 +502,128 @@ def test_a_long_property_name_is_one_column_within_snowflakes_255_characters(
 ):
     """https://docs.snowflake.com/en/sql-reference/identifiers-syntax: at most 255 characters;
     DuckDB under fakesnow has no limit, so the length is asserted here."""
-    long_key = "Very Long Property " * 16 + "End"
     pipeline = snowflake_pipeline(
-        tmp_path, make_emulator(extra_event_props={long_key: 7}), events=["Charged"]
+        tmp_path, make_emulator(extra_event_props={LONG_KEY: 7}), events=["Charged"]
     )
     first, last = recent_days(pipeline.settings, 2)
     assert load(pipeline, first, last).success
     assert load(pipeline, first, last).success
-    long_columns = [c for c in columns("CHARGED") if c.startswith("EVENT_PROPS__VERY")]
-    assert len(long_columns) == 1 and len(long_columns[0]) == 255
-    assert query(f'SELECT DISTINCT "{long_columns[0]}" FROM "CLEVERTAP"."CHARGED"') == [(7,)]
+    (long_column,) = long_columns()
+    assert len(long_column) == 255
+    assert query(f'SELECT DISTINCT "{long_column}" FROM "CLEVERTAP"."CHARGED"') == [(7,)]
     assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+
+def test_a_long_property_that_drifts_is_widened_within_255_characters(
+    tmp_path, make_emulator, fake_snowflake
+):
+    """The widening's copy of a 255-character column is named within the limit too
+    (https://docs.snowflake.com/en/sql-reference/identifiers-syntax), refused over it by the
+    strict fake, so the drift is widened once and the column keeps its name."""
+    numbers = make_emulator(extra_event_props={LONG_KEY: 7})
+    pipeline = snowflake_pipeline(tmp_path, numbers, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, first).success
+    (long_column,) = long_columns()
+    drifted = make_emulator(extra_event_props={LONG_KEY: "seven"})
+    assert load(replace(pipeline, emulator=drifted), last, last).success
+
+    assert long_columns() == [long_column]
+    assert columns("CHARGED")[long_column] == "TEXT"
+    values = query(f'SELECT DISTINCT "{long_column}" FROM "CLEVERTAP"."CHARGED" ORDER BY 1')
+    assert values == [("7",), ("seven",)]
+    assert daily_rows("CHARGED") == {
+        first: numbers.true_count("Charged", first),
+        last: drifted.true_count("Charged", last),
+    }
+
+
+def test_a_widening_of_a_long_column_cut_short_is_repaired_by_the_next_load(
+    tmp_path, make_emulator, fake_snowflake
+):
+    """A run killed after the drop leaves the copy under its hashed name; the next load
+    finds its original among the batch's columns and gives the copy that name back."""
+    emulator = make_emulator(extra_event_props={LONG_KEY: 7})
+    pipeline = snowflake_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    (long_column,) = long_columns()
+    copy = snowflake_load.widening_column(long_column)
+    assert len(copy) <= MAX_IDENTIFIER_CHARACTERS
+    target = '"CLEVERTAP"."CHARGED"'
+    query(f'ALTER TABLE {target} ADD COLUMN "{copy}" VARCHAR(134217728)')
+    query(f'UPDATE {target} SET "{copy}" = "{long_column}"::VARCHAR(134217728)')
+    query(f'ALTER TABLE {target} DROP COLUMN "{long_column}"')
+
+    assert load(pipeline, last, last).success
+    assert copy not in columns("CHARGED")
+    assert columns("CHARGED")[long_column] == "TEXT"
+    assert query(f'SELECT COUNT(*) FROM {target} WHERE "{long_column}" IS NULL') == [(0,)]
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+
+def test_a_table_name_at_snowflakes_limit_still_gets_its_staging_table(
+    tmp_path, make_emulator, fake_snowflake
+):
+    """The temporary staging table is named after its target within 255 characters
+    (https://docs.snowflake.com/en/sql-reference/identifiers-syntax); the longest prefix the
+    settings take (the webhook table's name the longest) leaves `$STAGING` no room."""
+    prefix = "p" * (MAX_IDENTIFIER_CHARACTERS - len("_webhook_events"))
+    pipeline = snowflake_pipeline(
+        tmp_path, make_emulator(), events=["Charged"], table_prefix=prefix
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    table = f"{prefix}_charged".upper()
+    assert len(table + snowflake_load.STAGING_SUFFIX) > MAX_IDENTIFIER_CHARACTERS
+    assert daily_rows(table) == pipeline.truth("Charged", first, last)
+
+
+def test_event_time_utc_is_written_in_utc_whatever_the_accounts_time_zone(
+    tmp_path, make_emulator, fake_snowflake
+):
+    """Every session of the fake starts in Snowflake's default TIMEZONE, America/Los_Angeles
+    (https://docs.snowflake.com/en/sql-reference/parameters#timezone), and a `TIMESTAMP_TZ`
+    staged without an offset takes its session's
+    (https://docs.snowflake.com/en/sql-reference/data-types-datetime#timestamp-ltz-timestamp-ntz-timestamp-tz):
+    every write of the load runs in UTC, so `event_time_utc` keeps +00:00 and its date is
+    UTC's."""
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    assert load(pipeline, first, last).success
+    assert fake_snowflake.write_zones["CHARGED"] == {"UTC"}
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+
+def test_a_programmatic_access_token_logs_in_in_place_of_a_password(
+    tmp_path, make_emulator, fake_snowflake, monkeypatch
+):
+    """A service user cannot log in with a password; a programmatic access token goes where
+    the password would (https://docs.snowflake.com/en/user-guide/programmatic-access-tokens).
+    `SNOWFLAKE_TOKEN` reaches the connector as the password, resolved inside the run from its
+    variable, and is never shown; it does not go with another way to authenticate."""
+    token = "pat-5ecr3t-never-shown"
+    monkeypatch.delenv("SNOWFLAKE_PASSWORD")
+    monkeypatch.setenv("SNOWFLAKE_TOKEN", token)
+    logins: list[dict] = []
+    connect = snowflake.connector.connect
+
+    def recorded(*args, **kwargs):
+        logins.append(kwargs)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(snowflake.connector, "connect", recorded)
+    pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"])
+    resources = build_snowflake_resources(pipeline.settings)
+    assert token not in repr(resources)
+    assert "SNOWFLAKE_TOKEN" in repr(resources["warehouse_io_manager"])
+    first, last = recent_days(pipeline.settings, 2)
+    result = load(pipeline, first, last)
+    assert result.success
+    assert token not in "".join(repr(event) for event in result.all_events)
+    assert logins and all(login.get("password") == token for login in logins)
+    assert daily_rows("CHARGED") == pipeline.truth("Charged", first, last)
+
+    monkeypatch.setenv("SNOWFLAKE_PASSWORD", PASSWORD)
+    with pytest.raises(SettingsError, match=r"only one of .*SNOWFLAKE_TOKEN"):
+        build_snowflake_resources(pipeline.settings)

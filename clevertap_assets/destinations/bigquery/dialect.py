@@ -49,13 +49,39 @@ def widened(column: str, current: Kind, target: Kind) -> str:
     return f"CAST({column} AS {BIGQUERY_TYPES[target]})"
 
 
+def exact_json(column: str) -> str:
+    """JSON text as BigQuery's JSON, every number exactly as CleverTap sent it.
+
+    BigQuery's JSON holds numbers as INT64, UINT64 or FLOAT64; `PARSE_JSON` refuses a number
+    none of them holds exactly, unless told to round it (`wide_number_mode`,
+    https://cloud.google.com/bigquery/docs/reference/standard-sql/json_functions#parse_json).
+    Rounding would make BigQuery's copy differ from CleverTap's and the other destinations'
+    in silence, so a document with such a number is kept whole as a JSON string of its
+    exact text instead (`JSON_VALUE` gives the text back). Text that is not JSON at all
+    still fails the statement (the round-mode parse), so nothing is stored wrong."""
+    exact = f"SAFE.PARSE_JSON({column}, wide_number_mode => 'exact')"
+    checked = f"PARSE_JSON({column}, wide_number_mode => 'round')"
+    return (
+        f"IF({column} IS NULL, NULL, "
+        f"COALESCE({exact}, IF({checked} IS NULL, NULL, TO_JSON({column}))))"
+    )
+
+
 def converted(column: str, incoming: Kind, target: Kind) -> str:
     """A staged, quoted column as the target column's type (text to JSON, or widened)."""
     if target == Kind.JSON:
-        return f"PARSE_JSON({column}, wide_number_mode => 'round')"
+        return exact_json(column)
     if staged_kind(incoming) == target:
         return column
     return f"CAST({column} AS {BIGQUERY_TYPES[target]})"
+
+
+def every_partition(column: str) -> str:
+    """A condition true of every row, on the partitioning column: a table whose owner set
+    `require_partition_filter` refuses any query of it without a filter on that column
+    (https://cloud.google.com/bigquery/docs/managing-partitioned-tables#require-filter),
+    and the loads and the duplicate check read whole tables."""
+    return f"({quote(column)} IS NULL OR {quote(column)} IS NOT NULL)"
 
 
 def string_literal(value: str) -> str:

@@ -15,6 +15,7 @@ rolled back with a failed load: a wider or extra column is harmless and the next
 it anyway.
 """
 
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster._core.storage.db_io_manager import TableSlice
+from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery
 
 from clevertap_assets.batch.kinds import Kind
@@ -35,6 +37,7 @@ from clevertap_assets.destinations.bigquery.client import (
 )
 from clevertap_assets.destinations.bigquery.dialect import (
     converted,
+    every_partition,
     layout_and_options,
     quote,
     schema_fields,
@@ -42,14 +45,23 @@ from clevertap_assets.destinations.bigquery.dialect import (
     widened,
 )
 from clevertap_assets.destinations.common import (
+    LOAD_ATTEMPTS,
     SchemaChange,
     plan_schema_change,
+    retry_pause,
     window_condition,
 )
 from clevertap_assets.destinations.window import WindowLoad, evolved
-from clevertap_assets.naming import BIGQUERY_COLUMNS, destination_column
+from clevertap_assets.naming import (
+    BIGQUERY_COLUMNS,
+    BIGQUERY_TABLE_BYTES,
+    destination_column,
+    fitted_identifier,
+)
 
 STAGING_TTL = timedelta(days=1)
+CONCURRENT_UPDATE = "due to concurrent update"
+"""In BigQuery's message `Could not serialize access to table <t> due to concurrent update`."""
 
 
 class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
@@ -89,7 +101,8 @@ class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
         """Named after its target and expiring by itself, so one left by a killed run is
         found and removed without anyone cleaning up."""
         self._incoming, self._targets = batch.columns(), dict(targets)
-        name = f"{table_slice.table}__staging_{uuid.uuid4().hex[:12]}"
+        suffix = f"__staging_{uuid.uuid4().hex[:12]}"
+        name = fitted_identifier(table_slice.table, BIGQUERY_TABLE_BYTES, suffix)
         staged = {column: staged_kind(kind) for column, kind in self._incoming.items()}
         table = bigquery.Table(table_id(table_slice, name), schema=schema_fields(staged))
         table.expires = datetime.now(UTC) + STAGING_TTL
@@ -110,12 +123,13 @@ class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
         """An empty window only deletes its days (CleverTap has no rows for them any more)."""
         if staged is None:
             if self._table is not None:
-                self._client.query(
-                    f"DELETE FROM {table_sql(table_slice)} WHERE {window_condition(table_slice)}"
-                ).result()
+                run_dml(
+                    self._client,
+                    f"DELETE FROM {table_sql(table_slice)} WHERE {window_condition(table_slice)}",
+                )
             return
         try:
-            self._client.query(self._merge_statement(table_slice, staged)).result()
+            run_dml(self._client, self._merge_statement(table_slice, staged))
         finally:
             self._client.delete_table(staged, not_found_ok=True)
 
@@ -142,8 +156,40 @@ class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
     def row_count(self, table_slice: TableSlice) -> int:
         if self._table is None:
             return 0
-        (row,) = self._client.query(f"SELECT COUNT(*) AS n FROM {table_sql(table_slice)}").result()
+        (row,) = self._client.query(
+            f"SELECT COUNT(*) AS n FROM {table_sql(table_slice)}{every_row(self._table)}"
+        ).result()
         return row["n"]
+
+
+def run_dml(client: bigquery.Client, statement: str) -> None:
+    """Run a DML statement, again after a pause when a concurrent one on the same table made
+    it fail: BigQuery retries conflicting mutating DML a few times itself, then fails it
+    (https://cloud.google.com/bigquery/docs/data-manipulation-language#dml_statement_conflicts).
+    A statement is atomic, so running it again is exact; after `LOAD_ATTEMPTS` the error
+    stands."""
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            client.query(statement).result()
+            return
+        except GoogleAPICallError as error:
+            if attempt == LOAD_ATTEMPTS or not is_concurrent_update(error):
+                raise
+            time.sleep(retry_pause(attempt))
+
+
+def is_concurrent_update(error: GoogleAPICallError) -> bool:
+    """BigQuery's answer to a DML statement that lost to a concurrent one on its table."""
+    return CONCURRENT_UPDATE in str(error.message)
+
+
+def every_row(table: bigquery.Table) -> str:
+    """` WHERE` every row, on the partitioning column; empty for a table not partitioned by a
+    column (`every_partition`)."""
+    partitioning = table.time_partitioning
+    if partitioning is None or not partitioning.field:
+        return ""
+    return f" WHERE {every_partition(partitioning.field)}"
 
 
 def with_bigquery_names(batch: EventBatch) -> EventBatch:
@@ -207,7 +253,7 @@ def _evolve(
         target = table_sql(table_slice)
         client.query(
             f"CREATE OR REPLACE TABLE {target}{layout_and_options(table)} "
-            f"AS SELECT * REPLACE ({casts}) FROM {target}"
+            f"AS SELECT * REPLACE ({casts}) FROM {target}{every_row(table)}"
         ).result()
         _restore_column_annotations(client, table)
 

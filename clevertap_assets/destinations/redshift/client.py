@@ -8,11 +8,12 @@ load that still meets a conflict (or a concurrent first load's `CREATE`) is retr
 start, a few times with a growing, jittered pause (`RedshiftEventDbIOManager`).
 """
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import boto3
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster import ConfigurableResource, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbClient, TableSlice
 from pydantic import Field
@@ -21,9 +22,8 @@ from clevertap_assets.destinations.common import DestinationError, qualified_nam
 from clevertap_assets.destinations.window import HandlerReplacesWindow
 from clevertap_assets.naming import quote_identifier
 
-LOAD_ATTEMPTS = 5
-RETRY_BASE_SECONDS = 0.5
-RETRY_MAX_SECONDS = 8.0
+IAM_CREDENTIAL_SECONDS = 900
+"""The shortest lifetime both credential calls allow: a connection is opened right after."""
 _CONFLICT_SQLSTATES = frozenset(
     {
         "40001",  # serialization_failure
@@ -42,29 +42,71 @@ class RedshiftConnection(ConfigurableResource):
     port: int = 5439
     database: str
     user: str
-    password: str = Field(repr=False, description="Pass as EnvVar('REDSHIFT_PASSWORD').")
+    password: str = Field(
+        "", repr=False, description="Pass as EnvVar('REDSHIFT_PASSWORD'); empty with IAM."
+    )
+    iam_cluster_id: str = Field(
+        "", description="A provisioned cluster's identifier: log in with GetClusterCredentials"
+    )
+    iam_workgroup: str = Field(
+        "", description="A Serverless workgroup's name: log in with its GetCredentials"
+    )
     sslmode: str = Field("require", description="libpq sslmode; Redshift accepts TLS.")
     connect_timeout_seconds: int = 30
 
     def connect(self) -> psycopg.Connection:
         """A connection with an implicit transaction. Automatic prepared statements are off:
         psycopg would DEALLOCATE them in ways Redshift does not support."""
+        user, password = self.login()
         try:
             return psycopg.connect(
                 host=self.host,
                 port=self.port,
                 dbname=self.database,
-                user=self.user,
-                password=self.password,
+                user=user,
+                password=password,
                 sslmode=self.sslmode,
                 connect_timeout=self.connect_timeout_seconds,
                 application_name="clevertap_assets",
                 prepare_threshold=None,
             )
         except psycopg.OperationalError as exc:
-            reason = str(exc).replace(self.password, "***") if self.password else str(exc)
+            reason = str(exc).replace(password, "***") if password else str(exc)
             raise DestinationError(
                 f"could not connect to Redshift {self.describe()}: {reason.strip()}"
+            ) from None
+
+    def login(self) -> tuple[str, str]:
+        """The database user and password to log in with: temporary ones from IAM, asked
+        with boto3's own credentials for `user` (Redshift names it `IAM:<user>`), or the
+        configured password (https://docs.aws.amazon.com/redshift/latest/mgmt/generating-user-credentials.html)."""
+        if not (self.iam_cluster_id or self.iam_workgroup):
+            return self.user, self.password
+        setting = (
+            f"REDSHIFT_IAM_CLUSTER_ID={self.iam_cluster_id}"
+            if self.iam_cluster_id
+            else f"REDSHIFT_IAM_WORKGROUP={self.iam_workgroup}"
+        )
+        try:
+            if self.iam_cluster_id:
+                answer = boto3.client("redshift").get_cluster_credentials(
+                    DbUser=self.user,
+                    DbName=self.database,
+                    ClusterIdentifier=self.iam_cluster_id,
+                    DurationSeconds=IAM_CREDENTIAL_SECONDS,
+                    AutoCreate=False,
+                )
+                return answer["DbUser"], answer["DbPassword"]
+            answer = boto3.client("redshift-serverless").get_credentials(
+                workgroupName=self.iam_workgroup,
+                dbName=self.database,
+                durationSeconds=IAM_CREDENTIAL_SECONDS,
+            )
+            return answer["dbUser"], answer["dbPassword"]
+        except (BotoCoreError, ClientError) as error:
+            raise DestinationError(
+                f"could not get temporary Redshift credentials for {self.describe()} "
+                f"({setting}): {error}"
             ) from None
 
     @contextmanager
@@ -136,11 +178,6 @@ def is_concurrency_conflict(error: psycopg.Error) -> bool:
     """A load that failed only because another one ran beside it, and may simply run again."""
     message = str(error).lower()
     return error.sqlstate in _CONFLICT_SQLSTATES or "serializable isolation violation" in message
-
-
-def retry_pause(attempt: int) -> float:
-    """Exponential, capped, with full jitter, so two loads that met do not meet again."""
-    return random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt))
 
 
 class RedshiftDbClient(HandlerReplacesWindow, DbClient):

@@ -2,8 +2,9 @@
 
 Redshift's `VARCHAR` holds at most 65,535 bytes (its `TEXT` is only `VARCHAR(256)`), so text
 columns are `VARCHAR(65535)`; longer text is cut at a character boundary. JSON goes into
-`SUPER`, which holds up to 16 MB; larger JSON is stored as NULL. Both are counted in the
-materialization metadata (`FitCounts`).
+`SUPER` through `JSON_PARSE`, which takes at most 65,535 bytes unless the cluster sets
+`enable_large_strings_opt_in` (then 16,000,000, `json_limit`); larger JSON is stored as NULL.
+Both are counted in the materialization metadata (`FitCounts`).
 """
 
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ from clevertap_assets.naming import REDSHIFT_COLUMNS, ColumnRules
 MAX_VARCHAR_BYTES = 65_535
 MAX_SUPER_BYTES = 16 * 1024 * 1024
 """SUPER's limit per value (https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
+LARGE_STRINGS_SETTING = "enable_large_strings_opt_in"
+MAX_JSON_BYTES = 65_535
+"""`JSON_PARSE`'s input and a SUPER string, unless the cluster sets `LARGE_STRINGS_SETTING`
+(https://docs.aws.amazon.com/redshift/latest/dg/r_enable_large_strings_opt_in.html)."""
+MAX_LARGE_JSON_BYTES = 16_000_000
+"""The same once the cluster opted in (same page)."""
 
 REDSHIFT_TYPES = {
     Kind.BOOLEAN: "BOOLEAN",
@@ -104,11 +111,38 @@ def _truncate_utf8(value: str) -> str:
     return value.encode()[:MAX_VARCHAR_BYTES].decode(errors="ignore")
 
 
-def _fit_strings(array: pa.Array, is_json: bool, counts: FitCounts) -> pa.Array:
-    """NUL characters are dropped (no PostgreSQL-protocol text may hold them); over-long
-    text is cut, and over-long JSON, which cannot be cut, becomes NULL."""
+def large_strings_enabled(connection: psycopg.Connection) -> bool:
+    """Whether the cluster opted in to large strings (`LARGE_STRINGS_SETTING`); a cluster too
+    old to know the function has not. Asked in a transaction of its own, ended here, so a
+    load's transaction still begins with its LOCK."""
+    try:
+        enabled = connection.execute("SELECT is_large_string_enabled()").fetchone()[0]
+    except psycopg.errors.UndefinedFunction:
+        enabled = False
+    connection.rollback()
+    return bool(enabled)
+
+
+def json_limit(connection: psycopg.Connection) -> int:
+    """The most JSON text, in bytes, `JSON_PARSE` takes on this cluster."""
+    return MAX_LARGE_JSON_BYTES if large_strings_enabled(connection) else MAX_JSON_BYTES
+
+
+def json_limit_text(json_bytes: int) -> str:
+    """Why JSON over `json_bytes` cannot be stored, naming the setting that raises it."""
+    if json_bytes == MAX_JSON_BYTES:
+        return (
+            f"Redshift's JSON_PARSE takes at most {MAX_JSON_BYTES:,} bytes unless the cluster "
+            f"sets {LARGE_STRINGS_SETTING} (in its parameter group, or the workgroup's "
+            "configuration; a provisioned cluster needs a reboot)"
+        )
+    return f"a SUPER string holds at most {json_bytes:,} bytes"
+
+
+def _fit_strings(array: pa.Array, limit: int, is_json: bool, counts: FitCounts) -> pa.Array:
+    """NUL characters are dropped (no PostgreSQL-protocol text may hold them); text over
+    `limit` bytes is cut, and such JSON, which cannot be cut, becomes NULL."""
     array = pc.replace_substring(array, "\x00", "")
-    limit = MAX_SUPER_BYTES if is_json else MAX_VARCHAR_BYTES
     too_long = pc.fill_null(pc.greater(pc.binary_length(array), limit), False)
     over = pc.sum(too_long).as_py() or 0
     if not over:
@@ -121,10 +155,15 @@ def _fit_strings(array: pa.Array, is_json: bool, counts: FitCounts) -> pa.Array:
     return pa.array([_truncate_utf8(v) if v is not None else None for v in values], array.type)
 
 
-def column_values(array: pa.Array, incoming: Kind, target: Kind, counts: FitCounts) -> pa.Array:
-    """Values ready for a column of the target kind: text columns receive text."""
+def column_values(
+    array: pa.Array, incoming: Kind, target: Kind, counts: FitCounts, json_bytes: int
+) -> pa.Array:
+    """Values ready for a column of the target kind: text columns receive text, JSON of at
+    most `json_bytes` (`json_limit`)."""
     if target == Kind.TEXT and incoming not in (Kind.TEXT, Kind.JSON):
         array = pc.cast(array, pa.string())
-    if target in (Kind.TEXT, Kind.JSON):
-        return _fit_strings(array, target == Kind.JSON, counts)
+    if target == Kind.JSON:
+        return _fit_strings(array, json_bytes, True, counts)
+    if target == Kind.TEXT:
+        return _fit_strings(array, MAX_VARCHAR_BYTES, False, counts)
     return array

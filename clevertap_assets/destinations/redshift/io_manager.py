@@ -19,23 +19,26 @@ from pydantic import Field
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
-from clevertap_assets.destinations.common import NamedTableDbIOManager, batch_of_chunks
-from clevertap_assets.destinations.redshift.client import (
+from clevertap_assets.destinations.common import (
     LOAD_ATTEMPTS,
+    NamedTableDbIOManager,
+    batch_of_chunks,
+    retry_pause,
+)
+from clevertap_assets.destinations.redshift.client import (
     RedshiftConnection,
     RedshiftDbClient,
     is_concurrency_conflict,
     lower_case,
-    retry_pause,
     select,
 )
 from clevertap_assets.destinations.redshift.dialect import (
     ARROW_TYPES,
-    MAX_SUPER_BYTES,
     MAX_VARCHAR_BYTES,
     FitCounts,
     RedshiftDialect,
     existing_kinds,
+    json_limit_text,
 )
 from clevertap_assets.destinations.redshift.load import RedshiftWindowLoad
 from clevertap_assets.destinations.redshift.staging import RedshiftS3Staging
@@ -82,12 +85,15 @@ def _load(
     staging: RedshiftS3Staging | None,
 ) -> dict:
     load = RedshiftWindowLoad(connection, dialect, staging)
-    metadata = replace_window(load, table_slice, batch)
-    _warn_fitted(context, load.fitted)
+    try:
+        metadata = replace_window(load, table_slice, batch)
+    finally:
+        load.discard()
+    _warn_fitted(context, load.fitted, load.json_bytes)
     return metadata
 
 
-def _warn_fitted(context: OutputContext, counts: FitCounts) -> None:
+def _warn_fitted(context: OutputContext, counts: FitCounts, json_bytes: int) -> None:
     if counts.text_values_truncated:
         context.log.warning(
             f"{counts.text_values_truncated} text values were longer than Redshift's "
@@ -95,8 +101,8 @@ def _warn_fitted(context: OutputContext, counts: FitCounts) -> None:
         )
     if counts.json_values_nulled:
         context.log.warning(
-            f"{counts.json_values_nulled} JSON values were longer than {MAX_SUPER_BYTES:,} "
-            "bytes, the most a SUPER value holds, and were stored as NULL"
+            f"{counts.json_values_nulled} JSON values were too long and stored as NULL: "
+            f"{json_limit_text(json_bytes)}"
         )
 
 

@@ -16,20 +16,28 @@ from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
-from clevertap_assets.destinations.common import SchemaChange, rebuild_column, window_where
+from clevertap_assets.destinations.common import (
+    SchemaChange,
+    plan_schema_change,
+    rebuild_column,
+    window_where,
+)
 from clevertap_assets.destinations.redshift.client import target_name
 from clevertap_assets.destinations.redshift.dialect import (
+    MAX_JSON_BYTES,
     FitCounts,
     RedshiftDialect,
     column_values,
     existing_kinds,
+    json_limit,
 )
 from clevertap_assets.destinations.redshift.staging import (
     RedshiftS3Staging,
     StagedRows,
+    UploadedRows,
     insert_staged,
 )
-from clevertap_assets.destinations.window import WindowLoad, evolved
+from clevertap_assets.destinations.window import WindowLoad, batch_targets, evolved
 from clevertap_assets.naming import destination_column, quote_identifier
 
 # Redshift's bind-parameter ceiling per statement (PostgreSQL's is 65,535).
@@ -41,8 +49,9 @@ _WIDENING_COLUMN = "_clevertap_widening"
 
 
 class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
-    """The table's `LOCK` first, then the schema change, the window's `DELETE` and the
-    INSERTs, in the caller's one transaction. Columns are named by Redshift's rules."""
+    """With a staging bucket, the rows' upload to S3 first (`begin`); then the table's `LOCK`,
+    the schema change, the window's `DELETE` and the INSERTs, in the caller's one
+    transaction. Columns are named by Redshift's rules."""
 
     def __init__(
         self,
@@ -55,12 +64,42 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self._staging = staging
         self._exists = False
         self.fitted = FitCounts()
+        self.json_bytes = MAX_JSON_BYTES
+        self._uploaded: UploadedRows | None = None
 
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
         return {
             destination_column(name, self._dialect.columns): kind
             for name, kind in batch.columns().items()
         }
+
+    def begin(
+        self, table_slice: TableSlice, batch: EventBatch, incoming: Mapping[str, Kind]
+    ) -> None:
+        """Before the LOCK, each in a transaction of its own: how much JSON the cluster
+        parses (`json_limit`) and, with a staging bucket, the rows' upload to S3, fitted to
+        the table's columns as they are now and as this batch will evolve them; `stage`
+        uploads again only if a concurrent load changed them meanwhile. Readers of the table
+        so wait for the statements that change it, not for the Parquet file and the upload."""
+        self.json_bytes = json_limit(self._connection)
+        if self._staging is None or not incoming:
+            return
+        current = existing_kinds(self._connection, self._dialect, table_slice)
+        self._connection.rollback()
+        planned = evolved(current, plan_schema_change(current, incoming))
+        targets = batch_targets(planned, incoming)
+        self._uploaded = self._upload(self._staging, table_slice, batch, targets)
+
+    def _upload(
+        self,
+        staging: RedshiftS3Staging,
+        table_slice: TableSlice,
+        batch: EventBatch,
+        kinds: Mapping[str, Kind],
+    ) -> UploadedRows:
+        fitted = FitCounts()
+        rows = fitted_chunks(self._dialect, batch, kinds, fitted, self.json_bytes)
+        return staging.upload(table_slice, kinds, rows, fitted)
 
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
         """`LOCK` is the transaction's first statement, before anything reads: a SERIALIZABLE
@@ -116,14 +155,23 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self, table_slice: TableSlice, batch: EventBatch, targets: Mapping[str, Kind]
     ) -> EventBatch | StagedRows:
         """Without a staging bucket nothing to stage: the INSERTs read the batch file as
-        they go. With one, the rows are COPYed from S3 into a staging table."""
+        they go. With one, the rows uploaded by `begin` (or again, for columns that changed
+        since) are COPYed from S3 into a staging table."""
         self._targets = dict(targets)
         if self._staging is None:
             return batch
-        rows = fitted_chunks(self._dialect, batch, self._targets, self.fitted)
-        return self._staging.stage(
-            self._connection, self._dialect, table_slice, self._targets, rows
-        )
+        if self._uploaded is None or self._uploaded.kinds != self._targets:
+            self.discard()
+            self._uploaded = self._upload(self._staging, table_slice, batch, self._targets)
+        uploaded, self._uploaded = self._uploaded, None
+        self.fitted = uploaded.fitted
+        return self._staging.copy(self._connection, self._dialect, uploaded)
+
+    def discard(self) -> None:
+        """Delete an upload no COPY read (the load failed before it); nothing without one."""
+        if self._staging is not None and self._uploaded is not None:
+            self._staging.discard(self._uploaded)
+            self._uploaded = None
 
     def replace(self, table_slice: TableSlice, staged: EventBatch | StagedRows | None) -> None:
         if not self._exists:
@@ -134,7 +182,13 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
             insert_staged(self._connection, target, staged)
         elif staged is not None:
             insert_batch(
-                self._connection, self._dialect, target, staged, self._targets, self.fitted
+                self._connection,
+                self._dialect,
+                target,
+                staged,
+                self._targets,
+                self.fitted,
+                self.json_bytes,
             )
 
     def row_count(self, table_slice: TableSlice) -> int:
@@ -155,24 +209,32 @@ def insert_batch(
     batch: EventBatch,
     kinds: Mapping[str, Kind],
     fitted: FitCounts,
+    json_bytes: int,
 ) -> None:
     """The insert path: the batch file's rows into `target`, in bounded multi-row INSERTs.
     `kinds` are the target's column kinds by Redshift column name; values that do not fit
-    are counted in `fitted`."""
-    for chunk in fitted_chunks(dialect, batch, kinds, fitted):
+    (JSON over `json_bytes`) are counted in `fitted`."""
+    for chunk in fitted_chunks(dialect, batch, kinds, fitted, json_bytes):
         _insert(connection, dialect, target, chunk, kinds)
 
 
 def fitted_chunks(
-    dialect: RedshiftDialect, batch: EventBatch, kinds: Mapping[str, Kind], fitted: FitCounts
+    dialect: RedshiftDialect,
+    batch: EventBatch,
+    kinds: Mapping[str, Kind],
+    fitted: FitCounts,
+    json_bytes: int,
 ) -> Iterator[pa.RecordBatch]:
     """The batch file's rows in chunks, columns named by Redshift's rules and values
-    fitted to the target's column kinds (`kinds`); what did not fit is counted in `fitted`."""
+    fitted to the target's column kinds (`kinds`, JSON up to `json_bytes`); what did not
+    fit is counted in `fitted`."""
     incoming = batch.columns()
     names = {name: destination_column(name, dialect.columns) for name in incoming}
     for chunk in batch.iter_arrow():
         arrays = [
-            column_values(chunk.column(name), incoming[name], kinds[names[name]], fitted)
+            column_values(
+                chunk.column(name), incoming[name], kinds[names[name]], fitted, json_bytes
+            )
             for name in chunk.schema.names
         ]
         yield pa.RecordBatch.from_arrays(arrays, [names[name] for name in chunk.schema.names])

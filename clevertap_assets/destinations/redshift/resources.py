@@ -12,11 +12,12 @@ from clevertap_assets.settings import PipelineSettings
 
 
 def build_redshift_resources(settings: PipelineSettings) -> dict[str, object]:
-    """The password as an `EnvVar`: resolved inside runs only, shown by its name. With
-    `REDSHIFT_S3_STAGING_URI` set, loads go through S3 and COPY (`staging`)."""
-    connection = RedshiftConnection(
-        **RedshiftSettings.from_env().connection_fields(), password=EnvVar(PASSWORD_VARIABLE)
-    )
+    """The password, if that is how it logs in, as an `EnvVar`: resolved inside runs only,
+    shown by its name. With `REDSHIFT_S3_STAGING_URI` set, loads go through S3 and COPY
+    (`staging`)."""
+    redshift = RedshiftSettings.from_env()
+    password = {"password": EnvVar(PASSWORD_VARIABLE)} if redshift.has_password else {}
+    connection = RedshiftConnection(**redshift.connection_fields(), **password)
     return {
         WAREHOUSE_IO_MANAGER: RedshiftEventIOManager(
             connection=connection,

@@ -1,7 +1,11 @@
 """The `REDSHIFT_*` variables: where the cluster is and as whom to log in.
 
 Read when the definitions load, so every missing or malformed variable is named in one
-message before any run. The password is only checked to be present: resources take it as
+message before any run. The ways to log in, in the order AWS recommends them
+(https://docs.aws.amazon.com/redshift/latest/mgmt/generating-user-credentials.html):
+temporary credentials from IAM for a provisioned cluster (`REDSHIFT_IAM_CLUSTER_ID`) or a
+Serverless workgroup (`REDSHIFT_IAM_WORKGROUP`), asked with boto3's own credentials; or a
+database password, only checked to be present here: resources take it as
 `EnvVar("REDSHIFT_PASSWORD")`, resolved inside runs and never shown.
 """
 
@@ -16,8 +20,9 @@ REQUIRED = {
     "host": "the cluster or workgroup endpoint, without port",
     "database": "the database to load into",
     "user": "a user that may create schemas and tables there",
-    "password": "that user's password",
 }
+AUTHENTICATION = ("iam_cluster_id", "iam_workgroup", "password")
+"""Exactly one of these, in the order AWS recommends them."""
 
 
 class RedshiftSettings(BaseSettings):
@@ -30,15 +35,28 @@ class RedshiftSettings(BaseSettings):
     database: str = ""
     user: str = ""
     password: SecretStr = Field(SecretStr(""), repr=False)
+    iam_cluster_id: str = ""
+    iam_workgroup: str = ""
     sslmode: str = Field("", description="libpq sslmode; empty means require")
 
     @classmethod
     def from_env(cls) -> "RedshiftSettings":
         settings = cls()
-        missing = [name for name in REQUIRED if not _value(getattr(settings, name))]
+        missing = [
+            f"{_variable(name)} ({REQUIRED[name]})"
+            for name in REQUIRED
+            if not _value(getattr(settings, name))
+        ]
+        given = [_variable(name) for name in AUTHENTICATION if _value(getattr(settings, name))]
+        ways = " / ".join(map(_variable, AUTHENTICATION))
+        if not given:
+            missing.append(f"one of {ways} (how to log in)")
         if missing:
-            described = "; ".join(f"{PREFIX}{name.upper()} ({REQUIRED[name]})" for name in missing)
-            raise SettingsError(f"DESTINATION=redshift needs these variables set: {described}")
+            raise SettingsError(
+                f"DESTINATION=redshift needs these variables set: {'; '.join(missing)}"
+            )
+        if len(given) > 1:
+            raise SettingsError(f"set only one of {ways} for Redshift, not {' and '.join(given)}")
         if not settings.port.isdigit() or not 0 < int(settings.port) < 65536:
             raise SettingsError(
                 f"{PREFIX}PORT={settings.port!r} is not a port number (Redshift uses 5439)"
@@ -53,7 +71,17 @@ class RedshiftSettings(BaseSettings):
             "database": self.database,
             "user": self.user,
             "sslmode": self.sslmode or "require",
+            "iam_cluster_id": self.iam_cluster_id,
+            "iam_workgroup": self.iam_workgroup,
         }
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password.get_secret_value())
+
+
+def _variable(name: str) -> str:
+    return f"{PREFIX}{name.upper()}"
 
 
 def _value(value: str | SecretStr) -> str:

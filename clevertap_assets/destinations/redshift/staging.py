@@ -57,7 +57,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.destinations.common import DestinationError
-from clevertap_assets.destinations.redshift.dialect import MAX_SUPER_BYTES, RedshiftDialect
+from clevertap_assets.destinations.redshift.dialect import (
+    MAX_SUPER_BYTES,
+    FitCounts,
+    RedshiftDialect,
+)
 from clevertap_assets.destinations.redshift.settings import PREFIX
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.settings import SettingsError
@@ -144,6 +148,16 @@ def _role_problems(role: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class UploadedRows:
+    """A load's rows as one Parquet object in S3, fitted for these target column kinds."""
+
+    key: str
+    kinds: Mapping[str, Kind]
+    rows: int
+    fitted: FitCounts
+
+
+@dataclass(frozen=True)
 class StagedRows:
     """The load's rows in the session's staging table: target column name to kind, in the
     staging table's (the Parquet file's) order."""
@@ -177,39 +191,52 @@ class RedshiftS3Staging(ConfigurableResource):
             "FORMAT AS PARQUET"
         )
 
-    def stage(
+    def upload(
         self,
-        connection: psycopg.Connection,
-        dialect: RedshiftDialect,
         table_slice: TableSlice,
         kinds: Mapping[str, Kind],
         rows: Iterable[pa.RecordBatch],
-    ) -> StagedRows:
-        """Write the rows (named and fitted for the target, `kinds` in their order) as one
-        Parquet file, put it in S3, create the staging table and COPY the file into it, in
-        the caller's transaction. The S3 object is deleted whether the COPY worked or not."""
-        s3 = boto3.client("s3", region_name=self.region)
+        fitted: FitCounts,
+    ) -> UploadedRows:
+        """Write the rows (named and fitted for the target, `kinds` in their order, what did
+        not fit counted in `fitted`) as one Parquet file and put it in S3. Outside any
+        transaction: nothing here touches the table."""
         key = self.object_key(table_slice.schema, table_slice.table)
         with tempfile.TemporaryDirectory(prefix="redshift_staging_") as folder:
             path = Path(folder) / "rows.parquet"
             count = write_parquet(path, kinds, rows)
             with self._s3_errors("upload the rows to", key):
-                s3.upload_file(str(path), self.bucket, key)
+                self._s3().upload_file(str(path), self.bucket, key)
+        return UploadedRows(key, dict(kinds), count, fitted)
+
+    def copy(
+        self, connection: psycopg.Connection, dialect: RedshiftDialect, uploaded: UploadedRows
+    ) -> StagedRows:
+        """Create the staging table and COPY the uploaded file into it, in the caller's
+        transaction. The S3 object is deleted whether the COPY worked or not."""
         try:
             columns = ", ".join(
                 f"{quote_identifier(name)} {staging_type(dialect, kind)}"
-                for name, kind in kinds.items()
+                for name, kind in uploaded.kinds.items()
             )
             staging = quote_identifier(STAGING_TABLE)
             connection.execute(f"CREATE TEMPORARY TABLE {staging} ({columns})")
-            connection.execute(self.copy_statement(key))
+            connection.execute(self.copy_statement(uploaded.key))
         except BaseException:
-            with suppress(BotoCoreError, ClientError):  # the COPY's error is the one to tell
-                s3.delete_object(Bucket=self.bucket, Key=key)
+            self.discard(uploaded)  # the COPY's error is the one to tell
             raise
-        with self._s3_errors("delete (s3:DeleteObject) the COPYed", key):
-            s3.delete_object(Bucket=self.bucket, Key=key)
-        return StagedRows(dict(kinds), count)
+        with self._s3_errors("delete (s3:DeleteObject) the COPYed", uploaded.key):
+            self._s3().delete_object(Bucket=self.bucket, Key=uploaded.key)
+        return StagedRows(uploaded.kinds, uploaded.rows)
+
+    def discard(self, uploaded: UploadedRows) -> None:
+        """Delete an uploaded object no COPY will read, on the way out of a failure (whose
+        error is the one to tell) or a replaced upload."""
+        with suppress(BotoCoreError, ClientError):
+            self._s3().delete_object(Bucket=self.bucket, Key=uploaded.key)
+
+    def _s3(self):
+        return boto3.client("s3", region_name=self.region)
 
     @contextmanager
     def _s3_errors(self, action: str, key: str) -> Iterator[None]:

@@ -14,6 +14,12 @@ from clevertap_assets.destinations.snowflake.dialect import catalog_kind
 from clevertap_assets.destinations.window import HandlerReplacesWindow
 from clevertap_assets.naming import quote_identifier
 
+SESSION_TIMEZONE = "ALTER SESSION SET TIMEZONE = 'UTC'"
+"""A `TIMESTAMP_TZ` value given without an offset (the UTC instants `write_pandas` stages)
+takes the session's TIMEZONE, whose default is America/Los_Angeles
+(https://docs.snowflake.com/en/sql-reference/parameters#timezone): in UTC, `event_time_utc`
+keeps offset +00:00, so its `::DATE` and its text are UTC's whatever the account's zone."""
+
 
 def upper_case(table_slice: TableSlice) -> TableSlice:
     return table_slice._replace(
@@ -40,9 +46,12 @@ class SnowflakeEventDbClient(HandlerReplacesWindow, SnowflakeDbClient):
     @contextmanager
     def connect(context, table_slice: TableSlice) -> Iterator:
         """Dagster's connection, also closed when the load fails, so the session (and any
-        open transaction and temporary table) ends at once rather than at garbage collection."""
+        open transaction and temporary table) ends at once rather than at garbage collection.
+        Its time zone is UTC (`SESSION_TIMEZONE`) whatever the account's is."""
         with SnowflakeDbClient.connect(context, table_slice) as connection:
             try:
+                with connection.cursor() as cursor:
+                    cursor.execute(SESSION_TIMEZONE)
                 yield connection
             except BaseException:
                 connection.close()

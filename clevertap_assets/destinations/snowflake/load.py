@@ -6,9 +6,9 @@ creates) commits the open transaction first, so the steps are:
 1. Schema evolution, each statement committing on its own: create the table, add new
    columns, widen drifting ones. All of it is additive, so the previous rows stay readable
    and intact if the run stops between statements. Snowflake cannot change NUMBER to
-   VARCHAR in place, so a column is widened by add `<C>$WIDENING`, update, drop, rename; a
-   run that stops midway leaves a `$WIDENING` column that the next load finishes (rename)
-   or restarts (drop).
+   VARCHAR in place, so a column is widened by add `<C>$WIDENING` (`widening_column`, within
+   Snowflake's 255 characters), update, drop, rename; a run that stops midway leaves a
+   `$WIDENING` column that the next load finishes (rename) or restarts (drop).
 2. Staging, still outside any transaction: the batch goes into a session-scoped temporary
    table by one `write_pandas` call (its Parquet files PUT `STAGE_CHUNK_ROWS` rows at a time,
    then one COPY), JSON columns as text. A failure here leaves the table untouched, and the
@@ -44,7 +44,7 @@ from clevertap_assets.destinations.snowflake.dialect import (
     staged_kind,
 )
 from clevertap_assets.destinations.window import WindowLoad, evolved
-from clevertap_assets.naming import quote_identifier
+from clevertap_assets.naming import SNOWFLAKE_IDENTIFIER_BYTES, fitted_identifier, quote_identifier
 
 # `$` never occurs in our table or column names (slugs; TABLE_PREFIX is [A-Za-z0-9_]).
 STAGING_SUFFIX = "$STAGING"
@@ -60,23 +60,32 @@ class SnowflakeWindowLoad(WindowLoad[str]):
         self._connection = connection
         self._cursor = cursor
         self._exists = False
+        self._incoming: dict[str, Kind] = {}
         self._kinds: dict[str, Kind] = {}
         self._targets: dict[str, Kind] = {}
 
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
-        return {snowflake_column(name): kind for name, kind in batch.columns().items()}
+        self._incoming = {snowflake_column(name): kind for name, kind in batch.columns().items()}
+        return self._incoming
 
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
         """The table's columns, once a widening a previous run left half done is completed
         or undone. The update is committed before the old column is dropped, so a
         `$WIDENING` column whose original is gone holds every value and only needs its name
         back; one whose original is still there may be partial and is dropped, to be widened
-        again from the original."""
+        again from the original. A widening column of a name too long to keep whole names
+        its original only by hash: it is matched against the table's and the batch's
+        columns, and left as it is while its original is in neither."""
         existing = existing_columns(self._cursor, table_slice)
-        leftovers = [name for name in existing if name.endswith(WIDENING_SUFFIX)]
         target = qualified_name(table_slice)
+        originals = {widening_column(name): name for name in [*existing, *self._incoming]}
+        leftovers = [name for name in existing if name.endswith(WIDENING_SUFFIX)]
+        repaired = False
         for leftover in leftovers:
-            original = leftover.removesuffix(WIDENING_SUFFIX)
+            original = originals.get(leftover)
+            if original is None:
+                continue
+            repaired = True
             if original in existing:
                 self._cursor.execute(
                     f"ALTER TABLE {target} DROP COLUMN {quote_identifier(leftover)}"
@@ -86,7 +95,7 @@ class SnowflakeWindowLoad(WindowLoad[str]):
                     f"ALTER TABLE {target} RENAME COLUMN {quote_identifier(leftover)} "
                     f"TO {quote_identifier(original)}"
                 )
-        if leftovers:
+        if repaired:
             existing = existing_columns(self._cursor, table_slice)
         self._exists = bool(existing)
         return existing
@@ -117,7 +126,7 @@ class SnowflakeWindowLoad(WindowLoad[str]):
             self._cursor.execute,
             target,
             column,
-            quote_identifier(name + WIDENING_SUFFIX),
+            quote_identifier(widening_column(name)),
             SNOWFLAKE_TYPES[kind],
             converted(column, current, kind),
         )
@@ -129,7 +138,7 @@ class SnowflakeWindowLoad(WindowLoad[str]):
         `write_pandas` finds it without a database or schema and creates its stage there too.
         """
         self._kinds, self._targets = self.incoming(batch), dict(targets)
-        name = table_slice.table + STAGING_SUFFIX
+        name = fitted_identifier(table_slice.table, SNOWFLAKE_IDENTIFIER_BYTES, STAGING_SUFFIX)
         staging = quote_identifier(name)
         self._cursor.execute(f"USE SCHEMA {schema_name(table_slice)}")
         definition = ", ".join(
@@ -182,3 +191,8 @@ class SnowflakeWindowLoad(WindowLoad[str]):
             return 0
         self._cursor.execute(f"SELECT COUNT(*) FROM {qualified_name(table_slice)}")
         return self._cursor.fetchone()[0]
+
+
+def widening_column(name: str) -> str:
+    """The column a widening of `name` builds, within Snowflake's identifier length."""
+    return fitted_identifier(name, SNOWFLAKE_IDENTIFIER_BYTES, WIDENING_SUFFIX)

@@ -1,8 +1,14 @@
 """The `SNOWFLAKE_*` variables: account, user, database, one way to authenticate.
 
 Read when the definitions load, so what is missing is named all at once before any run.
-Resources get every variable as an `EnvVar` (`resource_fields`), so the password or key is
-resolved inside runs only and shown by its name.
+Resources get every variable as an `EnvVar` (`resource_fields`), so the key, token or
+password is resolved inside runs only and shown by its name.
+
+The ways to authenticate, in the order Snowflake recommends them for a service user, which
+cannot log in with a password (https://docs.snowflake.com/en/user-guide/key-pair-auth,
+https://docs.snowflake.com/en/user-guide/programmatic-access-tokens,
+https://docs.snowflake.com/en/user-guide/security-mfa-rollout): a key pair, a programmatic
+access token (which the connector takes in place of a password), or a person's password.
 """
 
 from dagster import EnvVar
@@ -13,8 +19,12 @@ from clevertap_assets.settings import SettingsError
 
 PREFIX = "SNOWFLAKE_"
 REQUIRED = ("account", "user", "database")
-AUTHENTICATION = ("password", "private_key", "private_key_path")
+AUTHENTICATION = ("private_key", "private_key_path", "token", "password")
 """Exactly one of these; `private_key_password` goes with a private key."""
+_RESOURCE_FIELDS = {"token": "password"}
+"""Settings that Dagster's Snowflake resource takes under another field's name: a
+programmatic access token is given where a password would be
+(https://docs.snowflake.com/en/user-guide/programmatic-access-tokens)."""
 
 
 class SnowflakeSettings(BaseSettings):
@@ -26,6 +36,7 @@ class SnowflakeSettings(BaseSettings):
     user: str = ""
     database: str = ""
     password: SecretStr = Field(SecretStr(""), repr=False)
+    token: SecretStr = Field(SecretStr(""), repr=False)
     private_key: SecretStr = Field(SecretStr(""), repr=False)
     private_key_path: str = ""
     private_key_password: SecretStr = Field(SecretStr(""), repr=False)
@@ -56,9 +67,11 @@ class SnowflakeSettings(BaseSettings):
 
     def resource_fields(self) -> dict[str, EnvVar]:
         """Every field that is set, as the `EnvVar` it came from (an unset `EnvVar` would
-        fail the run)."""
+        fail the run), under the resource's name for it."""
         return {
-            name: EnvVar(_variable(name)) for name in type(self).model_fields if self.is_set(name)
+            _RESOURCE_FIELDS.get(name, name): EnvVar(_variable(name))
+            for name in type(self).model_fields
+            if self.is_set(name)
         }
 
 
