@@ -250,7 +250,7 @@ def instance_env(home: Path, postgres: PostgresServer, database: str) -> dict[st
     }
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """The test's environment without anything that would configure a pipeline or an
     instance behind the deployment's back; this venv first on PATH, as run workers are
     started through the `dagster` entry point."""
@@ -295,7 +295,7 @@ def run_deployment(
     (root / "logs").mkdir()
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
     database = postgres.create_database(f"dagster_{secrets.token_hex(6)}")
-    shared = {**_clean_env(), **instance_env(home, postgres, database)}
+    shared = {**clean_env(), **instance_env(home, postgres, database)}
     # As the README's upgrade step does (and a first start needs nothing else).
     migrate = subprocess.run(
         [str(BIN / "dagster"), "instance", "migrate"], env=shared, cwd=root, capture_output=True
