@@ -3,7 +3,12 @@ receiver per pipeline, the webserver and the daemon as separate processes, two C
 accounts played by two emulators. What a user launches goes through the webserver's GraphQL
 API, what the daemon does is read back from the instance's PostgreSQL tables."""
 
+import json
+import os
+import re
+import subprocess
 from datetime import date, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -12,9 +17,13 @@ import pytest
 
 from clevertap_assets.days import local_today
 from clevertap_assets.emulator.server import InFlightGate, peak_in_flight
-from clevertap_assets_tests.deployment import Deployment, run_deployment
+from clevertap_assets_tests.deployment import Deployment, instance_env, run_deployment
 from clevertap_assets_tests.harness import write_events_csv
-from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+from clevertap_assets_tests.postgres_server import (  # noqa: F401
+    PostgresServer,
+    find_binaries,
+    postgres_server,
+)
 
 TIMEZONE = "Asia/Kolkata"
 BACKFILL_TAG = "dagster/backfill"
@@ -28,6 +37,20 @@ mutation LaunchBackfill($params: LaunchBackfillParams!) {
   }
 }
 """
+STEP_LOGS = """
+query StepLogs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection { events { __typename ... on LogsCapturedEvent { fileKey stepKeys } } }
+  }
+}
+"""
+CAPTURED_LOGS = """
+query CapturedLogs($runId: ID!, $fileKey: String!) {
+  runOrError(runId: $runId) { ... on Run { capturedLogs(fileKey: $fileKey) { stdout stderr } } }
+}
+"""
+README = Path(__file__).resolve().parent.parent / "README.md"
 # Schedules tick once a day at local midnight and nothing is loaded before the tests
 # request it, so the daemon runs only what a test asks for.
 QUIET = {"INGESTION_FREQUENCY": "24h", "CLEVERTAP_HISTORY_DAYS": "7"}
@@ -44,6 +67,46 @@ def launch_backfill(deployment: Deployment, asset_keys: list[list[str]], days: l
     answer = deployment.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
     return answer["backfillId"]
+
+
+def readme_block(containing: str) -> str:
+    """The README's one bash block holding `containing`, as a user would paste it."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def run_readme_graphql_example(deployment: Deployment, timezone: str) -> tuple[dict, str]:
+    """The README's backfill example, verbatim, with the variables its by-hand steps export
+    and the webserver's address: GraphQL's answer, and what psql printed."""
+    env = {
+        **os.environ,
+        **instance_env(deployment.postgres, deployment.database),
+        "DAGSTER_WEBSERVER_URL": deployment.webserver_url,
+        "TZ": timezone,
+        "PATH": os.pathsep.join([str(find_binaries()), os.environ["PATH"]]),
+    }
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_block("launchPartitionBackfill")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    answer, printed = ran.stdout.split("\n", 1)
+    return json.loads(answer), printed
+
+
+def step_logs(deployment: Deployment, run_id: str) -> tuple[list[str], dict[str, str]]:
+    """A run's captured steps and their stdout and stderr, as the UI reads them through the
+    webserver."""
+    events = deployment.graphql(STEP_LOGS, {"runId": run_id})["logsForRun"]["events"]
+    (captured,) = [e for e in events if e["__typename"] == "LogsCapturedEvent"]
+    variables = {"runId": run_id, "fileKey": captured["fileKey"]}
+    logs = deployment.graphql(CAPTURED_LOGS, variables)["runOrError"]["capturedLogs"]
+    return captured["stepKeys"], logs
 
 
 def redshift_warehouse(postgres: PostgresServer) -> dict[str, str]:
@@ -77,9 +140,11 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
     make_emulator,
 ):
     """The README's production topology: a partition backfill of one event over three days,
-    launched through GraphQL, is run by the daemon as one run and loads the emulator's truth;
-    a webhook posted to a receiver is loaded by a run of `webhook_inbox_sensor`; both runs
-    are recorded in PostgreSQL."""
+    launched through GraphQL by the README's own example, is run by the daemon as one run and
+    loads the emulator's truth, and its step's logs are read through the webserver, whose
+    disk shares only the compute log volume with the code servers; a webhook posted to a
+    receiver is loaded by a run of `webhook_inbox_sensor`; both runs are recorded in
+    PostgreSQL."""
     app = make_emulator(account_id="APP-ACCOUNT", passcode="app-passcode", timezone=TIMEZONE)
     web = make_emulator(account_id="WEB-ACCOUNT", passcode="web-passcode", timezone=TIMEZONE)
     app_events = write_events_csv(tmp_path / "app.csv", ["Charged", "App Launched"])
@@ -114,7 +179,11 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
-        backfill = launch_backfill(deployment, [["app", "charged"]], days)
+        answer, printed = run_readme_graphql_example(deployment, TIMEZONE)
+        launched = answer["data"]["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", answer
+        assert printed.split("\n")[0].split() == ["run_id", "|", "status", "|", "create_timestamp"]
+        backfill = launched["backfillId"]
         deployment.start_daemon()
 
         backfill_runs = deployment.wait_for_runs(BACKFILL_TAG, backfill)
@@ -134,6 +203,8 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
         assert rows_per_day(postgres_server, warehouse, "app.charged") == {
             d: app.true_count("Charged", d) for d in days
         }
+        (step,), logs = step_logs(deployment, run_id)
+        assert re.search(f"{run_id} - \\d+ - {step} - STEP_SUCCESS - ", logs["stderr"]), logs
         loaded = warehouse_rows(
             postgres_server,
             warehouse,

@@ -412,12 +412,10 @@ def test_the_image_installs_the_versions_the_tests_ran_with():
 
 @pytest.fixture
 def instance_database(postgres_server: PostgresServer) -> dict[str, str]:  # noqa: F811
-    """The five DAGSTER_POSTGRES_* variables of a fresh instance database (the rest of
-    instance_env is the image's DAGSTER_HOME)."""
-    database = postgres_server.create_database(f"image_{secrets.token_hex(6)}")
-    env = instance_env(Path("/nonexistent"), postgres_server, database)
-    del env["DAGSTER_HOME"]
-    return env
+    """The five DAGSTER_POSTGRES_* variables of a fresh instance database."""
+    return instance_env(
+        postgres_server, postgres_server.create_database(f"image_{secrets.token_hex(6)}")
+    )
 
 
 def test_the_image_alone_holds_a_loadable_code_location(tmp_path, instance_database):
