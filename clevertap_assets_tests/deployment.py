@@ -12,7 +12,9 @@ stops, also when a test fails. Waits poll a condition against a deadline and fai
 tail of every process's log, so a failure names the process that went wrong.
 """
 
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,11 +30,13 @@ from typing import Any, TypeVar
 
 import httpx
 import psycopg
+import yaml
 
 from clevertap_assets.emulator.server import CleverTapEmulator
 from clevertap_assets_tests.postgres_server import PostgresServer
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+README = DEPLOY.parent / "README.md"
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 240.0
 LOG_TAIL_CHARS = 4000
@@ -76,6 +80,37 @@ def daemon_command(workspace: str) -> list[str]:
 
 def receiver_command(host: str, port: int) -> list[str]:
     return ["clevertap-assets", "webhook", "--host", host, "--port", str(port)]
+
+
+def readme_block(containing: str) -> str:
+    """The README's one bash block holding `containing`, as a user would paste it."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (keyword.upper(), rest.strip())
+        for keyword, _, rest in (line.partition(" ") for line in lines)
+        if keyword and not keyword.startswith("#")
+    ]
+
+
+def image_health_check() -> list[str]:
+    """The command of the image's HEALTHCHECK, which Docker runs in code server containers."""
+    (check,) = [arguments for keyword, arguments in dockerfile() if keyword == "HEALTHCHECK"]
+    return json.loads(check.split(" CMD ", 1)[1])
+
+
+def compose_health_checks() -> dict[str, list[str]]:
+    """Each Compose service's own health check command, as docker-compose.yaml gives it."""
+    services = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())["services"]
+    checks = {name: s["healthcheck"]["test"] for name, s in services.items() if "healthcheck" in s}
+    return {name: test[1:] for name, test in checks.items() if test[0] == "CMD"}
 
 
 @dataclass
@@ -241,6 +276,18 @@ class Deployment:
                     f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs()}"
                 )
             time.sleep(0.5)
+
+    def health_check(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
+        """A shipped health check's exit status, run from this venv as Docker runs it."""
+        checked = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            env=dict(env),
+            cwd=self.root,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        return checked.returncode
 
     def logs(self) -> str:
         return "\n".join(f"--- {s.name} ({s.log}) ---\n{s.tail()}" for s in self.services)

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 from datetime import date, timedelta
-from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -17,7 +16,16 @@ import pytest
 
 from clevertap_assets.days import local_today
 from clevertap_assets.emulator.server import InFlightGate, peak_in_flight
-from clevertap_assets_tests.deployment import Deployment, instance_env, run_deployment
+from clevertap_assets_tests.deployment import (
+    Deployment,
+    compose_health_checks,
+    container_disk,
+    free_port,
+    image_health_check,
+    instance_env,
+    readme_block,
+    run_deployment,
+)
 from clevertap_assets_tests.harness import write_events_csv
 from clevertap_assets_tests.postgres_server import (  # noqa: F401
     PostgresServer,
@@ -50,7 +58,6 @@ query CapturedLogs($runId: ID!, $fileKey: String!) {
   runOrError(runId: $runId) { ... on Run { capturedLogs(fileKey: $fileKey) { stdout stderr } } }
 }
 """
-README = Path(__file__).resolve().parent.parent / "README.md"
 # Schedules tick once a day at local midnight and nothing is loaded before the tests
 # request it, so the daemon runs only what a test asks for.
 QUIET = {"INGESTION_FREQUENCY": "24h", "CLEVERTAP_HISTORY_DAYS": "7"}
@@ -67,13 +74,6 @@ def launch_backfill(deployment: Deployment, asset_keys: list[list[str]], days: l
     answer = deployment.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
     return answer["backfillId"]
-
-
-def readme_block(containing: str) -> str:
-    """The README's one bash block holding `containing`, as a user would paste it."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    (block,) = [b for b in blocks if containing in b]
-    return block
 
 
 def run_readme_graphql_example(deployment: Deployment, timezone: str) -> tuple[dict, str]:
@@ -107,6 +107,34 @@ def step_logs(deployment: Deployment, run_id: str) -> tuple[list[str], dict[str,
     variables = {"runId": run_id, "fileKey": captured["fileKey"]}
     logs = deployment.graphql(CAPTURED_LOGS, variables)["runOrError"]["capturedLogs"]
     return captured["stepKeys"], logs
+
+
+def retarget(argv: list[str], shipped_port: str, port: object) -> list[str]:
+    """A shipped command pointed at the port this test's process listens on."""
+    return [arg.replace(shipped_port, str(port)) for arg in argv]
+
+
+def shipped_health_checks(deployment: Deployment) -> dict[str, int]:
+    """The exit status of each shipped health check, run against the live processes: the
+    image's against a code server, Compose's against a receiver, the webserver and the
+    daemon; and the image's against a port nothing serves, which must fail."""
+    pipeline = deployment.pipelines["pipeline_b"]
+    compose = compose_health_checks()
+    daemon_env = {**deployment.workspace_env, **container_disk(deployment.root, "daemon")}
+    checks = {
+        "pipeline_b": (retarget(image_health_check(), "4000", pipeline.code_port), pipeline.env),
+        "webhooks_b": (
+            retarget(compose["webhooks_b"], "8800", pipeline.webhook_url.rsplit(":", 1)[1]),
+            pipeline.env,
+        ),
+        "webserver": (
+            retarget(compose["webserver"], "3000", deployment.webserver_url.rsplit(":", 1)[1]),
+            deployment.workspace_env,
+        ),
+        "daemon": (compose["daemon"], daemon_env),
+        "nothing": (retarget(image_health_check(), "4000", free_port()), pipeline.env),
+    }
+    return {name: deployment.health_check(argv, env) for name, (argv, env) in checks.items()}
 
 
 def redshift_warehouse(postgres: PostgresServer) -> dict[str, str]:
@@ -144,7 +172,7 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
     loads the emulator's truth, and its step's logs are read through the webserver, whose
     disk shares only the compute log volume with the code servers; a webhook posted to a
     receiver is loaded by a run of `webhook_inbox_sensor`; both runs are recorded in
-    PostgreSQL."""
+    PostgreSQL; the shipped health checks pass against the live processes."""
     app = make_emulator(account_id="APP-ACCOUNT", passcode="app-passcode", timezone=TIMEZONE)
     web = make_emulator(account_id="WEB-ACCOUNT", passcode="web-passcode", timezone=TIMEZONE)
     app_events = write_events_csv(tmp_path / "app.csv", ["Charged", "App Launched"])
@@ -191,6 +219,10 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
 
         assert list(backfill_runs.values()) == ["SUCCESS"], deployment.logs()
         assert list(webhook_runs.values()) == ["SUCCESS"], deployment.logs()
+        healthy = dict.fromkeys(("pipeline_b", "webhooks_b", "webserver", "daemon"), 0)
+        checked = shipped_health_checks(deployment)
+        assert checked.pop("nothing") != 0
+        assert checked == healthy, deployment.logs()
         (run_id,) = backfill_runs
         tags = dict(deployment.query("SELECT key, value FROM run_tags WHERE run_id = %s", run_id))
         assert (
@@ -204,7 +236,9 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
             d: app.true_count("Charged", d) for d in days
         }
         (step,), logs = step_logs(deployment, run_id)
-        assert re.search(f"{run_id} - \\d+ - {step} - STEP_SUCCESS - ", logs["stderr"]), logs
+        # None where the webserver cannot read the logs the run's code server wrote.
+        stderr = logs["stderr"] or ""
+        assert re.search(f"{run_id} - \\d+ - {step} - STEP_SUCCESS - ", stderr), logs
         loaded = warehouse_rows(
             postgres_server,
             warehouse,

@@ -33,7 +33,10 @@ from clevertap_assets_tests.deployment import (
     clean_env,
     code_server_command,
     daemon_command,
+    dockerfile,
+    image_health_check,
     instance_env,
+    readme_block,
     receiver_command,
     webserver_command,
 )
@@ -89,6 +92,17 @@ COMPOSE_INSTALL_HINT = (
 
 def load(name: str) -> dict:
     return yaml.safe_load((DEPLOY / name).read_text())
+
+
+def env_references(value: object) -> set[str]:
+    """The environment variables a Dagster YAML file reads (`{env: NAME}`)."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            return {value["env"]}
+        return {name for child in value.values() for name in env_references(child)}
+    if isinstance(value, list):
+        return {name for child in value for name in env_references(child)}
+    return set()
 
 
 def leaf_paths(value: object, prefix: str = "") -> set[str]:
@@ -216,6 +230,24 @@ def test_compose_shares_step_logs_with_the_webserver_and_waits_for_healthy_servi
         assert ("healthcheck" in service) != (name in LOCATIONS), name
 
 
+def test_the_readmes_by_hand_deployment_runs_the_topology_tests_commands():
+    """The README's by-hand start exports what every process of the topology test gets and
+    starts the same code servers, webserver and daemon."""
+    block = readme_block("dagster-daemon run").replace("\\\n", " ")
+    exported = set(re.findall(r"(\w+)=", " ".join(re.findall(r"^export (.*)$", block, re.M))))
+    read = env_references(load("dagster.yaml")) | env_references(load("workspace.yaml"))
+    assert {"DAGSTER_HOME", *read} <= exported, read - exported
+    servers = [shlex.split(args) for args in re.findall(r"bin/dagster (code-server[^)]*)\)", block)]
+    assert [["dagster", *args] for args in servers] == [
+        code_server_command(location, "127.0.0.1", port)
+        for location, port in zip(LOCATIONS, (4000, 4001), strict=True)
+    ]
+    (webserver,) = re.findall(r"bin/(dagster-webserver [^&]*)&", block)
+    assert shlex.split(webserver) == webserver_command("deploy/workspace.yaml", "0.0.0.0", 3000)
+    (daemon,) = re.findall(r"bin/(dagster-daemon [^&]*)&", block)
+    assert shlex.split(daemon) == daemon_command("deploy/workspace.yaml")
+
+
 def test_helm_values_use_only_the_charts_keys_and_the_instances_limits():
     values = load("helm/values.yaml")
     assert leaf_paths(values) <= CHART_KEYS, leaf_paths(values) - CHART_KEYS
@@ -246,17 +278,6 @@ def test_helm_values_use_only_the_charts_keys_and_the_instances_limits():
     for deployment in values["dagster-user-deployments"]["deployments"]:
         assert deployment["codeServerArgs"] == module_args
         assert deployment["envSecrets"] == [{"name": f"clevertap-{deployment['name']}"}]
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """The Dockerfile's instructions as (INSTRUCTION, arguments), continuation lines joined."""
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (keyword.upper(), rest.strip())
-        for keyword, _, rest in (line.partition(" ") for line in lines)
-        if keyword and not keyword.startswith("#")
-    ]
 
 
 def image_env() -> dict[str, str]:
@@ -377,13 +398,11 @@ def test_the_image_is_pinned_layered_unprivileged_and_checked():
     code = instructions.index(("COPY", "clevertap_assets ./clevertap_assets"))
     assert installs[0] < code < installs[1]
     assert "--no-deps" in instructions[installs[1]][1]
-    # Docker runs the code server's own health check against the port the command serves.
-    (check,) = [arguments for keyword, arguments in instructions if keyword == "HEALTHCHECK"]
+    # Docker runs the code server's own health check against the port the command serves
+    # (test_deploy.py runs it against a live code server).
     (cmd,) = [arguments for keyword, arguments in instructions if keyword == "CMD"]
     port = json.loads(cmd)[json.loads(cmd).index("-p") + 1]
-    assert check.split(" CMD ")[1] == json.dumps(
-        ["dagster", "api", "grpc-health-check", "-p", port]
-    )
+    assert image_health_check() == ["dagster", "api", "grpc-health-check", "-p", port]
 
 
 def test_the_builder_never_gets_secrets_or_local_state():
