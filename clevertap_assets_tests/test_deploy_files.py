@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from dagster import instance_for_test, job, op
 from dotenv import dotenv_values
 
 from clevertap_assets_tests.deployment import (
@@ -43,6 +44,7 @@ from clevertap_assets_tests.deployment import (
 from clevertap_assets_tests.harness import write_events_csv
 from clevertap_assets_tests.image_constraints import constraints_text, runtime_pins
 from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+from clevertap_assets_tests.s3_server import S3Server, s3_server  # noqa: F401
 
 REPOSITORY = DEPLOY.parent
 LOCATIONS = ("pipeline_a", "pipeline_b")
@@ -498,3 +500,49 @@ def test_a_helm_code_location_reads_its_events_from_its_configmap_and_refuses_du
     listed = run_in_image(workdir, {**pod, **redshift}, ["dagster", "asset", "list", *module])
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert listed.stdout.split() == ["app/charged", "app/webhook_events"]
+
+
+def test_helm_step_logs_reach_s3_and_read_back_where_no_disk_is_shared(
+    tmp_path,
+    s3_server: S3Server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The Helm values' compute log manager, as the chart's instance template renders it
+    (pointed at an S3-compatible server, as `endpointUrl` would): a run's step output is
+    uploaded to the bucket under the prefix, and another instance with an empty disk of its
+    own, as the webserver's pod, reads it back."""
+    values = load("helm/values.yaml")["computeLogManager"]["config"]["s3ComputeLogManager"]
+    s3_server.create_bucket(values["bucket"])
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+
+    def s3_logs(local_dir: Path) -> dict:
+        config = {**values, "endpoint_url": s3_server.endpoint, "local_dir": str(local_dir)}
+        return {
+            "compute_logs": {
+                "module": "dagster_aws.s3.compute_log_manager",
+                "class": "S3ComputeLogManager",
+                "config": config,
+            }
+        }
+
+    @op
+    def speak() -> None:
+        print("a line a run pod printed")
+
+    @job
+    def pod() -> None:
+        speak()
+
+    with instance_for_test(overrides=s3_logs(tmp_path / "run_pod")) as run_pod:
+        result = pod.execute_in_process(instance=run_pod)
+        (captured,) = [
+            e for e in run_pod.all_logs(result.run_id) if e.dagster_event_type == "LOGS_CAPTURED"
+        ]
+    log_key = [result.run_id, "compute_logs", captured.dagster_event.logs_captured_data.file_key]
+    assert [key for key in s3_server.keys(values["bucket"]) if key.endswith(".out")] == [
+        "/".join([values["prefix"], "storage", *log_key]) + ".out"
+    ]
+    with instance_for_test(overrides=s3_logs(tmp_path / "webserver")) as webserver:
+        stdout = webserver.compute_log_manager.get_log_data(log_key).stdout
+    assert stdout == b"a line a run pod printed\n"
