@@ -397,11 +397,12 @@ RUN_PER_CONTAINER_LAUNCHERS = frozenset(
 
 def instance_run_launcher() -> str | None:
     """The run launcher class of `$DAGSTER_HOME`'s instance, read from its configuration
-    without starting the launcher (the K8s one needs a cluster to start); None without a home."""
+    without starting the launcher (the K8s one needs a cluster to start); None without a home
+    to read (Dagster itself says what is wrong with one that is not a directory)."""
     from dagster._core.instance.ref import InstanceRef
 
     home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    if not home or not Path(home).is_dir():
         return None
     launcher = InstanceRef.from_dir(home).run_launcher_data
     return launcher.class_name if launcher else None

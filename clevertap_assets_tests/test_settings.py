@@ -221,3 +221,5 @@ def test_duckdb_is_refused_where_each_run_has_a_pod_of_its_own(
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     assert instance_run_launcher() == "DefaultRunLauncher"
     refuse_run_local_warehouse(load_settings(events_csv=events_csv), instance_run_launcher())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
+    assert instance_run_launcher() is None
