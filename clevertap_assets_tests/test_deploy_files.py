@@ -428,7 +428,10 @@ def test_the_builder_never_gets_secrets_or_local_state():
 def test_the_image_installs_the_versions_the_tests_ran_with():
     """deploy/constraints.txt pins every distribution the image's extras need to the version
     installed here; a dependency that moved means regenerating it (see image_constraints)."""
-    assert (DEPLOY / "constraints.txt").read_text() == constraints_text(runtime_pins())
+    assert (DEPLOY / "constraints.txt").read_text() == constraints_text(runtime_pins()), (
+        "deploy/constraints.txt differs from this venv: regenerate it with "
+        "`.venv/bin/python -m clevertap_assets_tests.image_constraints > deploy/constraints.txt`"
+    )
 
 
 @pytest.fixture
