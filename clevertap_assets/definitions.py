@@ -20,7 +20,12 @@ from clevertap_assets.automation.sensors import (
 from clevertap_assets.connection_check import connection_check_job
 from clevertap_assets.keys import WEBHOOK_INBOX
 from clevertap_assets.resources import build_resources
-from clevertap_assets.settings import PipelineSettings, load_settings
+from clevertap_assets.settings import (
+    PipelineSettings,
+    instance_run_launcher,
+    load_settings,
+    refuse_run_local_warehouse,
+)
 from clevertap_assets.webhooks.inbox import inbox_path_from_env
 
 
@@ -60,4 +65,6 @@ def build_code_location(settings: PipelineSettings) -> Definitions:
 
 @definitions
 def defs() -> Definitions:
-    return build_code_location(load_settings())
+    settings = load_settings()
+    refuse_run_local_warehouse(settings, instance_run_launcher())
+    return build_code_location(settings)

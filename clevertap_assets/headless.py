@@ -1,10 +1,12 @@
 """Headless loads of a range of days, in one in-process run: what the demo, the benchmark and
 `clevertap-assets load` do, callable from Python."""
 
+import fcntl
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from datetime import date
+from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
@@ -43,6 +45,23 @@ def load_days(
     )
 
 
+INIT_LOCK = ".clevertap_assets.lock"
+
+
+def open_home_instance(home: str) -> DagsterInstance:
+    """`$DAGSTER_HOME`'s instance, opened by one process at a time: the first process to open
+    a fresh SQLite home creates its tables, and several doing so at once leave it broken for
+    good ("alembic_version has more than one head"), so loads started together wait in turn."""
+    if not Path(home).is_dir():
+        raise SettingsError(
+            f"DAGSTER_HOME={home!r} is not a directory: create it, or unset DAGSTER_HOME for a "
+            "run that is not recorded"
+        )
+    with (Path(home) / INIT_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return DagsterInstance.get()
+
+
 def load_recent_days(
     settings: PipelineSettings, days: int | None = None, events: Sequence[str] | None = None
 ) -> bool:
@@ -56,7 +75,8 @@ def load_recent_days(
             f"({', '.join(map(repr, settings.event_names))})"
         )
     first, last = recent_range(settings, days).split("...")
-    persistent = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else nullcontext(None)
+    home = os.environ.get("DAGSTER_HOME")
+    persistent = open_home_instance(home) if home else nullcontext(None)
     with persistent as instance:
         result = load_days(
             settings,

@@ -426,3 +426,36 @@ def _describe(error: dict) -> str:
     field = PipelineSettings.model_fields.get(name)
     variable = field.validation_alias if field and field.validation_alias else name
     return f"{variable}={error.get('input')!r}: {error['msg']}"
+
+
+# Run launchers that start every run in a container or pod of its own: whatever a run writes
+# to its local disk goes when the run ends.
+RUN_PER_CONTAINER_LAUNCHERS = frozenset(
+    {"K8sRunLauncher", "CeleryK8sRunLauncher", "DockerRunLauncher", "EcsRunLauncher"}
+)
+
+
+def instance_run_launcher() -> str | None:
+    """The run launcher class of `$DAGSTER_HOME`'s instance, read from its configuration
+    without starting the launcher (the K8s one needs a cluster to start); None without a home
+    to read (Dagster itself says what is wrong with one that is not a directory)."""
+    from dagster._core.instance.ref import InstanceRef
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or not Path(home).is_dir():
+        return None
+    launcher = InstanceRef.from_dir(home).run_launcher_data
+    return launcher.class_name if launcher else None
+
+
+def refuse_run_local_warehouse(settings: PipelineSettings, run_launcher: str | None) -> None:
+    """A DuckDB file written inside a run's own pod or container is gone when the run ends,
+    while the run reports success: refuse that pairing before anything runs."""
+    if settings.destination == "duckdb" and run_launcher in RUN_PER_CONTAINER_LAUNCHERS:
+        raise SettingsError(
+            f"DESTINATION='duckdb' cannot load under this instance's {run_launcher}: it runs "
+            f"every run in a pod or container of its own, and DUCKDB_PATH="
+            f"{settings.duckdb_path!r} would go with it, so every load would be lost; use "
+            "DESTINATION=snowflake, bigquery or redshift, or DuckDB on an instance whose runs "
+            "share the code server's disk (the default run launcher, as in Docker Compose)"
+        )

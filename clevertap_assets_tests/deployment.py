@@ -1,7 +1,9 @@
 """A production deployment under test: the processes `deploy/` describes, started for real.
 
-PostgreSQL holds the instance (`deploy/dagster.yaml` copied into a temporary DAGSTER_HOME);
-each pipeline has its own `dagster code-server start` with its own environment (account,
+PostgreSQL holds the instance; every process has a disk of its own, as a container has (its
+own DAGSTER_HOME holding `deploy/dagster.yaml`, its own local compute log directory), and
+shares only what `deploy/docker-compose.yaml` shares: the code servers and the webserver mount
+one compute log directory, a pipeline's code server and receiver its folder. Each pipeline has its own `dagster code-server start` with its own environment (account,
 events, DuckDB file, webhook inbox) and its own webhook receiver; one `dagster-webserver` and
 one `dagster-daemon run` load `deploy/workspace.yaml`. The commands are those of
 `deploy/docker-compose.yaml` on 127.0.0.1 and free ports. Every process runs in its own
@@ -10,7 +12,9 @@ stops, also when a test fails. Waits poll a condition against a deadline and fai
 tail of every process's log, so a failure names the process that went wrong.
 """
 
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,11 +30,13 @@ from typing import Any, TypeVar
 
 import httpx
 import psycopg
+import yaml
 
 from clevertap_assets.emulator.server import CleverTapEmulator
 from clevertap_assets_tests.postgres_server import PostgresServer
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+README = DEPLOY.parent / "README.md"
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 240.0
 LOG_TAIL_CHARS = 4000
@@ -74,6 +80,37 @@ def daemon_command(workspace: str) -> list[str]:
 
 def receiver_command(host: str, port: int) -> list[str]:
     return ["clevertap-assets", "webhook", "--host", host, "--port", str(port)]
+
+
+def readme_block(containing: str) -> str:
+    """The README's one bash block holding `containing`, as a user would paste it."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (keyword.upper(), rest.strip())
+        for keyword, _, rest in (line.partition(" ") for line in lines)
+        if keyword and not keyword.startswith("#")
+    ]
+
+
+def image_health_check() -> list[str]:
+    """The command of the image's HEALTHCHECK, which Docker runs in code server containers."""
+    (check,) = [arguments for keyword, arguments in dockerfile() if keyword == "HEALTHCHECK"]
+    return json.loads(check.split(" CMD ", 1)[1])
+
+
+def compose_health_checks() -> dict[str, list[str]]:
+    """Each Compose service's own health check command, as docker-compose.yaml gives it."""
+    services = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())["services"]
+    checks = {name: s["healthcheck"]["test"] for name, s in services.items() if "healthcheck" in s}
+    return {name: test[1:] for name, test in checks.items() if test[0] == "CMD"}
 
 
 @dataclass
@@ -158,10 +195,17 @@ class Deployment:
         self.services.append(Service(name, process, log))
 
     def start_code_server(self, pipeline: "Pipeline") -> None:
-        """A pipeline's code server (its schedule, sensors and runs), as its own container."""
+        """A pipeline's code server (its schedule, sensors and runs), as its own container,
+        writing step logs to the volume it shares with the webserver."""
+        name = f"{pipeline.location}-code-server"
         command = code_server_command(pipeline.location, "127.0.0.1", pipeline.code_port)
-        workdir = self.root / pipeline.location
-        self.start(f"{pipeline.location}-code-server", command, pipeline.env, workdir, True)
+        env = {**pipeline.env, **container_disk(self.root, name, self.compute_logs)}
+        self.start(name, command, env, self.root / pipeline.location, True)
+
+    @property
+    def compute_logs(self) -> Path:
+        """The compute log volume of Compose: the code servers write it, the webserver reads."""
+        return self.root / "volumes" / "compute_logs"
 
     def kill(self, name: str) -> None:
         """`kill -9` of a service's process group, as a container that crashed."""
@@ -173,9 +217,8 @@ class Deployment:
     def start_daemon(self) -> None:
         """Schedules, sensors, backfills and the run queue. Started after a test has made its
         requests, the daemon's first iterations pick them up at once, as after a restart."""
-        self.start(
-            "daemon", daemon_command(str(DEPLOY / "workspace.yaml")), self.workspace_env, self.root
-        )
+        env = {**self.workspace_env, **container_disk(self.root, "daemon")}
+        self.start("daemon", daemon_command(str(DEPLOY / "workspace.yaml")), env, self.root)
 
     def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.post(
@@ -234,14 +277,25 @@ class Deployment:
                 )
             time.sleep(0.5)
 
+    def health_check(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
+        """A shipped health check's exit status, run from this venv as Docker runs it."""
+        checked = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            env=dict(env),
+            cwd=self.root,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        return checked.returncode
+
     def logs(self) -> str:
         return "\n".join(f"--- {s.name} ({s.log}) ---\n{s.tail()}" for s in self.services)
 
 
-def instance_env(home: Path, postgres: PostgresServer, database: str) -> dict[str, str]:
-    """What every Dagster process of the deployment shares: the instance and its database."""
+def instance_env(postgres: PostgresServer, database: str) -> dict[str, str]:
+    """What every Dagster process of the deployment shares: the instance's database."""
     return {
-        "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_HOST": postgres.host,
         "DAGSTER_POSTGRES_PORT": str(postgres.port),
         "DAGSTER_POSTGRES_USER": postgres.user,
@@ -250,7 +304,19 @@ def instance_env(home: Path, postgres: PostgresServer, database: str) -> dict[st
     }
 
 
-def _clean_env() -> dict[str, str]:
+def container_disk(root: Path, name: str, compute_logs: Path | None = None) -> dict[str, str]:
+    """A container's own disk: its DAGSTER_HOME with the image's `deploy/dagster.yaml`, and
+    the compute log directory the image names, private unless a shared one is mounted there."""
+    disk = root / "containers" / name
+    home = disk / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    logs = compute_logs or disk / "compute_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return {"DAGSTER_HOME": str(home), "DAGSTER_COMPUTE_LOGS_DIR": str(logs)}
+
+
+def clean_env() -> dict[str, str]:
     """The test's environment without anything that would configure a pipeline or an
     instance behind the deployment's back; this venv first on PATH, as run workers are
     started through the `dagster` entry point."""
@@ -290,15 +356,15 @@ def run_deployment(
 
     `pipelines` maps each location of `deploy/workspace.yaml` to the emulator that plays its
     CleverTap account and the pipeline's own settings."""
-    home = root / "dagster_home"
-    home.mkdir(parents=True)
-    (root / "logs").mkdir()
-    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    (root / "logs").mkdir(parents=True)
     database = postgres.create_database(f"dagster_{secrets.token_hex(6)}")
-    shared = {**_clean_env(), **instance_env(home, postgres, database)}
+    shared = {**clean_env(), **instance_env(postgres, database)}
     # As the README's upgrade step does (and a first start needs nothing else).
     migrate = subprocess.run(
-        [str(BIN / "dagster"), "instance", "migrate"], env=shared, cwd=root, capture_output=True
+        [str(BIN / "dagster"), "instance", "migrate"],
+        env={**shared, **container_disk(root, "migrate")},
+        cwd=root,
+        capture_output=True,
     )
     assert migrate.returncode == 0, migrate.stderr.decode(errors="replace")
     web_port = free_port()
@@ -342,7 +408,8 @@ def run_deployment(
             deployment.start(f"{location}-webhooks", receiver, pipeline.env, workdir)
         workspace = str(DEPLOY / "workspace.yaml")
         webserver = webserver_command(workspace, "127.0.0.1", web_port)
-        deployment.start("webserver", webserver, deployment.workspace_env, root)
+        disk = container_disk(root, "webserver", deployment.compute_logs)
+        deployment.start("webserver", webserver, {**deployment.workspace_env, **disk}, root)
         deployment.wait_for(
             "the webserver", lambda: _answers(f"{deployment.webserver_url}/server_info")
         )

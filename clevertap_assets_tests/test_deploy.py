@@ -3,6 +3,10 @@ receiver per pipeline, the webserver and the daemon as separate processes, two C
 accounts played by two emulators. What a user launches goes through the webserver's GraphQL
 API, what the daemon does is read back from the instance's PostgreSQL tables."""
 
+import json
+import os
+import re
+import subprocess
 from datetime import date, timedelta
 from uuid import uuid4
 
@@ -12,9 +16,22 @@ import pytest
 
 from clevertap_assets.days import local_today
 from clevertap_assets.emulator.server import InFlightGate, peak_in_flight
-from clevertap_assets_tests.deployment import Deployment, run_deployment
+from clevertap_assets_tests.deployment import (
+    Deployment,
+    compose_health_checks,
+    container_disk,
+    free_port,
+    image_health_check,
+    instance_env,
+    readme_block,
+    run_deployment,
+)
 from clevertap_assets_tests.harness import write_events_csv
-from clevertap_assets_tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+from clevertap_assets_tests.postgres_server import (  # noqa: F401
+    PostgresServer,
+    find_binaries,
+    postgres_server,
+)
 
 TIMEZONE = "Asia/Kolkata"
 BACKFILL_TAG = "dagster/backfill"
@@ -26,6 +43,19 @@ mutation LaunchBackfill($params: LaunchBackfillParams!) {
     ... on LaunchBackfillSuccess { backfillId }
     ... on PythonError { message stack }
   }
+}
+"""
+STEP_LOGS = """
+query StepLogs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection { events { __typename ... on LogsCapturedEvent { fileKey stepKeys } } }
+  }
+}
+"""
+CAPTURED_LOGS = """
+query CapturedLogs($runId: ID!, $fileKey: String!) {
+  runOrError(runId: $runId) { ... on Run { capturedLogs(fileKey: $fileKey) { stdout stderr } } }
 }
 """
 # Schedules tick once a day at local midnight and nothing is loaded before the tests
@@ -44,6 +74,67 @@ def launch_backfill(deployment: Deployment, asset_keys: list[list[str]], days: l
     answer = deployment.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
     return answer["backfillId"]
+
+
+def run_readme_graphql_example(deployment: Deployment, timezone: str) -> tuple[dict, str]:
+    """The README's backfill example, verbatim, with the variables its by-hand steps export
+    and the webserver's address: GraphQL's answer, and what psql printed."""
+    env = {
+        **os.environ,
+        **instance_env(deployment.postgres, deployment.database),
+        "DAGSTER_WEBSERVER_URL": deployment.webserver_url,
+        "TZ": timezone,
+        "PATH": os.pathsep.join([str(find_binaries()), os.environ["PATH"]]),
+    }
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_block("launchPartitionBackfill")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    answer, printed = ran.stdout.split("\n", 1)
+    return json.loads(answer), printed
+
+
+def step_logs(deployment: Deployment, run_id: str) -> tuple[list[str], dict[str, str]]:
+    """A run's captured steps and their stdout and stderr, as the UI reads them through the
+    webserver."""
+    events = deployment.graphql(STEP_LOGS, {"runId": run_id})["logsForRun"]["events"]
+    (captured,) = [e for e in events if e["__typename"] == "LogsCapturedEvent"]
+    variables = {"runId": run_id, "fileKey": captured["fileKey"]}
+    logs = deployment.graphql(CAPTURED_LOGS, variables)["runOrError"]["capturedLogs"]
+    return captured["stepKeys"], logs
+
+
+def retarget(argv: list[str], shipped_port: str, port: object) -> list[str]:
+    """A shipped command pointed at the port this test's process listens on."""
+    return [arg.replace(shipped_port, str(port)) for arg in argv]
+
+
+def shipped_health_checks(deployment: Deployment) -> dict[str, int]:
+    """The exit status of each shipped health check, run against the live processes: the
+    image's against a code server, Compose's against a receiver, the webserver and the
+    daemon; and the image's against a port nothing serves, which must fail."""
+    pipeline = deployment.pipelines["pipeline_b"]
+    compose = compose_health_checks()
+    daemon_env = {**deployment.workspace_env, **container_disk(deployment.root, "daemon")}
+    checks = {
+        "pipeline_b": (retarget(image_health_check(), "4000", pipeline.code_port), pipeline.env),
+        "webhooks_b": (
+            retarget(compose["webhooks_b"], "8800", pipeline.webhook_url.rsplit(":", 1)[1]),
+            pipeline.env,
+        ),
+        "webserver": (
+            retarget(compose["webserver"], "3000", deployment.webserver_url.rsplit(":", 1)[1]),
+            deployment.workspace_env,
+        ),
+        "daemon": (compose["daemon"], daemon_env),
+        "nothing": (retarget(image_health_check(), "4000", free_port()), pipeline.env),
+    }
+    return {name: deployment.health_check(argv, env) for name, (argv, env) in checks.items()}
 
 
 def redshift_warehouse(postgres: PostgresServer) -> dict[str, str]:
@@ -77,9 +168,11 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
     make_emulator,
 ):
     """The README's production topology: a partition backfill of one event over three days,
-    launched through GraphQL, is run by the daemon as one run and loads the emulator's truth;
-    a webhook posted to a receiver is loaded by a run of `webhook_inbox_sensor`; both runs
-    are recorded in PostgreSQL."""
+    launched through GraphQL by the README's own example, is run by the daemon as one run and
+    loads the emulator's truth, and its step's logs are read through the webserver, whose
+    disk shares only the compute log volume with the code servers; a webhook posted to a
+    receiver is loaded by a run of `webhook_inbox_sensor`; both runs are recorded in
+    PostgreSQL; the shipped health checks pass against the live processes."""
     app = make_emulator(account_id="APP-ACCOUNT", passcode="app-passcode", timezone=TIMEZONE)
     web = make_emulator(account_id="WEB-ACCOUNT", passcode="web-passcode", timezone=TIMEZONE)
     app_events = write_events_csv(tmp_path / "app.csv", ["Charged", "App Launched"])
@@ -114,7 +207,11 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
-        backfill = launch_backfill(deployment, [["app", "charged"]], days)
+        answer, printed = run_readme_graphql_example(deployment, TIMEZONE)
+        launched = answer["data"]["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", answer
+        assert printed.split("\n")[0].split() == ["run_id", "|", "status", "|", "create_timestamp"]
+        backfill = launched["backfillId"]
         deployment.start_daemon()
 
         backfill_runs = deployment.wait_for_runs(BACKFILL_TAG, backfill)
@@ -122,6 +219,10 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
 
         assert list(backfill_runs.values()) == ["SUCCESS"], deployment.logs()
         assert list(webhook_runs.values()) == ["SUCCESS"], deployment.logs()
+        healthy = dict.fromkeys(("pipeline_b", "webhooks_b", "webserver", "daemon"), 0)
+        checked = shipped_health_checks(deployment)
+        assert checked.pop("nothing") != 0
+        assert checked == healthy, deployment.logs()
         (run_id,) = backfill_runs
         tags = dict(deployment.query("SELECT key, value FROM run_tags WHERE run_id = %s", run_id))
         assert (
@@ -134,6 +235,10 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
         assert rows_per_day(postgres_server, warehouse, "app.charged") == {
             d: app.true_count("Charged", d) for d in days
         }
+        (step,), logs = step_logs(deployment, run_id)
+        # None where the webserver cannot read the logs the run's code server wrote.
+        stderr = logs["stderr"] or ""
+        assert re.search(f"{run_id} - \\d+ - {step} - STEP_SUCCESS - ", stderr), logs
         loaded = warehouse_rows(
             postgres_server,
             warehouse,

@@ -6,9 +6,11 @@ import pytest
 from clevertap_assets.settings import (
     SettingsError,
     base_url_for,
+    instance_run_launcher,
     load_settings,
     parse_ingestion_frequency,
     read_event_names,
+    refuse_run_local_warehouse,
 )
 
 
@@ -193,3 +195,42 @@ def test_table_prefix_is_checked_against_the_destinations_table_name_limit(
         f"over {destination}'s limit of {limit} bytes; shorten the prefix"
     )
     assert load_settings(events_csv=events_csv, table_prefix="p" * 300)  # DuckDB sets no limit
+
+
+K8S_INSTANCE = """
+run_launcher:
+  module: dagster_k8s
+  class: K8sRunLauncher
+  config:
+    instance_config_map: dagster-instance
+    service_account_name: dagster
+    job_image: registry.example.com/clevertap-assets:0.1.0
+"""
+
+
+def test_duckdb_is_refused_where_each_run_has_a_pod_of_its_own(
+    events_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The launcher is read from the instance's own dagster.yaml, as the Helm chart writes it;
+    a server warehouse loads there, and DuckDB stays allowed where runs share the disk."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(K8S_INSTANCE)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    launcher = instance_run_launcher()
+    assert launcher == "K8sRunLauncher"
+
+    with pytest.raises(SettingsError) as raised:
+        refuse_run_local_warehouse(load_settings(events_csv=events_csv), launcher)
+    assert str(raised.value).startswith(
+        "DESTINATION='duckdb' cannot load under this instance's K8sRunLauncher"
+    )
+    assert "DESTINATION=snowflake, bigquery or redshift" in str(raised.value)
+    warehouse = load_settings(events_csv=events_csv, destination="redshift")
+    refuse_run_local_warehouse(warehouse, launcher)
+
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    assert instance_run_launcher() == "DefaultRunLauncher"
+    refuse_run_local_warehouse(load_settings(events_csv=events_csv), instance_run_launcher())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
+    assert instance_run_launcher() is None
