@@ -12,13 +12,14 @@ import io
 import math
 import os
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import load_dotenv
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
@@ -44,6 +45,8 @@ REGION_HOSTS: dict[str, str] = {
 REGION_ALIASES = {"global": "eu1"}
 INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_WEBHOOK_URL = re.compile(r"^https?://[^/\s]+\S*$")
 
 
 class SettingsError(ValueError):
@@ -82,11 +85,21 @@ def parse_ingestion_frequency(value: str) -> timedelta:
     )
 
 
-def read_event_names(path: Path) -> list[str]:
-    """Event names from the dashboard's Schema > Events CSV export, in file order, once each.
+@dataclass(frozen=True)
+class EventExport:
+    """One row of the dashboard's events export: what the catalog says about the event."""
 
-    The export's layout is undocumented, so the column is found by name ("Event Name" in any
-    case or spacing) and everything else (BOM, extra columns, blank lines) is tolerated.
+    name: str
+    event_type: str
+    description: str
+
+
+def read_events_csv(path: Path) -> list[EventExport]:
+    """The events of the dashboard's Schema > Events CSV export, in file order, once each.
+
+    The export's layout is undocumented, so columns are found by name ("Event Name", "Event
+    Type", "Description" in any case or spacing) and everything else (BOM, extra or missing
+    optional columns, blank lines) is tolerated.
     """
     if not path.is_file():
         raise SettingsError(f"CLEVERTAP_EVENTS_CSV={str(path)!r}: no such file")
@@ -101,9 +114,28 @@ def read_event_names(path: Path) -> list[str]:
                 f"CLEVERTAP_EVENTS_CSV={str(path)!r} has no event-name column "
                 f"(found {', '.join(repr(c) for c in header)}); expected a column named 'Event Name'"
             )
-        index = keys.index("eventname")
-        names = (row[index].strip() for row in rows if len(row) > index)
-        return list(dict.fromkeys(name for name in names if name))
+        events: dict[str, EventExport] = {}
+        for row in rows:
+            cells = dict(zip(keys, (cell.strip() for cell in row), strict=False))
+            name = cells.get("eventname", "")
+            if name and name not in events:
+                events[name] = EventExport(
+                    name, cells.get("eventtype", ""), cells.get("description", "")
+                )
+        return list(events.values())
+
+
+def read_event_names(path: Path) -> list[str]:
+    return [event.name for event in read_events_csv(path)]
+
+
+def _split_commas(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _is_owner(owner: str) -> bool:
+    """Dagster's rule for asset owners, checked here so a bad one names ASSET_OWNERS."""
+    return bool(_EMAIL.match(owner)) or (owner.startswith("team:") and len(owner) > 5)
 
 
 def _utf8_length(name: str) -> int:
@@ -162,6 +194,34 @@ class PipelineSettings(BaseSettings):
     redshift_schema: str | None = Field(None, validation_alias="REDSHIFT_SCHEMA")
     max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
     max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
+    # A secret (a Slack webhook URL embeds its token): SecretStr keeps it out of reprs, and
+    # its validator's message never repeats it.
+    alert_webhook_url: SecretStr | None = Field(None, validation_alias="ALERT_WEBHOOK_URL")
+    asset_owners: str = Field("", validation_alias="ASSET_OWNERS")
+
+    @field_validator("alert_webhook_url", mode="before")
+    @classmethod
+    def _alert_webhook_url(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is None or text == "":
+            return None
+        if not isinstance(text, str) or not _WEBHOOK_URL.match(text.strip()):
+            raise SettingsError(
+                "ALERT_WEBHOOK_URL is not an http(s) URL (its value is not shown: it is a "
+                "secret); give the webhook's whole address, e.g. a Slack incoming webhook's"
+            )
+        return text.strip()
+
+    @field_validator("asset_owners")
+    @classmethod
+    def _asset_owners(cls, value: str) -> str:
+        wrong = [owner for owner in _split_commas(value) if not _is_owner(owner)]
+        if wrong:
+            raise SettingsError(
+                f"ASSET_OWNERS names {', '.join(repr(o) for o in wrong)}: each owner must be an "
+                "e-mail address or a team name prefixed with 'team:' (e.g. team:data)"
+            )
+        return value
 
     @field_validator("pipeline_name")
     @classmethod
@@ -297,8 +357,17 @@ class PipelineSettings(BaseSettings):
         return self
 
     @cached_property
+    def exported_events(self) -> dict[str, EventExport]:
+        return {event.name: event for event in read_events_csv(self.events_csv)}
+
+    @property
     def all_event_names(self) -> list[str]:
-        return read_event_names(self.events_csv)
+        return list(self.exported_events)
+
+    @property
+    def owners(self) -> list[str]:
+        """ASSET_OWNERS, comma-separated, as Dagster takes them: e-mails or `team:` names."""
+        return _split_commas(self.asset_owners)
 
     @cached_property
     def event_slugs(self) -> dict[str, str]:
