@@ -10,8 +10,10 @@ from pathlib import Path
 from dagster import Definitions, definitions, in_process_executor
 
 from clevertap_assets.assets.events import build_event_assets
+from clevertap_assets.assets.freshness import build_freshness_checks, build_freshness_sensor
 from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.assets.webhooks import WebhookInboxResource, build_webhook_asset
+from clevertap_assets.automation.alerts import build_alert_sensors
 from clevertap_assets.automation.schedules import build_ingestion_schedule
 from clevertap_assets.automation.sensors import (
     build_reconciliation_sensor,
@@ -30,18 +32,25 @@ from clevertap_assets.webhooks.inbox import inbox_path_from_env
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
-    """The batch path: the event assets and their checks, the schedule and the reconciliation.
+    """The batch path: the event assets and their checks, the schedule, the reconciliation,
+    the freshness checks and, with ALERT_WEBHOOK_URL set, the alerts.
 
     Runs execute in one process (`in_process_executor`): a run of the events is one step, the
     account's reader, and a step waiting for the account sleeps there."""
     events = pipeline_events(settings)
     reader = build_event_assets(settings, events)
+    freshness = build_freshness_checks(settings, reader)
     resources = build_resources(settings)
     return Definitions(
         assets=[reader],
+        asset_checks=freshness,
         jobs=[connection_check_job],
         schedules=[build_ingestion_schedule(settings, reader, events)],
-        sensors=[build_reconciliation_sensor(settings, reader, events)],
+        sensors=[
+            build_reconciliation_sensor(settings, reader, events),
+            build_freshness_sensor(freshness),
+            *build_alert_sensors(settings, events, freshness),
+        ],
         resources=resources,
         executor=in_process_executor,
     )

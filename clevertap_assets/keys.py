@@ -45,3 +45,6 @@ ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 EVENT_TAG = "clevertap/event"
 """Run tag naming the event (its asset's last key part) a scheduled or sensor run loads."""
+
+DAYS_TAG = "clevertap/days"
+"""Run tag naming the days a run loads, `FIRST...LAST` or one day, shown in the runs list."""

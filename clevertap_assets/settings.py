@@ -12,13 +12,14 @@ import io
 import math
 import os
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import load_dotenv
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
@@ -45,6 +46,8 @@ REGION_HOSTS: dict[str, str] = {
 REGION_ALIASES = {"global": "eu1"}
 INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_WEBHOOK_URL = re.compile(r"^https?://[^/\s]+\S*$")
 
 
 class SettingsError(ValueError):
@@ -83,11 +86,21 @@ def parse_ingestion_frequency(value: str) -> timedelta:
     )
 
 
-def read_event_names(path: Path) -> list[str]:
-    """Event names from the dashboard's Schema > Events CSV export, in file order, once each.
+@dataclass(frozen=True)
+class EventExport:
+    """One row of the dashboard's events export: what the catalog says about the event."""
 
-    The export's layout is undocumented, so the column is found by name ("Event Name" in any
-    case or spacing) and everything else (BOM, extra columns, blank lines) is tolerated.
+    name: str
+    event_type: str
+    description: str
+
+
+def read_events_csv(path: Path) -> list[EventExport]:
+    """The events of the dashboard's Schema > Events CSV export, in file order, once each.
+
+    The export's layout is undocumented, so columns are found by name ("Event Name", "Event
+    Type", "Description" in any case or spacing) and everything else (BOM, extra or missing
+    optional columns, blank lines) is tolerated.
     """
     if not path.is_file():
         raise SettingsError(f"CLEVERTAP_EVENTS_CSV={str(path)!r}: no such file")
@@ -103,9 +116,17 @@ def read_event_names(path: Path) -> list[str]:
                 f"(found {', '.join(repr(c) for c in header)}); expected a column named 'Event Name'"
             )
         index = keys.index("eventname")
-        names = [row[index] for row in rows if len(row) > index and row[index].strip()]
-    _refuse_names_alike_but_for_spaces(path, names)
-    return list(dict.fromkeys(name.strip() for name in names))
+        named = [row for row in rows if len(row) > index and row[index].strip()]
+    _refuse_names_alike_but_for_spaces(path, [row[index] for row in named])
+    events: dict[str, EventExport] = {}
+    for row in named:
+        cells = dict(zip(keys, (cell.strip() for cell in row), strict=False))
+        name = cells["eventname"]
+        if name not in events:
+            events[name] = EventExport(
+                name, cells.get("eventtype", ""), cells.get("description", "")
+            )
+    return list(events.values())
 
 
 def _refuse_names_alike_but_for_spaces(path: Path, names: list[str]) -> None:
@@ -122,6 +143,19 @@ def _refuse_names_alike_but_for_spaces(path: Path, names: list[str]) -> None:
             f"surrounding spaces ({shown}); names are read without surrounding spaces, so "
             "they would load as one event: keep one line of each"
         )
+
+
+def read_event_names(path: Path) -> list[str]:
+    return [event.name for event in read_events_csv(path)]
+
+
+def _split_commas(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _is_owner(owner: str) -> bool:
+    """Dagster's rule for asset owners, checked here so a bad one names ASSET_OWNERS."""
+    return bool(_EMAIL.match(owner)) or (owner.startswith("team:") and len(owner) > 5)
 
 
 def _utf8_length(name: str) -> int:
@@ -188,6 +222,34 @@ class PipelineSettings(BaseSettings):
     webhook_redelivery_minutes: int = Field(
         24 * 60, ge=0, le=7 * 24 * 60, validation_alias="WEBHOOK_REDELIVERY_MINUTES"
     )
+    # A secret (a Slack webhook URL embeds its token): SecretStr keeps it out of reprs, and
+    # its validator's message never repeats it.
+    alert_webhook_url: SecretStr | None = Field(None, validation_alias="ALERT_WEBHOOK_URL")
+    asset_owners: str = Field("", validation_alias="ASSET_OWNERS")
+
+    @field_validator("alert_webhook_url", mode="before")
+    @classmethod
+    def _alert_webhook_url(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is None or text == "":
+            return None
+        if not isinstance(text, str) or not _WEBHOOK_URL.match(text.strip()):
+            raise SettingsError(
+                "ALERT_WEBHOOK_URL is not an http(s) URL (its value is not shown: it is a "
+                "secret); give the webhook's whole address, e.g. a Slack incoming webhook's"
+            )
+        return text.strip()
+
+    @field_validator("asset_owners")
+    @classmethod
+    def _asset_owners(cls, value: str) -> str:
+        wrong = [owner for owner in _split_commas(value) if not _is_owner(owner)]
+        if wrong:
+            raise SettingsError(
+                f"ASSET_OWNERS names {', '.join(repr(o) for o in wrong)}: each owner must be an "
+                "e-mail address or a team name prefixed with 'team:' (e.g. team:data)"
+            )
+        return value
 
     @field_validator("pipeline_name")
     @classmethod
@@ -323,8 +385,17 @@ class PipelineSettings(BaseSettings):
         return self
 
     @cached_property
+    def exported_events(self) -> dict[str, EventExport]:
+        return {event.name: event for event in read_events_csv(self.events_csv)}
+
+    @property
     def all_event_names(self) -> list[str]:
-        return read_event_names(self.events_csv)
+        return list(self.exported_events)
+
+    @property
+    def owners(self) -> list[str]:
+        """ASSET_OWNERS, comma-separated, as Dagster takes them: e-mails or `team:` names."""
+        return _split_commas(self.asset_owners)
 
     @cached_property
     def event_slugs(self) -> dict[str, str]:

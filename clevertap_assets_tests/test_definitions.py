@@ -65,9 +65,17 @@ def test_every_selected_event_is_an_asset_with_its_checks(tmp_path):
     assert charged.metadata["schema"] == "growth_app"
     assert charged.partitions_def.timezone == "UTC"
     check_names = {key.name for key in graph.asset_check_keys if key.asset_key == charged.key}
-    assert check_names == {"no_duplicate_record_ids", "row_count_matches_clevertap"}
+    assert check_names == {
+        "no_duplicate_record_ids",
+        "row_count_matches_clevertap",
+        "freshness_check",
+    }
     assert {s.name for s in defs.schedules} == {"ingestion_schedule"}
-    assert {s.name for s in defs.sensors} == {"reconciliation_sensor", "webhook_inbox_sensor"}
+    assert {s.name for s in defs.sensors} == {  # no alerts without ALERT_WEBHOOK_URL
+        "reconciliation_sensor",
+        "freshness_checks_sensor",
+        "webhook_inbox_sensor",
+    }
 
 
 def test_the_repository_definitions_validate_with_dagsters_own_command(tmp_path):

@@ -234,3 +234,16 @@ def test_duckdb_is_refused_where_each_run_has_a_pod_of_its_own(
     refuse_run_local_warehouse(load_settings(events_csv=events_csv), instance_run_launcher())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
     assert instance_run_launcher() is None
+
+
+def test_a_bad_alert_url_or_owner_names_its_setting_and_never_shows_the_secret(events_csv):
+    csv = events_csv
+    secret = "hooks.slack.com/services/T0/B0/xoxb-secret"
+    with pytest.raises(SettingsError) as error:
+        load_settings(events_csv=csv, alert_webhook_url=secret)
+    assert "ALERT_WEBHOOK_URL is not an http(s) URL" in str(error.value)
+    assert "xoxb-secret" not in str(error.value)
+    good = load_settings(events_csv=csv, alert_webhook_url=f"https://{secret}")
+    assert "xoxb-secret" not in repr(good) and "xoxb-secret" not in str(good)
+    with pytest.raises(SettingsError, match=r"ASSET_OWNERS names 'data-team'.*team:"):
+        load_settings(events_csv=csv, asset_owners="a@example.com, data-team")

@@ -31,11 +31,18 @@ from dagster import (
     multi_asset,
 )
 
+from clevertap_assets.assets.catalog import (
+    described,
+    event_description,
+    event_tags,
+    system_column_schema,
+)
 from clevertap_assets.assets.checks import (
     ReconciliationCounts,
     event_check_results,
     event_check_specs,
 )
+from clevertap_assets.assets.freshness import freshness_policy
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.refusals import refusal_metadata, source_digest
@@ -48,6 +55,7 @@ from clevertap_assets.keys import (
 )
 from clevertap_assets.liveness import account_lease, heartbeat
 from clevertap_assets.naming import ColumnNames
+from clevertap_assets.run_tags import tag_own_run
 from clevertap_assets.settings import PipelineSettings, base_url_for
 from clevertap_assets.source.client import CleverTapResource
 from clevertap_assets.source.export import EventRead, EventWindow, read_events
@@ -64,15 +72,19 @@ def build_event_assets(
     outs = {
         event.slug: AssetOut(
             key=event.key,
-            description=f"CleverTap event {event.name!r}, one row per event, by local day.",
+            description=event_description(event),
             io_manager_key=WAREHOUSE_IO_MANAGER,
             is_required=False,
             kinds={"clevertap", settings.destination},
+            owners=settings.owners,
+            tags=event_tags(event),
+            freshness_policy=freshness_policy(settings),
             metadata={
                 "clevertap_event": event.name,
                 "schema": settings.warehouse_schema,
                 "table": event.table,
                 "partition_expr": "event_time",
+                COLUMN_SCHEMA: system_column_schema(),
             },
         )
         for event in events
@@ -98,6 +110,7 @@ def build_event_assets(
         warehouse_stats: ResourceParam[EventTableStats],
     ) -> Iterator[object]:
         selected = [event for event in events if event.key in context.selected_asset_keys]
+        tag_own_run(context, [event.key for event in selected])
         loaded: list[EventAsset] = []
         failures: list[str] = []
         with (
@@ -174,25 +187,25 @@ def _refusal(
 def _output(
     context: AssetExecutionContext, settings: PipelineSettings, event: EventAsset, read: EventRead
 ) -> Output[EventBatch]:
+    """The batch, each day's materialization with that day's own figures first: the run's
+    totals, preview and column maps are the same on every day of the run, so they follow."""
     batch = read.batch
     assert batch is not None
-    for partition_key in context.partition_keys:
+    days = [date.fromisoformat(key) for key in context.partition_keys]
+    window = {
+        **read_metadata(read),
+        "table": event.table,
+        "preview": _preview(batch, days),
+        COLUMN_SCHEMA: _column_schema(batch),
+    }
+    for day in days:
         context.add_asset_metadata(
-            day_metadata(batch, date.fromisoformat(partition_key)),
+            {**day_metadata(batch, day), **window},
             asset_key=event.key,
-            partition_key=partition_key,
+            partition_key=day.isoformat(),
         )
     _warn_skipped(context, settings, event.name, read.spool)
-    return Output(
-        batch,
-        output_name=event.slug,
-        metadata={
-            **read_metadata(read),
-            "table": event.table,
-            "preview": _preview(batch, [date.fromisoformat(k) for k in context.partition_keys]),
-            COLUMN_SCHEMA: _column_schema(batch),
-        },
-    )
+    return Output(batch, output_name=event.slug)
 
 
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -284,7 +297,9 @@ def day_metadata(batch: EventBatch, day: date) -> dict[str, object]:
 
 
 def _column_schema(batch: EventBatch) -> TableSchema:
-    return TableSchema(columns=[TableColumn(n, kind.value) for n, kind in batch.columns().items()])
+    return TableSchema(
+        columns=[described(TableColumn(n, kind.value)) for n, kind in batch.columns().items()]
+    )
 
 
 PREVIEW_ROWS = 5

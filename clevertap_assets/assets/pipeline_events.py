@@ -18,17 +18,24 @@ class EventAsset:
     key: AssetKey
     table: str
     """Hevo's way: `<TABLE_PREFIX>_<slug>`."""
+    event_type: str
+    """The export's Event Type (System, Custom, ...); empty when the CSV has none."""
+    description: str
+    """The export's Description; empty when the CSV has none."""
 
 
 def pipeline_events(settings: PipelineSettings) -> list[EventAsset]:
     """The selected events, as assets `[<pipeline slug>, <event slug>]`."""
     slugs = settings.event_slugs
+    exported = settings.exported_events
     return [
         EventAsset(
             name=name,
             slug=slugs[name],
             key=AssetKey([settings.pipeline_slug, slugs[name]]),
             table=table_name(slugs[name], settings.table_prefix),
+            event_type=exported[name].event_type,
+            description=exported[name].description,
         )
         for name in settings.event_names
     ]

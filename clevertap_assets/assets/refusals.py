@@ -23,8 +23,8 @@ SOURCE = "clevertap_source"
 """Observation metadata key: a digest of the account id and host that refused."""
 REPROBE_AFTER = timedelta(days=7)
 REFUSAL_TEXT = (
-    "CleverTap refuses to export this event (notification events are not exportable); the "
-    "schedule stops requesting it until the account or host changes, or for "
+    "Refused by CleverTap, not missing: notification events are not exportable, so nothing "
+    "was loaded; the schedule stops requesting it until the account or host changes, or for "
     f"{REPROBE_AFTER.days} days"
 )
 

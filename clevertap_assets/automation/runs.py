@@ -12,12 +12,8 @@ from datetime import date
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRequest, RunsFilter
 
 from clevertap_assets.assets.checks import event_check_keys
-from clevertap_assets.keys import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    EVENT_TAG,
-)
 from clevertap_assets.liveness import fail_silent_runs
+from clevertap_assets.run_tags import load_tags
 
 # Every status in which a run still holds, or will take, a worker: the ones a new run for the
 # same asset would pile up behind.
@@ -69,17 +65,12 @@ def range_run_request(
     asset like a manual one.
 
     A schedule's run key only dedupes within its tick (a tick retried after a daemon crash
-    launches nothing twice); a sensor's dedupes forever. The event tag names the run's event
-    (or how many) in the runs list, where every scheduled run otherwise shows the same job.
+    launches nothing twice); a sensor's dedupes forever. The event and days tags tell the
+    runs apart in the runs list, where every scheduled run otherwise shows the same job.
     """
     return RunRequest(
         run_key=run_key,
         asset_selection=list(keys),
         asset_check_keys=[check for key in keys for check in event_check_keys(key)],
-        tags={
-            **(tags or {}),
-            EVENT_TAG: keys[0].path[-1] if len(keys) == 1 else f"{len(keys)} events",
-            ASSET_PARTITION_RANGE_START_TAG: first_day.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: last_day.isoformat(),
-        },
+        tags={**(tags or {}), **load_tags(keys, first_day, last_day)},
     )
