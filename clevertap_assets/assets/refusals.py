@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 REFUSED = "export_refused"
-"""Observation metadata key: why the day was not loaded."""
+"""Materialization metadata key: why the day holds no data."""
 SOURCE = "clevertap_source"
-"""Observation metadata key: a digest of the account id and host that refused."""
+"""Materialization metadata key: a digest of the account id and host that refused."""
 REPROBE_AFTER = timedelta(days=7)
 REFUSAL_TEXT = (
     "Refused by CleverTap, not missing: notification events are not exportable, so nothing "
