@@ -235,10 +235,11 @@ def test_a_graphql_backfill_and_a_webhook_load_exactly_through_the_daemon(
         assert rows_per_day(postgres_server, warehouse, "app.charged") == {
             d: app.true_count("Charged", d) for d in days
         }
-        (step,), logs = step_logs(deployment, run_id)
+        steps, logs = step_logs(deployment, run_id)
+        assert "app_events" in steps, steps  # the reader, beside the freshness checks' step
         # None where the webserver cannot read the logs the run's code server wrote.
         stderr = logs["stderr"] or ""
-        assert re.search(f"{run_id} - \\d+ - {step} - STEP_SUCCESS - ", stderr), logs
+        assert re.search(f"{run_id} - \\d+ - app_events - STEP_SUCCESS - ", stderr), logs
         loaded = warehouse_rows(
             postgres_server,
             warehouse,

@@ -202,6 +202,7 @@ def test_materialize_a_range_and_execute_the_checks_from_the_ui(first_hour: Firs
     assert {name: e["runId"][:8] for name, e in executions.items()} == {
         "no_duplicate_record_ids": check_run,
         "row_count_matches_clevertap": check_run,
+        "freshness_check": check_run,
     }
     assert all(
         e["status"] == "SUCCEEDED" and e["evaluation"]["success"] for e in executions.values()
