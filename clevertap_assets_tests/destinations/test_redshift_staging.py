@@ -427,7 +427,9 @@ def test_json_over_copys_4_mb_row_is_stored_as_null_counted_and_named(
     named once, rather than failing the window's COPY on every run."""
     warehouse.opt_in_to_large_strings()
     emulator = make_emulator(events=["Charged"], duplicate_share=0)
-    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], auto_mapping=False)
+    pipeline = make_pipeline(
+        tmp_path, emulator, events=["Charged"], destination="redshift", auto_mapping=False
+    )
     first, last = recent_days(pipeline.settings, 2)
     emulator.set_data(oversize_records={("Charged", last): 5 * 2**20})
     result = pipeline.load(first, last, **staged_resources(warehouse, bucket))
