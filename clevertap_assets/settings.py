@@ -179,11 +179,16 @@ def _csv_text(path: Path) -> str:
 DESTINATION_MAX_ROW_BYTES = {
     "bigquery": 50 * 1024 * 1024,
     "redshift": 16 * 1024 * 1024,
+    "snowflake": 128 * 1024 * 1024,
 }
 """BigQuery: keep Parquet rows to 50 MB
 (https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet); Redshift: one SQL
 statement, hence one inserted row, is at most 16 MB
-(https://docs.aws.amazon.com/redshift/latest/dg/amazon-redshift-limits.html)."""
+(https://docs.aws.amazon.com/redshift/latest/dg/amazon-redshift-limits.html); Snowflake: a
+VARCHAR value holds at most 134,217,728 bytes
+(https://docs.snowflake.com/en/sql-reference/data-types-text) and a VARIANT 128 MB
+(https://docs.snowflake.com/en/sql-reference/data-types-semistructured), and no value is
+larger than its row, so MAX_ROW_BYTES raised past them stops there."""
 
 
 class PipelineSettings(BaseSettings):

@@ -55,6 +55,13 @@ class Warehouse:
             )
         )
 
+    def opt_in_to_large_strings(self) -> None:
+        """What a cluster's owner sets, in the shim's spelling (`postgres_server.REDSHIFT_LIKE`)."""
+        with psycopg.connect(self.server.conninfo(self.database), autocommit=True) as connection:
+            connection.execute(
+                f'ALTER DATABASE "{self.database}" SET redshift.enable_large_strings_opt_in = on'
+            )
+
     def columns(self, table: str) -> dict[str, str]:
         rows = self.query(
             "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns "

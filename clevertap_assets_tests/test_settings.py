@@ -181,6 +181,23 @@ def test_rows_are_capped_at_what_the_destination_takes(events_csv: Path, destina
     assert smaller.row_limit_bytes == 1000
 
 
+@pytest.mark.parametrize(
+    ("destination", "limit"),
+    [("duckdb", 200 * 2**20), ("snowflake", 128 * 2**20), ("bigquery", 50 * 2**20)],
+)
+def test_a_raised_row_limit_stops_at_the_largest_value_the_destination_stores(
+    events_csv: Path, destination, limit
+):
+    """Snowflake's VARCHAR and VARIANT hold 128 MB a value
+    (https://docs.snowflake.com/en/sql-reference/data-types-text,
+    https://docs.snowflake.com/en/sql-reference/data-types-semistructured): a row over it is
+    skipped and counted rather than failing the load, whatever MAX_ROW_BYTES says."""
+    raised = load_settings(
+        events_csv=events_csv, destination=destination, max_row_bytes=200 * 2**20
+    )
+    assert raised.row_limit_bytes == limit
+
+
 @pytest.mark.parametrize(("destination", "limit"), [("redshift", 127), ("snowflake", 255)])
 def test_table_prefix_is_checked_against_the_destinations_table_name_limit(
     events_csv: Path, destination: str, limit: int

@@ -304,21 +304,12 @@ def limits_rows(warehouse) -> list[tuple]:
     )
 
 
-def opt_in_to_large_strings(warehouse) -> None:
-    """What a cluster's owner sets, in the shim's spelling (`postgres_server.REDSHIFT_LIKE`)."""
-    conninfo = warehouse.server.conninfo(warehouse.database)
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute(
-            f'ALTER DATABASE "{warehouse.database}" SET redshift.enable_large_strings_opt_in = on'
-        )
-
-
 def test_over_long_text_is_truncated_and_json_kept_up_to_16_mb_once_opted_in(warehouse):
     """VARCHAR holds 65,535 bytes; with `enable_large_strings_opt_in` a SUPER string and
     JSON_PARSE's input hold 16,000,000
     (https://docs.aws.amazon.com/redshift/latest/dg/r_enable_large_strings_opt_in.html,
     https://docs.aws.amazon.com/redshift/latest/dg/limitations-super.html)."""
-    opt_in_to_large_strings(warehouse)
+    warehouse.opt_in_to_large_strings()
     metadata = load_limits(warehouse)
     assert (metadata["text_values_truncated"], metadata["json_values_nulled"]) == (1, 1)
     rows = limits_rows(warehouse)
@@ -392,7 +383,7 @@ def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulato
         "enable_large_strings_opt_in (in its parameter group, or the workgroup's "
         "configuration; a provisioned cluster needs a reboot)"
     )
-    opt_in_to_large_strings(warehouse)
+    warehouse.opt_in_to_large_strings()
     assert check_redshift_destination(settings) == ready
     assert warehouse.query(
         "SELECT 1 FROM information_schema.schemata WHERE schema_name = 'clevertap'"

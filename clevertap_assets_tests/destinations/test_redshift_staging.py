@@ -78,6 +78,10 @@ uses them: scalars by Redshift Spectrum's type mapping
 (https://docs.aws.amazon.com/redshift/latest/dg/c-spectrum-data-files.html), binary into
 VARBYTE (https://docs.aws.amazon.com/redshift/latest/dg/copy-usage-varbyte.html)."""
 
+MAX_COPY_ROW_BYTES = 4 * 1024 * 1024
+"""'The maximum size of a single input row from any source is 4 MB'
+(https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source.html)."""
+
 LOCK_SYNOPSIS = re.compile(r'^LOCK (TABLE )?"[^"]+"\."[^"]+"$')
 """`LOCK [ TABLE ] table_name [, ...]` (https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html);
 sqlglot has no grammar for LOCK."""
@@ -125,6 +129,10 @@ def emulated_copy(connection: psycopg.Connection, sql: str, recorder: Recorder) 
     }
     table = parquet.read()
     recorder.copied.append(CopiedObject(key, codecs, table))
+    if table.num_rows and max(row_bytes(table).to_pylist()) > MAX_COPY_ROW_BYTES:
+        raise psycopg.errors.InternalError(
+            f"COPY: an input row of s3://{bucket}/{key} is over {MAX_COPY_ROW_BYTES} bytes"
+        )
 
     staging = copy.this.name
     columns = connection.execute(
@@ -139,6 +147,21 @@ def emulated_copy(connection: psycopg.Connection, sql: str, recorder: Recorder) 
     with connection.cursor().copy(f'COPY "{staging}" FROM STDIN') as rows:
         for record in table.to_pylist():
             rows.write_row(tuple(record.values()))
+
+
+def row_bytes(table: pa.Table) -> pa.Array:
+    """Each row's bytes as COPY reads it: text and binary at their length, any other value at
+    8 bytes."""
+    sizes = [
+        pc.fill_null(pc.binary_length(column), 0)
+        if pa.types.is_string(column.type) or pa.types.is_binary(column.type)
+        else pa.repeat(pa.scalar(8, pa.int32()), table.num_rows)
+        for column in table.itercolumns()
+    ]
+    total = pa.repeat(pa.scalar(0, pa.int64()), table.num_rows)
+    for size in sizes:
+        total = pc.add(total, pc.cast(size, pa.int64()))
+    return total
 
 
 @pytest.fixture
@@ -387,3 +410,37 @@ def test_readers_are_not_locked_out_while_the_rows_go_up_to_s3(
         for word in ("LOCK", "DELETE")
     )
     assert lock < delete
+
+
+def test_json_over_copys_4_mb_row_is_stored_as_null_counted_and_named(
+    tmp_path,
+    make_emulator,
+    warehouse,
+    s3_server,  # noqa: F811
+    bucket,
+    recorder,
+    capsys,
+):
+    """A cluster that opted in to large strings parses JSON up to 16,000,000 bytes, but COPY
+    reads rows of at most 4 MB (`MAX_COPY_ROW_BYTES`): a record whose event properties are 5
+    MB of JSON, among normal ones, keeps its row with those properties NULL, counted and
+    named once, rather than failing the window's COPY on every run."""
+    warehouse.opt_in_to_large_strings()
+    emulator = make_emulator(events=["Charged"], duplicate_share=0)
+    pipeline = make_pipeline(
+        tmp_path, emulator, events=["Charged"], destination="redshift", auto_mapping=False
+    )
+    first, last = recent_days(pipeline.settings, 2)
+    emulator.set_data(oversize_records={("Charged", last): 5 * 2**20})
+    result = pipeline.load(first, last, **staged_resources(warehouse, bucket))
+    assert result.success
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
+    # Only the properties that made the row too large are NULL; its profile is kept.
+    assert warehouse.query(
+        'SELECT count(*), count(profile) FROM "clevertap"."charged" WHERE event_props IS NULL'
+    ) == [(1, 1)]
+    (event,) = result.get_asset_materialization_events()[:1]
+    assert event.materialization.metadata["json_values_nulled_for_copy"].value == 1
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "COPY" in line]
+    assert "4,194,304 bytes" in warning and "REDSHIFT_S3_STAGING_URI" in warning
+    assert s3_server.keys(bucket) == []

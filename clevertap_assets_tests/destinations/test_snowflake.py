@@ -14,10 +14,13 @@ from functools import partialmethod
 import duckdb
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import snowflake.connector
 import sqlglot
 from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
+from snowflake.connector import pandas_tools
 from sqlglot import exp
 
 from clevertap_assets.batch.spool import EventBatch
@@ -63,6 +66,10 @@ ACCOUNT_TIMEZONE = "America/Los_Angeles"
 """Snowflake's default TIMEZONE (https://docs.snowflake.com/en/sql-reference/parameters#timezone)."""
 MAX_IDENTIFIER_CHARACTERS = 255
 """https://docs.snowflake.com/en/sql-reference/identifiers-syntax: at most 255 characters."""
+MAX_VALUE_BYTES = 134_217_728
+"""A VARCHAR value holds at most 134,217,728 bytes
+(https://docs.snowflake.com/en/sql-reference/data-types-text), a VARIANT 128 MB
+(https://docs.snowflake.com/en/sql-reference/data-types-semistructured)."""
 _SET_TIMEZONE = re.compile(r"^\s*ALTER\s+SESSION\s+SET\s+TIMEZONE\s*=\s*'([^']+)'\s*$", re.I)
 _PARAMETER = re.compile(r"%(\(\w+\))?s")
 _WRITES = (exp.Insert, exp.Update, exp.Copy)
@@ -112,7 +119,29 @@ def fake_snowflake(monkeypatch: pytest.MonkeyPatch) -> Iterator[StrictSnowflake]
     monkeypatch.setattr(fakesnow.cursor.FakeSnowflakeCursor, "execute", checked)
     targets = ["dagster_snowflake_pandas.snowflake_pandas_type_handler.write_pandas"]
     with fakesnow.patch(extra_targets=targets):
-        yield strict
+        fake_write = pandas_tools.write_pandas
+
+        def sized_write(connection, frame, *args, **kwargs):
+            refuse_values_over_snowflakes_size(frame)
+            return fake_write(connection, frame, *args, **kwargs)
+
+        pandas_tools.write_pandas = sized_write
+        try:
+            yield strict
+        finally:
+            pandas_tools.write_pandas = fake_write
+
+
+def refuse_values_over_snowflakes_size(frame: pd.DataFrame) -> None:
+    """Snowflake refuses a value over `MAX_VALUE_BYTES`; fakesnow stores it."""
+    for name in frame.columns:
+        values = pa.array(frame[name])
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            largest = pc.max(pc.binary_length(values)).as_py() or 0
+            if largest > MAX_VALUE_BYTES:
+                raise snowflake.connector.errors.ProgrammingError(
+                    f"String of {largest} bytes in {name} is too long and would be truncated"
+                )
 
 
 def query(sql: str, params: tuple = ()) -> list[tuple]:

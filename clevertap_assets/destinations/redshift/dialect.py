@@ -105,6 +105,7 @@ class FitCounts:
 
     text_values_truncated: int = 0
     json_values_nulled: int = 0
+    json_values_nulled_for_copy: int = 0
 
 
 def _truncate_utf8(value: str) -> str:

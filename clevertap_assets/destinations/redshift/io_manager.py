@@ -41,7 +41,7 @@ from clevertap_assets.destinations.redshift.dialect import (
     json_limit_text,
 )
 from clevertap_assets.destinations.redshift.load import RedshiftWindowLoad
-from clevertap_assets.destinations.redshift.staging import RedshiftS3Staging
+from clevertap_assets.destinations.redshift.staging import RedshiftS3Staging, copy_limit_text
 from clevertap_assets.destinations.window import frame_batch, replace_window
 from clevertap_assets.naming import REDSHIFT_COLUMNS, quote_identifier
 
@@ -103,6 +103,11 @@ def _warn_fitted(context: OutputContext, counts: FitCounts, json_bytes: int) -> 
         context.log.warning(
             f"{counts.json_values_nulled} JSON values were too long and stored as NULL: "
             f"{json_limit_text(json_bytes)}"
+        )
+    if counts.json_values_nulled_for_copy:
+        context.log.warning(
+            f"{counts.json_values_nulled_for_copy} JSON values were stored as NULL: "
+            f"{copy_limit_text()}"
         )
 
 

@@ -36,6 +36,7 @@ from clevertap_assets.destinations.redshift.staging import (
     StagedRows,
     UploadedRows,
     insert_staged,
+    within_copy_row,
 )
 from clevertap_assets.destinations.window import WindowLoad, batch_targets, evolved
 from clevertap_assets.naming import destination_column, quote_identifier
@@ -98,7 +99,10 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         kinds: Mapping[str, Kind],
     ) -> UploadedRows:
         fitted = FitCounts()
-        rows = fitted_chunks(self._dialect, batch, kinds, fitted, self.json_bytes)
+        rows = (
+            within_copy_row(chunk, kinds, fitted)
+            for chunk in fitted_chunks(self._dialect, batch, kinds, fitted, self.json_bytes)
+        )
         return staging.upload(table_slice, kinds, rows, fitted)
 
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:

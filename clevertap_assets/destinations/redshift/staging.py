@@ -67,6 +67,10 @@ from clevertap_assets.naming import quote_identifier
 from clevertap_assets.settings import SettingsError
 
 STAGING_URI_VARIABLE = f"{PREFIX}S3_STAGING_URI"
+MAX_COPY_ROW_BYTES = 4 * 1024 * 1024
+"""COPY reads an input row of at most 4 MB from any source
+(https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source.html), less than
+the 16,000,000 bytes of JSON a cluster with large strings parses (`dialect.json_limit`)."""
 IAM_ROLE_VARIABLE = f"{PREFIX}IAM_ROLE"
 PARQUET_COMPRESSION = "snappy"
 STAGING_TABLE = "clevertap_staging"
@@ -249,6 +253,50 @@ class RedshiftS3Staging(ConfigurableResource):
                 f"could not {action} s3://{self.bucket}/{key} ({STAGING_URI_VARIABLE}="
                 f"{self.uri}): {error}"
             ) from None
+
+
+def copy_limit_text() -> str:
+    """Why a row's JSON was stored as NULL on the S3 path, naming the setting that chose it."""
+    return (
+        f"their rows were over the {MAX_COPY_ROW_BYTES:,} bytes Redshift's COPY reads in one "
+        f"row ({STAGING_URI_VARIABLE} loads through COPY; the INSERTs used without it take "
+        "rows up to 16 MB)"
+    )
+
+
+def within_copy_row(
+    batch: pa.RecordBatch, kinds: Mapping[str, Kind], fitted: FitCounts
+) -> pa.RecordBatch:
+    """The rows, a row over `MAX_COPY_ROW_BYTES` with its largest JSON values made NULL
+    until it fits, counted in `fitted`: a row COPY cannot read would fail the whole load on
+    every run. Sized as Redshift sizes values: text and JSON at their bytes, anything else
+    at 8."""
+    sizes = {
+        name: pc.fill_null(pc.binary_length(batch.column(name)), 0).to_pylist()
+        for name, kind in kinds.items()
+        if kind in (Kind.TEXT, Kind.JSON)
+    }
+    fixed = 8 * (len(kinds) - len(sizes))
+    totals = [fixed + sum(row) for row in zip(*sizes.values(), strict=True)]
+    json_names = [name for name, kind in kinds.items() if kind == Kind.JSON]
+    nulled = {name: [False] * batch.num_rows for name in json_names}
+    for row, total in enumerate(totals):
+        excess = total - MAX_COPY_ROW_BYTES
+        for name in sorted(json_names, key=lambda n: sizes[n][row], reverse=True):
+            if excess <= 0 or not sizes[name][row]:
+                break
+            nulled[name][row] = True
+            excess -= sizes[name][row]
+            fitted.json_values_nulled_for_copy += 1
+    if not any(any(mask) for mask in nulled.values()):
+        return batch
+    arrays = [
+        pc.if_else(pa.array(nulled[name]), pa.scalar(None, column.type), column)
+        if name in nulled
+        else column
+        for name, column in ((name, batch.column(name)) for name in kinds)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, list(kinds))
 
 
 def staging_type(dialect: RedshiftDialect, kind: Kind) -> str:
