@@ -34,6 +34,9 @@ from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.settings import read_event_names
 from clevertap_assets_tests.deployment import BIN, FINISHED, Service, free_port
 
+# Starts `dagster dev` and drives Chromium through its UI.
+pytestmark = pytest.mark.browser
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
 EVENT, ASSET_PATH = "Charged", ("clevertap", "charged")

@@ -136,6 +136,7 @@ _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.topology
 def test_runs_in_separate_pid_namespaces_with_separate_disks_read_an_account_three_at_a_time(
     tmp_path, make_emulator
 ):

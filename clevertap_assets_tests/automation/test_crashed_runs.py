@@ -43,6 +43,9 @@ from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets_tests.daemon import apply_partition_requests, execute, run_range, tick
 from clevertap_assets_tests.harness import daily_rows, make_pipeline, pipeline_env
 
+# Each test kills real runs in PID namespaces of their own, as in containers.
+pytestmark = pytest.mark.topology
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE = "clevertap_assets.definitions"
 STARTED_TIMEOUT_SECONDS = 120
