@@ -4,8 +4,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-# --- CleverTap emulator fixtures (owner: clevertap_assets/emulator.py) -------------------
-from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+# --- CleverTap emulator fixtures (owner: clevertap_assets/emulator/) -------------------
+from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 
 
 @pytest.fixture

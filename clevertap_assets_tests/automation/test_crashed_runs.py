@@ -34,7 +34,7 @@ from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions, build_webhook_definitions
-from clevertap_assets.emulator.server import CleverTapEmulator
+from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days
 from clevertap_assets.keys import clevertap_pool
 from clevertap_assets.liveness import SILENCE_SECONDS_ENV, last_signs_of_life
