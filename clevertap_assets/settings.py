@@ -23,7 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
-from clevertap_assets.destinations import DESTINATION_NAMES
+from clevertap_assets.errors import SettingsError
 from clevertap_assets.naming import (
     TABLE_NAME_BYTES,
     WEBHOOK_TABLE,
@@ -33,44 +33,14 @@ from clevertap_assets.naming import (
     table_name,
 )
 from clevertap_assets.source.normalise import NormaliseOptions
+from clevertap_assets.source.regions import base_url_for, normalise_region
 
-REGION_HOSTS: dict[str, str] = {
-    "eu1": "api.clevertap.com",
-    "in1": "in1.api.clevertap.com",
-    "sg1": "sg1.api.clevertap.com",
-    "us1": "us1.api.clevertap.com",
-    "aps3": "aps3.api.clevertap.com",
-    "mec1": "mec1.api.clevertap.com",
-    "sk1": "sk1.api.clevertap.com",
-}
-REGION_ALIASES = {"global": "eu1"}
+DESTINATION_NAMES = ("duckdb", "snowflake", "bigquery", "redshift")
+"""The warehouses `DESTINATION` may name; `destinations.registry` has a subpackage for each."""
 INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _WEBHOOK_URL = re.compile(r"^https?://[^/\s]+\S*$")
-
-
-class SettingsError(ValueError):
-    """A setting has a value the pipeline cannot use; the message names it and what is allowed."""
-
-
-def normalise_region(region: str) -> str:
-    """Accept the dashboard's `global` and any casing; refuse what CleverTap has no host for."""
-    code = region.strip().lower()
-    code = REGION_ALIASES.get(code, code)
-    if code not in REGION_HOSTS:
-        allowed = ", ".join([*REGION_HOSTS, *REGION_ALIASES])
-        raise SettingsError(
-            f"CLEVERTAP_REGION={region!r} is not a CleverTap region; allowed: {allowed}"
-        )
-    return code
-
-
-def base_url_for(region: str, api_url: str | None) -> str:
-    """The REST root to call: an explicit URL (emulator, proxy) wins over the region's host."""
-    if api_url:
-        return api_url.rstrip("/")
-    return f"https://{REGION_HOSTS[normalise_region(region)]}"
 
 
 def parse_ingestion_frequency(value: str) -> timedelta:

@@ -24,7 +24,6 @@ import msgspec
 import orjson
 from pydantic import Field, PrivateAttr, field_validator
 
-from clevertap_assets.settings import base_url_for, normalise_region
 from clevertap_assets.source.api import (
     CleverTapAuthError,
     CleverTapError,
@@ -34,6 +33,7 @@ from clevertap_assets.source.api import (
     FetchStats,
     UnknownEventError,
 )
+from clevertap_assets.source.regions import base_url_for, normalise_region
 
 Log = logging.Logger | dg.DagsterLogManager
 
