@@ -162,10 +162,10 @@ def test_importing_the_definitions_reads_nothing(tmp_path):
 
 
 def test_the_read_path_imports_nothing_of_dagster():
-    """`source.export` (CleverTap pages to a deduplicated batch) is a library: the assets are
+    """`batch.export` (CleverTap pages to a deduplicated batch) is a library: the assets are
     glue over it, and it runs wherever polars and DuckDB do."""
     code = (
-        "import sys, clevertap_assets.source.export; "
+        "import sys, clevertap_assets.batch.export; "
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('dagster')}))"
     )
     done = subprocess.run(

@@ -89,7 +89,7 @@ def parse_processes() -> int:
 def parse_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     # By name: importing `parse_server` here would change this process's multiprocessing.
-    context.set_forkserver_preload(["clevertap_assets.source.parse_server"])
+    context.set_forkserver_preload(["clevertap_assets.batch.parse_server"])
     owner = os.getpid()
     return ProcessPoolExecutor(
         workers,

@@ -12,7 +12,7 @@ pool is what starts it and forks from it.
 
 from multiprocessing import spawn
 
-import clevertap_assets.source.parse_processes  # noqa: F401  (what the workers run)
+import clevertap_assets.batch.parse_processes  # noqa: F401  (what the workers run)
 
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _prepare = spawn.prepare
