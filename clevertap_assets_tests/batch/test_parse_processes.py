@@ -153,9 +153,8 @@ with parse_pool(2) as pool:
 @pytest.mark.parametrize("started_as", ["script", "module"])
 def test_workers_never_run_the_steps_main(tmp_path, started_as: str) -> None:
     """multiprocessing runs the parent's `__main__` again in every worker it starts; in a
-    run's step that is the `dagster` command, which imported all of Dagster into each worker
-    (2.9 s and about 100 MB), and a script without a main guard would load again inside every
-    worker. The parse workers run this package's functions only, and never that main."""
+    run's step that is the `dagster` command, which would import all of Dagster into each
+    worker, and a script without a main guard would load again inside every worker. The parse workers run this package's functions only, and never that main."""
     (tmp_path / "step_main.py").write_text(STEP_MAIN, encoding="utf-8")
     runs = tmp_path / "main_runs.txt"
     command = [sys.executable, "step_main.py"]
