@@ -159,7 +159,7 @@ def _check_time_zone(settings: PipelineSettings, event_name: str, day: date, pag
 
 
 def check_warehouse(state: CheckState) -> None:
-    """The destination too, as Hevo tests it: reachable, authenticated, schema ready."""
+    """The destination too: reachable, authenticated, schema ready."""
     settings = _require(state.settings, "settings")
     try:
         state.report.destination = destination_for(settings).check(settings)

@@ -1,4 +1,4 @@
-"""The pipeline's settings, as Hevo's CleverTap source asks for them, read from the environment.
+"""The pipeline's settings, the fields of a CleverTap pipeline's form, read from the environment.
 
 Settings that shape the asset graph (which events, which time zone, which destination) are
 read when the definitions load, so a bad value stops the code location with one message that
@@ -44,7 +44,7 @@ _WEBHOOK_URL = re.compile(r"^https?://[^/\s]+\S*$")
 
 
 def parse_ingestion_frequency(value: str) -> timedelta:
-    """Hevo 2.21+'s rule: 30 minutes, or whole hours from 1 to 24, and nothing in between."""
+    """30 minutes, or whole hours from 1 to 24, and nothing in between."""
     match = _FREQUENCY.match(value)
     if match:
         amount, unit = int(match.group(1)), match.group(2).lower()
@@ -157,7 +157,7 @@ statement, hence one inserted row, is at most 16 MB
 
 
 class PipelineSettings(BaseSettings):
-    """What a Hevo user fills in on the pipeline form, as environment variables."""
+    """What a user fills in on the pipeline form, as environment variables."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
@@ -380,7 +380,7 @@ class PipelineSettings(BaseSettings):
 
     @property
     def event_names(self) -> list[str]:
-        """The events to replicate: all of the CSV unless excluded, as Hevo's Select Objects."""
+        """The events to replicate: all of the CSV unless excluded."""
         excluded = set(self.excluded_event_names)
         return [name for name in self.all_event_names if name not in excluded]
 
