@@ -93,7 +93,7 @@ def serve(records_per_day: int, days: int, event: str, latency: float, cursors: 
     """Render every page the contenders will ask for, report, then answer "stats" lines with
     the requests seen since the last ones, until stdin closes (the parent's signal)."""
     from clevertap_assets.days import day_ranges, days_between, local_today
-    from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+    from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 
     config = EmulatorConfig(
         prerender=True, prerender_cache_bytes=PRERENDER_CACHE_BYTES, records_per_day=records_per_day

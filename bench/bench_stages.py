@@ -27,7 +27,7 @@ import orjson
 
 from clevertap_assets.batch.page_files import write_page_files
 from clevertap_assets.batch.spool import EventSpool
-from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.naming import ColumnNames
 from clevertap_assets.source.client import _ANSWER
 from clevertap_assets.source.normalise import (

@@ -41,7 +41,7 @@ SLOTS = 3
 
 def serve(latency_ms: float, records_per_day: int, port_file: Path) -> None:
     """The emulator, in this process (`--role serve`), until killed."""
-    from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+    from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
     from clevertap_assets.settings import read_event_names
 
     config = EmulatorConfig(

@@ -17,7 +17,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from clevertap_assets.emulator.server import serve_forever
+    from clevertap_assets.emulator import serve_forever
 
     serve_forever(host=args.host, port=args.port, latency_seconds=args.latency_ms / 1000)
     return 0

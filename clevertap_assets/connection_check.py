@@ -15,6 +15,7 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
+from clevertap_assets.batch.parse_processes import parse_raw_page
 from clevertap_assets.days import day_bounds, local_today
 from clevertap_assets.destinations.registry import destination_for
 from clevertap_assets.settings import (
@@ -26,7 +27,6 @@ from clevertap_assets.settings import (
 )
 from clevertap_assets.source.api import CleverTapError, ExportNotAllowedError
 from clevertap_assets.source.client import CleverTapResource
-from clevertap_assets.source.parse_processes import parse_raw_page
 from clevertap_assets.source.zone_check import zone_mismatch
 
 # Enough to prove records come back without pulling a full 5000-record page.
@@ -159,7 +159,7 @@ def _check_time_zone(settings: PipelineSettings, event_name: str, day: date, pag
 
 
 def check_warehouse(state: CheckState) -> None:
-    """The destination too, as Hevo tests it: reachable, authenticated, schema ready."""
+    """The destination too: reachable, authenticated, schema ready."""
     settings = _require(state.settings, "settings")
     try:
         state.report.destination = destination_for(settings).check(settings)

@@ -15,7 +15,7 @@ from dagster import BetaWarning
 from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.duckdb.lock import connect_when_unlocked
-from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.headless import load_days
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.settings import PipelineSettings, load_settings

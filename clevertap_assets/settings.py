@@ -1,4 +1,4 @@
-"""The pipeline's settings, as Hevo's CleverTap source asks for them, read from the environment.
+"""The pipeline's settings, the fields of a CleverTap pipeline's form, read from the environment.
 
 Settings that shape the asset graph (which events, which time zone, which destination) are
 read when the definitions load, so a bad value stops the code location with one message that
@@ -23,7 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
-from clevertap_assets.destinations import DESTINATION_NAMES
+from clevertap_assets.errors import SettingsError
 from clevertap_assets.naming import (
     TABLE_NAME_BYTES,
     WEBHOOK_TABLE,
@@ -33,48 +33,18 @@ from clevertap_assets.naming import (
     table_name,
 )
 from clevertap_assets.source.normalise import NormaliseOptions
+from clevertap_assets.source.regions import base_url_for, normalise_region
 
-REGION_HOSTS: dict[str, str] = {
-    "eu1": "api.clevertap.com",
-    "in1": "in1.api.clevertap.com",
-    "sg1": "sg1.api.clevertap.com",
-    "us1": "us1.api.clevertap.com",
-    "aps3": "aps3.api.clevertap.com",
-    "mec1": "mec1.api.clevertap.com",
-    "sk1": "sk1.api.clevertap.com",
-}
-REGION_ALIASES = {"global": "eu1"}
+DESTINATION_NAMES = ("duckdb", "snowflake", "bigquery", "redshift")
+"""The warehouses `DESTINATION` may name; `destinations.registry` has a subpackage for each."""
 INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _WEBHOOK_URL = re.compile(r"^https?://[^/\s]+\S*$")
 
 
-class SettingsError(ValueError):
-    """A setting has a value the pipeline cannot use; the message names it and what is allowed."""
-
-
-def normalise_region(region: str) -> str:
-    """Accept the dashboard's `global` and any casing; refuse what CleverTap has no host for."""
-    code = region.strip().lower()
-    code = REGION_ALIASES.get(code, code)
-    if code not in REGION_HOSTS:
-        allowed = ", ".join([*REGION_HOSTS, *REGION_ALIASES])
-        raise SettingsError(
-            f"CLEVERTAP_REGION={region!r} is not a CleverTap region; allowed: {allowed}"
-        )
-    return code
-
-
-def base_url_for(region: str, api_url: str | None) -> str:
-    """The REST root to call: an explicit URL (emulator, proxy) wins over the region's host."""
-    if api_url:
-        return api_url.rstrip("/")
-    return f"https://{REGION_HOSTS[normalise_region(region)]}"
-
-
 def parse_ingestion_frequency(value: str) -> timedelta:
-    """Hevo 2.21+'s rule: 30 minutes, or whole hours from 1 to 24, and nothing in between."""
+    """30 minutes, or whole hours from 1 to 24, and nothing in between."""
     match = _FREQUENCY.match(value)
     if match:
         amount, unit = int(match.group(1)), match.group(2).lower()
@@ -192,7 +162,7 @@ larger than its row, so MAX_ROW_BYTES raised past them stops there."""
 
 
 class PipelineSettings(BaseSettings):
-    """What a Hevo user fills in on the pipeline form, as environment variables."""
+    """What a user fills in on the pipeline form, as environment variables."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
@@ -415,7 +385,7 @@ class PipelineSettings(BaseSettings):
 
     @property
     def event_names(self) -> list[str]:
-        """The events to replicate: all of the CSV unless excluded, as Hevo's Select Objects."""
+        """The events to replicate: all of the CSV unless excluded."""
         excluded = set(self.excluded_event_names)
         return [name for name in self.all_event_names if name not in excluded]
 

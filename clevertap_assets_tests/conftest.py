@@ -4,8 +4,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-# --- CleverTap emulator fixtures (owner: clevertap_assets/emulator.py) -------------------
-from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+# --- CleverTap emulator fixtures (owner: clevertap_assets/emulator/) -------------------
+from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 
 
 @pytest.fixture
@@ -49,3 +49,24 @@ def session_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 
 
 # --- end of the spool directory ----------------------------------------------------------
+
+
+# --- Test selection (owner: bin/test --fast) ---------------------------------------------
+SLOW_FIXTURE_MARKERS = {
+    "postgres_server": "postgres",
+    "fake_snowflake": "warehouse_emulator",
+    "bigquery_emulator": "warehouse_emulator",
+    "s3_server": "warehouse_emulator",
+    "pid_namespace": "topology",
+}
+"""Fixtures that start a server or need root, and the marker (pyproject.toml) a test that
+uses one carries: a test reaching one through any chain of fixtures leaves the fast subset."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in sorted(SLOW_FIXTURE_MARKERS.keys() & set(item.fixturenames)):
+            item.add_marker(SLOW_FIXTURE_MARKERS[fixture])
+
+
+# --- end of test selection ---------------------------------------------------------------

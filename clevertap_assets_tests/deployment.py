@@ -32,7 +32,7 @@ import httpx
 import psycopg
 import yaml
 
-from clevertap_assets.emulator.server import CleverTapEmulator
+from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets_tests.postgres_server import PostgresServer
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

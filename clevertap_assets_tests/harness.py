@@ -23,7 +23,7 @@ from dagster import (
 
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.emulator.server import CleverTapEmulator
+from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days
 from clevertap_assets.settings import PipelineSettings, load_settings
 from clevertap_assets.source.client import CleverTapResource

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 from dagster import AssetKey, Definitions
 
 from clevertap_assets.definitions import build_code_location
@@ -85,6 +86,7 @@ def test_the_repository_definitions_validate_with_dagsters_own_command(tmp_path)
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_the_readmes_headless_loads_take_every_event_or_a_selection(tmp_path, make_emulator):
     """`clevertap-assets load --days N [--event NAME]` and a single day through
     `dagster asset materialize --select 'group:clevertap' --partition DAY`, as the README

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from clevertap_assets.days import local_today
-from clevertap_assets.emulator.server import InFlightGate, peak_in_flight
+from clevertap_assets.emulator import InFlightGate, peak_in_flight
 from clevertap_assets_tests.deployment import (
     Deployment,
     compose_health_checks,
@@ -62,7 +62,7 @@ query CapturedLogs($runId: ID!, $fileKey: String!) {
 # request it, so the daemon runs only what a test asks for.
 QUIET = {"INGESTION_FREQUENCY": "24h", "CLEVERTAP_HISTORY_DAYS": "7"}
 # Seven processes, each run and step another one: a few minutes on a busy 2-core machine.
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.topology]
 
 
 def launch_backfill(deployment: Deployment, asset_keys: list[list[str]], days: list[date]) -> str:

@@ -30,9 +30,12 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.emulator.server import CleverTapEmulator, EmulatorConfig
+from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.settings import read_event_names
 from clevertap_assets_tests.deployment import BIN, FINISHED, Service, free_port
+
+# Starts `dagster dev` and drives Chromium through its UI.
+pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")

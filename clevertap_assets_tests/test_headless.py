@@ -19,6 +19,7 @@ from clevertap_assets_tests.harness import (
 LOADS = 5
 
 
+@pytest.mark.topology
 def test_loads_started_together_on_a_fresh_home_all_load_and_leave_it_usable(
     tmp_path: Path, make_emulator
 ):

@@ -1,5 +1,6 @@
-"""The package's shape as a maintainer relies on it: no import cycles, a definitions module
-that does nothing at import, no private Dagster tags, nothing outside the repository."""
+"""The package's shape as a maintainer relies on it: no import cycles between modules or
+between folders, a definitions module that does nothing at import, no private Dagster tags,
+nothing outside the repository."""
 
 import ast
 import os
@@ -59,6 +60,21 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+def folder_of(module: str) -> str:
+    """A module's folder under the package (`clevertap_assets.source`), or the module itself
+    for one at the top (`clevertap_assets.settings`)."""
+    return ".".join(module.split(".")[:2])
+
+
+def folder_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which folders each folder imports: a cycle here is two folders that each need the
+    other, even when no single module cycle joins them."""
+    folders: dict[str, set[str]] = {}
+    for module, imported in graph.items():
+        folders.setdefault(folder_of(module), set()).update(map(folder_of, imported))
+    return {folder: imported - {folder} for folder, imported in folders.items()}
 
 
 def closure(start: str) -> set[str]:
@@ -135,6 +151,32 @@ def test_no_import_cycle_among_the_packages_modules():
     assert find_cycle(GRAPH) is None
 
 
+def test_the_folder_graph_joins_modules_by_folder():
+    graph = {
+        "clevertap_assets.a.x": {"clevertap_assets.b.y"},
+        "clevertap_assets.b.y": {"clevertap_assets.a.z"},
+        "clevertap_assets.a.z": {"clevertap_assets.top"},
+        "clevertap_assets.top": set(),
+    }
+    assert find_cycle(graph) is None
+    assert folder_graph(graph) == {
+        "clevertap_assets.a": {"clevertap_assets.b", "clevertap_assets.top"},
+        "clevertap_assets.b": {"clevertap_assets.a"},
+        "clevertap_assets.top": set(),
+    }
+    assert find_cycle(folder_graph(graph)) == [
+        "clevertap_assets.a",
+        "clevertap_assets.b",
+        "clevertap_assets.a",
+    ]
+
+
+def test_dependencies_run_one_way_between_the_packages_folders():
+    """`source` may use `batch` or `batch` use `source`, not both: a folder is read, tested
+    and moved with only the folders below it."""
+    assert find_cycle(folder_graph(GRAPH)) is None
+
+
 def test_the_definitions_never_import_the_emulator():
     reached = closure("clevertap_assets.definitions")
     assert not {m for m in reached if m.startswith("clevertap_assets.emulator")}
@@ -162,10 +204,10 @@ def test_importing_the_definitions_reads_nothing(tmp_path):
 
 
 def test_the_read_path_imports_nothing_of_dagster():
-    """`source.export` (CleverTap pages to a deduplicated batch) is a library: the assets are
+    """`batch.export` (CleverTap pages to a deduplicated batch) is a library: the assets are
     glue over it, and it runs wherever polars and DuckDB do."""
     code = (
-        "import sys, clevertap_assets.source.export; "
+        "import sys, clevertap_assets.batch.export; "
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('dagster')}))"
     )
     done = subprocess.run(

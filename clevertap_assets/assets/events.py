@@ -5,7 +5,7 @@ CleverTap allows 3 requests in flight per account, so the events of one account 
 `multi_asset`: every event keeps its own asset, table, partitions, metadata and checks in the
 UI, while a run's selected events share one step, which holds the account's pool slot
 (`liveness.account_lease`, one reader per account by default) and reads every event and day
-through the account's request slots at once (`source.export`). A backfill is cut into runs of
+through the account's request slots at once (`batch.export`). A backfill is cut into runs of
 at most `BACKFILL_DAYS_PER_RUN` days, so a scheduled tick, queued at a higher priority, waits
 for one chunk at most.
 """
@@ -46,6 +46,7 @@ from clevertap_assets.assets.freshness import freshness_policy
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.refusals import refusal_metadata, source_digest
+from clevertap_assets.batch.export import EventRead, EventWindow, read_events
 from clevertap_assets.batch.spool import EventBatch, SpoolStats
 from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import (
@@ -58,7 +59,6 @@ from clevertap_assets.naming import ColumnNames
 from clevertap_assets.run_tags import tag_own_run
 from clevertap_assets.settings import PipelineSettings, base_url_for
 from clevertap_assets.source.client import CleverTapResource
-from clevertap_assets.source.export import EventRead, EventWindow, read_events
 
 BACKFILL_DAYS_PER_RUN = 7
 """Days one backfill run reads: a week of every selected event holds the account's reader

@@ -17,7 +17,7 @@ class EventAsset:
     """Unique per name of the CSV (`naming.event_slugs`): the key's last part, the output."""
     key: AssetKey
     table: str
-    """Hevo's way: `<TABLE_PREFIX>_<slug>`."""
+    """`<TABLE_PREFIX>_<slug>`, the prefix joined with an underscore the user does not type."""
     event_type: str
     """The export's Event Type (System, Custom, ...); empty when the CSV has none."""
     description: str

@@ -1,14 +1,15 @@
 """The two sensors: reconciliation against CleverTap's counts, and draining the webhook inbox.
 
-`reconciliation_sensor` goes beyond Hevo: the schedule reloads only the lookback days, so a day
-that CleverTap still changed afterwards (a device that was offline for a week) would stay short
-forever. Hourly, it launches a run of the `row_count_matches_clevertap` checks alone, over
-every event: the counting is a run's work, holding the account like any reader, so it takes
-as long as hundreds of events need, and one event's failed count is that event's verdict
-alone. On a later evaluation it reads that run's verdicts and re-runs each day with a gap
-(not a day still settling), one run per day with the events that differ. Each request's run
-key names the counts it saw, so a difference that a re-run cannot fix (records over the size
-limits are skipped by design) is not retried every hour.
+`reconciliation_sensor` catches what the schedule cannot: the schedule reloads only the
+lookback days, so a day that CleverTap still changed afterwards (a device that was offline for
+a week) would stay short forever. Hourly, it launches a run of the
+`row_count_matches_clevertap` checks alone, over every event: the counting is a run's work,
+holding the account like any reader, so it takes as long as hundreds of events need, and one
+event's failed count is that event's verdict alone. On a later evaluation it reads that run's
+verdicts and re-runs each day with a gap (not a day still settling), one run per day with the
+events that differ. Each request's run key names the counts it saw, so a difference that a
+re-run cannot fix (records over the size limits are skipped by design) is not retried every
+hour.
 
 `webhook_inbox_sensor` turns new inbox entries into ranges of the `webhook_events` asset (see
 assets/webhooks.py for why a range is loaded exactly once). The ranges it has created, stored

@@ -1,6 +1,6 @@
 """A normalised page written into a spool folder: one Parquet file per local day it touches.
 
-It runs where the page was parsed, in a parse worker (see `source.parse_processes`), so only
+It runs where the page was parsed, in a parse worker (see `batch.parse_processes`), so only
 the files' description travels back to the asset's process, never the rows; it imports
 polars alone, to keep the workers small.
 """

@@ -51,7 +51,7 @@ _WRITE_CHUNK_ROWS = 10_000  # rows in flight between DuckDB and the batch file's
 _DEDUPE_THREADS = 2
 DUCKDB_MEMORY_MB = 64
 """DuckDB's memory cap in this project: capped, it spills to disk rather than letting a
-step's memory grow with the rows (a 3M-row load took 1.5 GB uncapped)."""
+step's memory grow with the rows."""
 _MB_PER_THREAD = 16
 _MB_PER_COLUMN_PER_THREAD = 0.75
 _ROW_COPIES_PER_THREAD = 2
@@ -64,9 +64,8 @@ and Redshift all read; not LZ4, which BigQuery's Parquet loads refuse
 def duckdb_memory_mb(columns: int, threads: int, largest_row_bytes: int = 0) -> int:
     """The cap for a DuckDB query over this many columns and rows up to this size: a scan or
     an insert holds buffers for every column on every thread, so a wide event needs more than
-    narrow ones (200 text columns needed 160 MB on one thread and 320 MB on two, and failed
-    with "Out of Memory" below that), and a large value is held whole, as read and as
-    written, on each thread. Memory still stays flat in the number of rows."""
+    narrow ones, and a large value is held whole, as read and as written, on each thread.
+    Memory still stays flat in the number of rows (figures in bench/README.md)."""
     per_thread = (
         _MB_PER_THREAD
         + _MB_PER_COLUMN_PER_THREAD * columns
@@ -336,14 +335,13 @@ class EventSpool:
         DuckDB deduplicates one day at a time, so its memory follows the largest day, not
         the window; a day's rows stream into the batch file in small Arrow batches. Within a
         day only the key and a row's position go through the aggregate (a `DISTINCT ON` over
-        whole rows kept every string in memory and ran out of 512 MB at 300,000 rows), the
-        key being the first 128 bits of the SHA-256 as a 16-byte integer.
+        whole rows keeps every string in memory), the key being the first 128 bits of the
+        SHA-256 as a 16-byte integer.
 
         Files are cast to the window's columns as the pages widened them (see `widen`), in
         groups of files with the same columns and types: DuckDB's own `union_by_name` over
         differing files would turn `true` beside a number into 1 and fail on a date beside
-        a number, and its schema scan of every file of the window took 500 MB for a wide
-        event whose pages each touched every day.
+        a number, and its schema scan holds every file of the window at once.
         """
         if not self._chunks:
             remove_spool_folder(self.directory)

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 
-from clevertap_assets.destinations import DESTINATION_NAMES
-from clevertap_assets.settings import PipelineSettings, SettingsError
+from clevertap_assets.settings import DESTINATION_NAMES, PipelineSettings, SettingsError
 
 
 @dataclass(frozen=True)

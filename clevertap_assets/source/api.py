@@ -1,5 +1,5 @@
 """What CleverTap's Get Events API answers besides records: the failures a caller may handle,
-and what reading cost. Apart from the client so that the read path (`source.export`) needs
+and what reading cost. Apart from the client so that the read path (`batch.export`) needs
 nothing of Dagster."""
 
 from dataclasses import asdict, dataclass

@@ -24,7 +24,6 @@ import msgspec
 import orjson
 from pydantic import Field, PrivateAttr, field_validator
 
-from clevertap_assets.settings import base_url_for, normalise_region
 from clevertap_assets.source.api import (
     CleverTapAuthError,
     CleverTapError,
@@ -34,6 +33,7 @@ from clevertap_assets.source.api import (
     FetchStats,
     UnknownEventError,
 )
+from clevertap_assets.source.regions import base_url_for, normalise_region
 
 Log = logging.Logger | dg.DagsterLogManager
 
@@ -114,8 +114,8 @@ def _seconds(value: float) -> str:
 
 def _unlink_stream(response: httpx.Response) -> None:
     """A read httpx response and its stream refer to each other, so only the cyclic
-    collector frees it, body included: with several cursors, answers waited for the next
-    collection (a 3-cursor read with the collector paused grew to 681 MB). Closing the
+    collector frees it, body included: with several cursors, answers wait for the next
+    collection and memory grows with them. Closing the
     response and replacing its spent stream breaks the cycle: reference counting frees the
     body as soon as its records are handed over."""
     response.close()

@@ -8,7 +8,7 @@ and the size limits are polars expressions.
 
 Until `NormalisedPage.named` gives them their columns, data columns are named by their key
 path (`path_key`): naming is the one step that needs the run's shared state (`ColumnNames`),
-so everything before it can run in another process (see `source.parse_processes`).
+so everything before it can run in another process (see `batch.parse_processes`).
 """
 
 import hashlib

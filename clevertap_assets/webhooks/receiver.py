@@ -6,7 +6,7 @@ Endpoints:
 - `POST /webhooks/clevertap`: the URL to give CleverTap. Answers 200 `{"status": "ok",
   "id": N}` after the body is committed to the inbox (N is the inbox id), 401 when the
   credentials are missing or wrong, 400 when the body is not a JSON object, 413 when it is
-  over 16 MiB (Hevo's webhook limit; exactly 16 MiB is accepted), 500 when it could not be
+  over 16 MiB (the webhook limit; exactly 16 MiB is accepted), 500 when it could not be
   stored, so CleverTap retries. Nothing is stored unless the answer is 200. CleverTap's
   test call (`"is_test": true`) gets 200 and is stored, but never becomes rows.
 - `GET /health`: 200 for load balancer and container probes, no auth, no database access.

@@ -136,6 +136,7 @@ _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.topology
 def test_runs_in_separate_pid_namespaces_with_separate_disks_read_an_account_three_at_a_time(
     tmp_path, make_emulator
 ):
@@ -331,7 +332,7 @@ def test_json_mode_keeps_sections_as_json_and_the_schema_fixed(tmp_path, make_em
     ("limits", "first_size", "last_size"),
     [
         ({"max_record_bytes": 200_000, "max_row_bytes": 100_000}, 250_000, 150_000),
-        # Hevo's documented limits, 128 MiB per record and 100 MiB per row, at full size.
+        # The default limits, 128 MiB per record and 100 MiB per row, at full size.
         ({}, 129 * 1024 * 1024, 101 * 1024 * 1024),
     ],
     ids=["configured-limits", "hevo-limits"],

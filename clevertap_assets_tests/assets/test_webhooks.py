@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
+import pytest
 from dagster import (
     DagsterInstance,
     Definitions,
@@ -286,6 +287,7 @@ class WarehouseDown(DuckDBEventIOManager):
         return _Down()
 
 
+@pytest.mark.slow
 def test_partitions_stay_bounded_and_every_payload_lands_once(tmp_path, emulator):
     """Ticks as the daemon runs them, a payload arriving before each: loaded ranges but the
     newest `kept` are deleted as partitions; while the warehouse is down at most `max_open`

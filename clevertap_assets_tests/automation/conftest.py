@@ -2,7 +2,7 @@
 
 import pytest
 
-from clevertap_assets.emulator.server import EmulatorConfig
+from clevertap_assets.emulator import EmulatorConfig
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,7 @@ from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions, build_webhook_definitions
-from clevertap_assets.emulator.server import CleverTapEmulator
+from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days
 from clevertap_assets.keys import clevertap_pool
 from clevertap_assets.liveness import SILENCE_SECONDS_ENV, last_signs_of_life
@@ -42,6 +42,9 @@ from clevertap_assets.resources import build_resources
 from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets_tests.daemon import apply_partition_requests, execute, run_range, tick
 from clevertap_assets_tests.harness import daily_rows, make_pipeline, pipeline_env
+
+# Each test kills real runs in PID namespaces of their own, as in containers.
+pytestmark = pytest.mark.topology
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE = "clevertap_assets.definitions"

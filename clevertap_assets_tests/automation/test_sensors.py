@@ -4,6 +4,7 @@ checks alone, each event judged alone, the gaps re-run, and then quiet."""
 import time
 from datetime import timedelta
 
+import pytest
 from dagster import (
     AssetCheckKey,
     AssetKey,
@@ -84,6 +85,7 @@ def test_a_day_that_changed_after_loading_is_rerun_once(tmp_path, make_emulator)
         assert daily_rows(pipeline, "charged")[late] == emulator.true_count("Charged", late)
 
 
+@pytest.mark.slow
 def test_two_hundred_events_are_counted_in_a_run_each_judged_alone(tmp_path, make_emulator):
     """The sensor itself asks CleverTap nothing, however many events; the counting run gives
     every event its verdict, an unreadable count is that event's alone, and the gap of

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 import duckdb
 import polars as pl
+import pytest
 from dagster import AssetIn, AssetKey, asset, materialize
 
 from clevertap_assets.assets.partitions import daily_partitions
@@ -78,6 +79,7 @@ def test_a_missing_table_has_no_rows_and_no_duplicates(tmp_path):
     assert stats.duplicate_record_ids("clevertap", "charged", day, day) == 0
 
 
+@pytest.mark.slow
 def test_a_wide_event_loads_where_the_memory_cap_alone_would_fail(tmp_path, make_emulator):
     """300 properties: DuckDB's insert needs more than the 128 MB cap for that width."""
     wide = {f"Property {index}": f"value {index}" for index in range(300)}
@@ -170,6 +172,7 @@ def test_dataframe_outputs_replace_their_partition_and_add_columns(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_60_mb_record_loads_where_the_memory_cap_alone_would_fail(tmp_path, make_emulator):
     """One record a day with a 60 MB property (the README accepts up to 128 MiB): every
     day loads its truth, the large value whole, and a connection with the 64 MB cap opens the

@@ -38,6 +38,8 @@ from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION
 from clevertap_assets.settings import load_settings
 from clevertap_assets_tests.harness import Pipeline, daily_rows, recent_days, write_events_csv
 
+pytestmark = pytest.mark.topology
+
 CHARGED = AssetKey(["clevertap", "charged"])
 CHECKS = [
     AssetCheckKey(CHARGED, "no_duplicate_record_ids"),

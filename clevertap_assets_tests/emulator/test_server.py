@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from clevertap_assets.emulator.server import (
+from clevertap_assets.emulator import (
     OVERSIZE_PROPERTY,
     CleverTapEmulator,
     InFlightGate,
@@ -159,7 +159,7 @@ def test_post_paging_works_and_a_re_encoded_cursor_is_incorrect_usage(
 def test_bad_credentials_get_401_and_the_passcode_is_not_logged(
     emulator: CleverTapEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="clevertap_assets.emulator.server")
+    caplog.set_level(logging.DEBUG, logger="clevertap_assets.emulator")
     body = {"event_name": "Charged", "from": ymd(DAY), "to": ymd(DAY)}
     with client(emulator, passcode="wrong-secret") as http:
         wrong = http.post("/1/events.json?batch_size=10", json=body)

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from clevertap_assets.emulator.server import InFlightGate
+from clevertap_assets.emulator import InFlightGate
 from clevertap_assets.source.client import (
     CleverTapAuthError,
     CleverTapError,

@@ -23,18 +23,18 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
-from clevertap_assets.days import day_bounds, day_ranges
-from clevertap_assets.naming import ColumnNames
-from clevertap_assets.source.api import CursorExpiredError, ExportNotAllowedError, FetchStats
-from clevertap_assets.source.normalise import NormaliseOptions, column_names
-from clevertap_assets.source.parse_processes import (
+from clevertap_assets.batch.parse_processes import (
     SpooledWindowPage,
     parse_pool,
     parse_processes,
     spool_raw_page,
     start_workers,
 )
+from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
+from clevertap_assets.days import day_bounds, day_ranges
+from clevertap_assets.naming import ColumnNames
+from clevertap_assets.source.api import CursorExpiredError, ExportNotAllowedError, FetchStats
+from clevertap_assets.source.normalise import NormaliseOptions, column_names
 from clevertap_assets.source.zone_check import TimezoneMismatchError, zone_mismatch
 
 PROGRESS_EVERY_SECONDS = 10.0

@@ -1,18 +1,16 @@
 """Pages are parsed and normalised in worker processes, not on the asset's threads.
 
-Turning a page of JSON into columns is per-record Python (about 40 µs a record) and holds the
-GIL, so on threads one core's worth of it bounded the whole read, however many cursors waited
-on CleverTap. Each page's raw records go to a small pool of processes instead, which parse
+Turning a page of JSON into columns is per-record Python and holds the GIL, so on threads
+one core's worth of it would bound the whole read, however many cursors wait on CleverTap. Each page's raw records go to a small pool of processes instead, which parse
 them and write the page's Parquet files into the run's spool folder; what comes back is only
 the files' description, their columns still named by key path, since the run's column names
 are shared state the asset applies (`normalise.column_names`).
 
-The workers import this module, polars and orjson only (about 50 MB each, not Dagster's
-300), and are forked from a `forkserver` (`parse_server`, which also keeps them from running
+The workers import this module, polars and orjson only, not Dagster, and are forked from a `forkserver` (`parse_server`, which also keeps them from running
 the step's `__main__`): forking the step's own process, with Dagster's and polars' threads
 running, is what `fork` must not do. A worker exits when the process that started its pool
-is gone, even killed with SIGKILL (out of memory, a terminated run), as the multiprocessing
-machinery alone left the workers and the forkserver waiting forever.
+is gone, even killed with SIGKILL (out of memory, a terminated run): the multiprocessing
+machinery alone leaves the workers and the forkserver waiting forever.
 """
 
 import gc
@@ -71,10 +69,9 @@ class SpooledWindowPage:
 def parse_processes() -> int:
     """`CLEVERTAP_PARSE_PROCESSES`, else `DEFAULT_PARSE_PROCESSES`.
 
-    One worker keeps up with what CleverTap's 3 request slots deliver at a second a request
-    (3 pages of 5,000 records a second, about 0.7 of a core), and each worker costs about
-    100 MB while it parses; more workers only pay where answers come faster than one can
-    parse them (a CleverTap close by, the emulator)."""
+    One worker keeps up with what CleverTap's 3 request slots deliver at a second a request,
+    and each worker holds a page's memory while it parses; more workers only pay where
+    answers come faster than one can parse them (a CleverTap close by, the emulator)."""
     configured = os.environ.get(PARSE_PROCESSES_ENV, "").strip()
     if not configured:
         return DEFAULT_PARSE_PROCESSES
@@ -89,7 +86,7 @@ def parse_processes() -> int:
 def parse_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     # By name: importing `parse_server` here would change this process's multiprocessing.
-    context.set_forkserver_preload(["clevertap_assets.source.parse_server"])
+    context.set_forkserver_preload(["clevertap_assets.batch.parse_server"])
     owner = os.getpid()
     return ProcessPoolExecutor(
         workers,
@@ -101,8 +98,8 @@ def parse_pool(workers: int) -> ProcessPoolExecutor:
 
 def start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
     """Start the pool's workers now instead of with the first page: the first start (the
-    forkserver's imports, then a fork each) took about 0.4 s, which the asset's thread can
-    spend while the cursors wait on CleverTap for their first pages."""
+    forkserver's imports, then a fork each) then overlaps the cursors' wait on CleverTap for
+    their first pages."""
     for _ in range(workers):
         pool.submit(os.getpid)
 

@@ -2,9 +2,9 @@
 
 multiprocessing starts every forkserver child by running the parent's `__main__` again (as
 `__mp_main__`), so that functions defined there can be unpickled. In a step of a Dagster
-run, that main is the `dagster` command's script, which imports all of Dagster: each parse
-worker took 2.9 s and about 100 MB more to start, and a script without a
-`if __name__ == "__main__":` guard would have run its whole load again inside every worker.
+run, that main is the `dagster` command's script, which imports all of Dagster into every
+parse worker, and a script without a `if __name__ == "__main__":` guard would run its whole
+load again inside every worker.
 The workers run functions of this package only, so this server starts them without the
 parent's main. multiprocessing keeps one forkserver per process, and in a step the parse
 pool is what starts it and forks from it.
@@ -12,7 +12,7 @@ pool is what starts it and forks from it.
 
 from multiprocessing import spawn
 
-import clevertap_assets.source.parse_processes  # noqa: F401  (what the workers run)
+import clevertap_assets.batch.parse_processes  # noqa: F401  (what the workers run)
 
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _prepare = spawn.prepare

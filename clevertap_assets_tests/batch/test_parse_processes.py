@@ -12,9 +12,7 @@ import psutil
 import pytest
 from polars.testing import assert_frame_equal
 
-from clevertap_assets.naming import ColumnNames
-from clevertap_assets.source.normalise import NormaliseOptions, column_names, normalise_page
-from clevertap_assets.source.parse_processes import (
+from clevertap_assets.batch.parse_processes import (
     UnreadablePageError,
     parse_pool,
     parse_processes,
@@ -22,6 +20,8 @@ from clevertap_assets.source.parse_processes import (
     spool_raw_page,
     start_workers,
 )
+from clevertap_assets.naming import ColumnNames
+from clevertap_assets.source.normalise import NormaliseOptions, column_names, normalise_page
 from clevertap_assets_tests.harness import fast_clevertap
 
 DAY = date(2024, 3, 1)
@@ -87,7 +87,7 @@ def test_a_window_is_split_nowhere_else_than_at_its_bounds() -> None:
 
 
 POOL_OWNER = """
-from clevertap_assets.source.parse_processes import parse_pool
+from clevertap_assets.batch.parse_processes import parse_pool
 pool = parse_pool(2)
 print(sorted(pool.map(abs, [-1, -2, -3])), flush=True)
 input()  # held open until the test kills this process
@@ -141,7 +141,7 @@ import dagster  # what the `dagster` command's script imports, as a run's steps'
 with Path(os.environ["MAIN_RUNS"]).open("a") as runs:
     runs.write(__name__ + "\\n")
 
-from clevertap_assets.source.parse_processes import parse_pool, start_workers
+from clevertap_assets.batch.parse_processes import parse_pool, start_workers
 
 # No `if __name__ == "__main__":` guard, as in a user's script that loads days.
 with parse_pool(2) as pool:
@@ -153,9 +153,8 @@ with parse_pool(2) as pool:
 @pytest.mark.parametrize("started_as", ["script", "module"])
 def test_workers_never_run_the_steps_main(tmp_path, started_as: str) -> None:
     """multiprocessing runs the parent's `__main__` again in every worker it starts; in a
-    run's step that is the `dagster` command, which imported all of Dagster into each worker
-    (2.9 s and about 100 MB), and a script without a main guard would load again inside every
-    worker. The parse workers run this package's functions only, and never that main."""
+    run's step that is the `dagster` command, which would import all of Dagster into each
+    worker, and a script without a main guard would load again inside every worker. The parse workers run this package's functions only, and never that main."""
     (tmp_path / "step_main.py").write_text(STEP_MAIN, encoding="utf-8")
     runs = tmp_path / "main_runs.txt"
     command = [sys.executable, "step_main.py"]
