@@ -23,10 +23,10 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -86,6 +86,12 @@ _SPOOL_TYPES = {
 """The batch file's types; JSON is text in Parquet, and each destination parses it."""
 
 
+def _renamed_keys(
+    column_keys: Mapping[str, Sequence[str]], names: Mapping[str, str]
+) -> dict[str, Sequence[str]]:
+    return {names.get(column, column): path for column, path in column_keys.items()}
+
+
 Signature = frozenset[tuple[str, Kind | None, str]]
 """A spooled file's columns (the table's name, its kind, the file's name for it): files alike
 are read in one scan."""
@@ -108,6 +114,9 @@ class EventBatch:
     largest_row_bytes: int = 0
     """The largest row's size (see `normalise.PageCounts`), which a database loading the batch
     must hold at once."""
+    column_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Each property column and the key path it holds (`naming.ColumnNames.record`), which a
+    load stores with the table and reconciles with what is stored there."""
 
     def columns(self) -> dict[str, Kind]:
         """Column name to kind, in file order; empty for a window without rows."""
@@ -126,6 +135,31 @@ class EventBatch:
         """Remove the batch's files once a destination has committed them (or given up)."""
         if self.path is not None:
             remove_spool_folder(self.path.parent)
+
+    def renamed(self, names: Mapping[str, str]) -> "EventBatch":
+        """The batch with columns renamed (`names`: old to new, absent names stay); the file
+        is rewritten in chunks, in place, only when a name of the file changes."""
+        if self.path is None:
+            return replace(self, column_keys=_renamed_keys(self.column_keys, names))
+        source = pq.ParquetFile(self.path)
+        old_names = source.schema_arrow.names
+        if all(names.get(name, name) == name for name in old_names):
+            source.close()
+            return replace(self, column_keys=_renamed_keys(self.column_keys, names))
+        renamed = self.path.with_name("renamed_" + self.path.name)
+        schema = pa.schema(
+            [field.with_name(names.get(field.name, field.name)) for field in source.schema_arrow]
+        )
+        with pq.ParquetWriter(renamed, schema, compression=BATCH_COMPRESSION) as writer:
+            for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
+                writer.write_batch(chunk.rename_columns(schema.names))
+        source.close()
+        renamed.replace(self.path)
+        return replace(
+            self,
+            json_columns=frozenset(names.get(name, name) for name in self.json_columns),
+            column_keys=_renamed_keys(self.column_keys, names),
+        )
 
     def preview(self, rows: int = 5) -> pl.DataFrame:
         if self.path is None:
