@@ -399,6 +399,21 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
     assert refused[0].metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
 
 
+def load_range(pipeline, emulator, instance, first: date, last: date) -> None:
+    """One range run of the pipeline's definitions on `instance`."""
+    definitions = build_definitions(pipeline.settings)
+    result = materialize(
+        definitions.assets or [],
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+        },
+        instance=instance,
+        resources={**(definitions.resources or {}), "clevertap": fast_clevertap(emulator)},
+    )
+    assert result.success
+
+
 def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, make_emulator):
     """`CT Source` (the emulator's own) and, from a later day, `ct_source` and `ct-source`:
     three columns, each value where its key put it, the names recorded and kept by later runs."""
@@ -409,20 +424,10 @@ def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, ma
         extra_event_props_from=today - timedelta(days=1),
     )
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
-    definitions = build_definitions(pipeline.settings)
     key = AssetKey(["clevertap", "charged"])
     with instance_for_test() as instance:
         for first, last in ((today - timedelta(days=3), today), (today, today)):
-            result = materialize(
-                definitions.assets or [],
-                tags={
-                    ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-                    ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
-                },
-                instance=instance,
-                resources={**(definitions.resources or {}), "clevertap": fast_clevertap(emulator)},
-            )
-            assert result.success
+            load_range(pipeline, emulator, instance, first, last)
         latest = instance.get_latest_materialization_event(key).asset_materialization
         recorded = latest.metadata["column_keys"].value
     by_key = {tuple(path): column for column, path in recorded.items()}
@@ -443,21 +448,6 @@ def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, ma
     assert daily_rows(pipeline, "charged") == pipeline.truth(
         "Charged", today - timedelta(days=3), today
     )
-
-
-def load_range(pipeline, emulator, instance, first: date, last: date) -> None:
-    """One range run of the pipeline's definitions on `instance`."""
-    definitions = build_definitions(pipeline.settings)
-    result = materialize(
-        definitions.assets or [],
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
-        },
-        instance=instance,
-        resources={**(definitions.resources or {}), "clevertap": fast_clevertap(emulator)},
-    )
-    assert result.success
 
 
 def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(tmp_path, make_emulator):
