@@ -86,12 +86,6 @@ _SPOOL_TYPES = {
 """The batch file's types; JSON is text in Parquet, and each destination parses it."""
 
 
-def _renamed_keys(
-    column_keys: Mapping[str, Sequence[str]], names: Mapping[str, str]
-) -> dict[str, Sequence[str]]:
-    return {names.get(column, column): path for column, path in column_keys.items()}
-
-
 Signature = frozenset[tuple[str, Kind | None, str]]
 """A spooled file's columns (the table's name, its kind, the file's name for it): files alike
 are read in one scan."""
@@ -139,27 +133,26 @@ class EventBatch:
     def renamed(self, names: Mapping[str, str]) -> "EventBatch":
         """The batch with columns renamed (`names`: old to new, absent names stay); the file
         is rewritten in chunks, in place, only when a name of the file changes."""
-        if self.path is None:
-            return replace(self, column_keys=_renamed_keys(self.column_keys, names))
-        source = pq.ParquetFile(self.path)
-        old_names = source.schema_arrow.names
-        if all(names.get(name, name) == name for name in old_names):
-            source.close()
-            return replace(self, column_keys=_renamed_keys(self.column_keys, names))
-        renamed = self.path.with_name("renamed_" + self.path.name)
-        schema = pa.schema(
-            [field.with_name(names.get(field.name, field.name)) for field in source.schema_arrow]
-        )
-        with pq.ParquetWriter(renamed, schema, compression=BATCH_COMPRESSION) as writer:
-            for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
-                writer.write_batch(chunk.rename_columns(schema.names))
-        source.close()
-        renamed.replace(self.path)
-        return replace(
+        renamed = replace(
             self,
             json_columns=frozenset(names.get(name, name) for name in self.json_columns),
-            column_keys=_renamed_keys(self.column_keys, names),
+            column_keys={names.get(name, name): path for name, path in self.column_keys.items()},
         )
+        if self.path is None or all(names.get(n, n) == n for n in pq.read_schema(self.path).names):
+            return renamed
+        rewritten = self.path.with_name("renamed_" + self.path.name)
+        with pq.ParquetFile(self.path) as source:
+            schema = pa.schema(
+                [
+                    field.with_name(names.get(field.name, field.name))
+                    for field in source.schema_arrow
+                ]
+            )
+            with pq.ParquetWriter(rewritten, schema, compression=BATCH_COMPRESSION) as writer:
+                for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
+                    writer.write_batch(chunk.rename_columns(schema.names))
+        rewritten.replace(self.path)
+        return renamed
 
     def preview(self, rows: int = 5) -> pl.DataFrame:
         if self.path is None:

@@ -1,6 +1,6 @@
 """Which key path owns which column, stored with the tables: one state table per schema.
 
-`naming.ColumnNames` gives colliding keys (`CT Source`, `CT SOURCE`) the plain column in the
+`naming.ColumnNames` gives colliding keys (`CT Source`, `ct_source`) the plain column in the
 order a run first sees them, so that order must be remembered where the data is: a new
 Dagster instance, a restored backup or a second deployment writing the same warehouse would
 otherwise name a key afresh and put two properties' values into one column on different days.
@@ -10,8 +10,10 @@ first load to commit a column wins and a run that named a key otherwise moves it
 the stored names before writing. Every run reads the map before it names anything
 (`EventTableStats.column_keys`), so normally nothing needs to move.
 
-One SQL text for every destination; a destination gives the state table's qualified name,
-its text type, and a way to run a statement.
+One SQL text for every destination: the runs read it through `SqlEventTableStats`, a load
+through its `WindowLoad.stored_columns` and `store_columns`, which give the state table's
+qualified name, its text type and a way to run a statement (DuckDB's load does; the others
+keep the map in the Dagster instance for now, and find no state table).
 """
 
 from collections.abc import Callable, Mapping, Sequence
