@@ -33,8 +33,10 @@ STORE_COLUMNS = "INSERT INTO {state} (table_name, column_name, key_path) VALUES 
 
 
 def sql_text(value: str) -> str:
-    """A string literal for the statements above: table and column names are our own slugs,
-    key paths are JSON; quotes are doubled all the same."""
+    """Standard SQL's string literal, quotes doubled and backslashes plain, as DuckDB (and
+    Redshift with `standard_conforming_strings`) read it: key paths are any text CleverTap
+    carries. Snowflake and BigQuery read a backslash as an escape; a load of theirs that
+    stores the map needs its own literal or bound parameters."""
     return "'" + value.replace("'", "''") + "'"
 
 
