@@ -132,10 +132,11 @@ class ColumnNames:
     `CT Source`, `ct_source` and `ct-source` all read `ct_source` as SQL names, yet they are
     three properties with three values. The first path seen for a name gets the plain name;
     every other path whose plain name is taken gets `<name>_<8 hex of SHA-256 of its path>`.
-    Which path came first is only stable if it is remembered: the assets load the record of
-    their previous materialization (`ColumnNames(record)`) and publish the updated one, so
-    a key keeps its column across pages, runs and days. Shared by the spool threads of a run
-    (pages parsed in worker processes are named there, see `normalise.column_names`).
+    Which path came first is only stable if it is remembered: every run starts from the
+    record stored with the tables (`destinations.column_map`, `ColumnNames(record)`), and
+    each load stores the columns it introduces, so a key keeps its column across pages, runs,
+    days and Dagster instances. Shared by the spool threads of a run (pages parsed in worker
+    processes are named there, see `normalise.column_names`).
     """
 
     def __init__(self, record: Mapping[str, Sequence[str]] | None = None) -> None:
@@ -162,6 +163,31 @@ class ColumnNames:
         """Column name to the key path it holds, for the asset's metadata."""
         with self._lock:
             return {column: list(path) for path, column in sorted(self._by_path.items())}
+
+
+def merged_records(
+    first: Mapping[str, Sequence[str]], then: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """`first`'s columns, and those of `then` whose name and key path `first` leaves free:
+    where the two disagree about a key or a column, `first` wins."""
+    paths = {tuple(path) for path in first.values()}
+    kept = {
+        column: list(path)
+        for column, path in then.items()
+        if column not in first and tuple(path) not in paths
+    }
+    return {**kept, **{column: list(path) for column, path in first.items()}}
+
+
+def agreed_names(
+    stored: Mapping[str, Sequence[str]], batch: Mapping[str, Sequence[str]]
+) -> dict[str, str]:
+    """Each of a batch's columns (its record, `batch`) to the column its key path owns in the
+    table (`stored`): a run that named a key before another load committed a different
+    column for it, or took a name that load gave another key, moves to the stored names; a
+    key the table does not know yet keeps the run's name unless that name is taken."""
+    names = ColumnNames(merged_records(stored, batch))
+    return {column: names.column_for(path) for column, path in batch.items()}
 
 
 def _path_digest(path: tuple[str, ...]) -> str:

@@ -53,7 +53,9 @@ def execute(
 def tick(definitions: Definitions, instance: DagsterInstance, timezone: str) -> list[RunRequest]:
     schedule = definitions.resolve_schedule_def("ingestion_schedule")
     now = datetime.now(ZoneInfo(timezone))
-    with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
+    with build_schedule_context(
+        instance=instance, scheduled_execution_time=now, resources=definitions.resources
+    ) as context:
         return list(schedule.evaluate_tick(context).run_requests or [])
 
 

@@ -1,5 +1,6 @@
 """Identifiers each destination stores exactly as given (`naming.destination_column`,
-`naming.fitted_identifier`)."""
+`naming.fitted_identifier`), and a run's column names agreed with the stored map
+(`naming.agreed_names`)."""
 
 import pytest
 
@@ -9,6 +10,8 @@ from clevertap_assets.naming import (
     REDSHIFT_COLUMNS,
     SNOWFLAKE_COLUMNS,
     SNOWFLAKE_IDENTIFIER_BYTES,
+    ColumnNames,
+    agreed_names,
     destination_column,
     fitted_identifier,
 )
@@ -66,3 +69,21 @@ def test_a_name_with_a_suffix_fits_the_limit_and_stays_distinct(limit, suffix):
     assert fitted != fitted_identifier(second, limit, suffix)
     accented = "é" * limit
     assert len(fitted_identifier(accented, limit, suffix).encode()) <= limit
+
+
+def test_a_batch_named_apart_from_the_stored_map_moves_to_the_stored_columns():
+    """A run saw `@ct_source` first while another load committed `CT Source` to the plain
+    column: each key goes where the table keeps it, a key new to the table keeps the run's
+    name, and no two keys share a column."""
+    stored = {"event_props__ct_source": ["event_props", "CT Source"]}
+    run = ColumnNames()
+    for path in (("event_props", "@ct_source"), ("event_props", "CT Source"), ("ts",)):
+        run.column_for(path)
+    agreed = agreed_names(stored, run.record())
+    table = ColumnNames(stored)
+    assert agreed == {
+        "event_props__ct_source": table.column_for(("event_props", "@ct_source")),
+        run.column_for(("event_props", "CT Source")): "event_props__ct_source",
+        "ts": "ts",
+    }
+    assert agreed["event_props__ct_source"].startswith("event_props__ct_source_")

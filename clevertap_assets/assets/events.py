@@ -12,6 +12,7 @@ for one chunk at most.
 
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 
 from dagster import (
@@ -55,7 +56,7 @@ from clevertap_assets.keys import (
     clevertap_pool,
 )
 from clevertap_assets.liveness import account_lease, heartbeat
-from clevertap_assets.naming import ColumnNames
+from clevertap_assets.naming import ColumnNames, merged_records
 from clevertap_assets.run_tags import tag_own_run
 from clevertap_assets.settings import PipelineSettings, base_url_for
 from clevertap_assets.source.client import CleverTapResource
@@ -118,7 +119,8 @@ def build_event_assets(
             ReconciliationCounts(context, settings, events, clevertap) as counts,
         ):
             if selected:
-                for event, read in _read(context, clevertap, settings, selected):
+                reads = _read(context, clevertap, warehouse_stats, settings, selected)
+                for event, read in reads:
                     if read.refused:
                         yield _refusal(context, clevertap, event)
                     elif read.error is not None:
@@ -142,6 +144,7 @@ def build_event_assets(
 def _read(
     context: AssetExecutionContext,
     clevertap: CleverTapResource,
+    warehouse_stats: EventTableStats,
     settings: PipelineSettings,
     events: Sequence[EventAsset],
 ) -> Iterator[tuple[EventAsset, EventRead]]:
@@ -156,7 +159,7 @@ def _read(
             settings.normalise_options(event.name),
             first_day,
             last_day,
-            recorded_column_names(context, event.key),
+            known_column_names(context, warehouse_stats, settings, event.table, event.key),
             settings.app_fields,
         )
         for event in events
@@ -205,7 +208,8 @@ def _output(
             partition_key=day.isoformat(),
         )
     _warn_skipped(context, settings, event.name, read.spool)
-    return Output(batch, output_name=event.slug)
+    column_keys = read.window.names.record()
+    return Output(replace(batch, column_keys=column_keys), output_name=event.slug)
 
 
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -218,18 +222,32 @@ COLUMN_KEYS = "column_keys"
 """Output metadata: every data column and the property key path it holds (see ColumnNames)."""
 
 
-def recorded_column_names(context: AssetExecutionContext, key: AssetKey) -> ColumnNames:
-    """The columns the asset's keys were given so far, from its latest materialization that
-    loaded data (a refusal's records none)."""
+def known_column_names(
+    context: AssetExecutionContext,
+    warehouse_stats: EventTableStats,
+    settings: PipelineSettings,
+    table: str,
+    key: AssetKey,
+) -> ColumnNames:
+    """The columns the table's keys own, as stored with the tables; the instance's record
+    fills in for a table loaded before the map was stored there, and the first load stores
+    it."""
+    stored = warehouse_stats.column_keys(settings.warehouse_schema, table)
+    return ColumnNames(merged_records(stored, recorded_column_keys(context, key)))
+
+
+def recorded_column_keys(context: AssetExecutionContext, key: AssetKey) -> dict[str, list[str]]:
+    """The columns the asset's keys were given, from its latest materialization that loaded
+    data (a refusal's records none)."""
     cursor = None
     while True:
         found = context.instance.fetch_materializations(key, limit=100, cursor=cursor)
         for record in found.records:
             recorded = record.asset_materialization.metadata.get(COLUMN_KEYS)
             if isinstance(recorded, JsonMetadataValue):
-                return ColumnNames(recorded.value)
+                return recorded.value
         if not found.has_more:
-            return ColumnNames(None)
+            return {}
         cursor = found.cursor
 
 

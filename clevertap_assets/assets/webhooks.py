@@ -39,12 +39,14 @@ from dagster import (
     DynamicPartitionsDefinition,
     MetadataValue,
     Output,
+    ResourceParam,
     asset,
 )
 
-from clevertap_assets.assets.events import COLUMN_KEYS, recorded_column_names
+from clevertap_assets.assets.events import COLUMN_KEYS, known_column_names
 from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.batch.spool import EventBatch, EventSpool
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER
 from clevertap_assets.liveness import heartbeat
 from clevertap_assets.naming import WEBHOOK_TABLE, ColumnNames, table_name
@@ -126,7 +128,9 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
         },
     )
     def webhook_events(
-        context: AssetExecutionContext, webhook_inbox: WebhookInboxResource
+        context: AssetExecutionContext,
+        webhook_inbox: WebhookInboxResource,
+        warehouse_stats: ResourceParam[EventTableStats],
     ) -> Iterator[Output[EventBatch]]:
         """The heartbeat lasts until the IO manager has written the range (the generator
         is suspended at the yield while it writes)."""
@@ -135,10 +139,10 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
             entries, redeliveries = read_range(
                 webhook_inbox.open(), first_id, last_id, settings.redelivery_window
             )
-            names = recorded_column_names(context, key)
+            names = known_column_names(context, warehouse_stats, settings, table, key)
             batch, records = _load_batch(settings, context.partition_key, entries, names)
             yield Output(
-                batch,
+                replace(batch, column_keys=names.record()),
                 metadata={
                     "payloads": len(entries),
                     "redeliveries_dropped": redeliveries,

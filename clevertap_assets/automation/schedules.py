@@ -25,6 +25,7 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     DefaultScheduleStatus,
+    ResourceParam,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -38,6 +39,7 @@ from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.refusals import latest_refusal, refused_days, source_digest
 from clevertap_assets.automation.runs import assets_in_progress, range_run_request
 from clevertap_assets.days import days_between
+from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.liveness import PRIORITY_TAG
 from clevertap_assets.settings import PipelineSettings, missing_credentials
 
@@ -76,19 +78,25 @@ def contiguous_ranges(days: Iterable[date]) -> Iterator[tuple[date, date]]:
 
 def days_to_load(
     instance: DagsterInstance,
+    warehouse_stats: EventTableStats,
     settings: PipelineSettings,
     partitions_def: TimeWindowPartitionsDefinition,
-    key: AssetKey,
+    event: EventAsset,
     today: date,
     source: str,
 ) -> set[date]:
     """Today, the lookback days, and every never-loaded day of the history window.
+
+    A day is loaded if the instance has its materialization or, failing that, the table has
+    rows on it (`loaded_in_warehouse`): a wiped instance, a restored backup or a second
+    deployment does not load the history again.
 
     An event CleverTap refused to export gets nothing while the refusal holds (see
     `refusals`), then today alone as a probe: its history cannot load while refused, and
     asking for it every tick would cost a run each time. Once a day loads, the days recorded
     as refused count as never loaded.
     """
+    key = event.key
     refusal = latest_refusal(instance, key)
     if refusal is not None:
         now = datetime.now(UTC)
@@ -100,15 +108,35 @@ def days_to_load(
     recent_start = max(window_start, today - timedelta(days=settings.lookback_days))
     days = set(days_between(recent_start, today))
     materialized = instance.get_materialized_partitions(key)
-    older = [d.isoformat() for d in days_between(window_start, recent_start - timedelta(days=1))]
+    older_days = list(days_between(window_start, recent_start - timedelta(days=1)))
+    older = [d.isoformat() for d in older_days]
     loaded = set(materialized) - refused_days(
         instance, key, [day for day in older if day in materialized]
     )
-    return days | {d for d in days_between(window_start, today) if d.isoformat() not in loaded}
+    missing = {d for d in older_days if d.isoformat() not in loaded}
+    if missing:
+        missing -= loaded_in_warehouse(warehouse_stats, settings, event, min(missing), max(missing))
+    return days | missing
+
+
+def loaded_in_warehouse(
+    warehouse_stats: EventTableStats,
+    settings: PipelineSettings,
+    event: EventAsset,
+    first_day: date,
+    last_day: date,
+) -> set[date]:
+    """Days with rows in the event's table: loaded by some run this instance does not know.
+    A day that loaded empty has no rows and is asked for again, which costs one request."""
+    counts = warehouse_stats.daily_row_counts(
+        settings.warehouse_schema, event.table, first_day, last_day
+    )
+    return {day for day, rows in counts.items() if rows}
 
 
 def ingestion_run_requests(
     instance: DagsterInstance,
+    warehouse_stats: EventTableStats,
     settings: PipelineSettings,
     reader: AssetsDefinition,
     events: Sequence[EventAsset],
@@ -127,7 +155,9 @@ def ingestion_run_requests(
     for event in events:
         if event.key in busy:
             continue
-        days = days_to_load(instance, settings, partitions_def, event.key, today, source)
+        days = days_to_load(
+            instance, warehouse_stats, settings, partitions_def, event, today, source
+        )
         for days_range in contiguous_ranges(days):
             by_range.setdefault(days_range, []).append(event.key)
     return [
@@ -181,12 +211,16 @@ def build_ingestion_schedule(
             f"{settings.history_days} never loaded."
         ),
     )
-    def ingestion_schedule(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+    def ingestion_schedule(
+        context: ScheduleEvaluationContext, warehouse_stats: ResourceParam[EventTableStats]
+    ) -> list[RunRequest] | SkipReason:
         if missing := missing_credentials():
             return SkipReason(f"{missing} (see .env.example)")
         now = context.scheduled_execution_time or datetime.now(ZoneInfo(settings.timezone))
         source = source_digest(os.environ["CLEVERTAP_ACCOUNT_ID"].strip(), settings.base_url)
-        requests = ingestion_run_requests(context.instance, settings, reader, events, now, source)
+        requests = ingestion_run_requests(
+            context.instance, warehouse_stats, settings, reader, events, now, source
+        )
         refused = refused_events(context.instance, events, source)
         note = f"not requested, CleverTap refuses to export them: {', '.join(refused)}"
         if refused:

@@ -23,10 +23,10 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -107,6 +107,9 @@ class EventBatch:
     largest_row_bytes: int = 0
     """The largest row's size (see `normalise.PageCounts`), which a database loading the batch
     must hold at once."""
+    column_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Each property column and the key path it holds (`naming.ColumnNames.record`), which a
+    load stores with the table and reconciles with what is stored there."""
 
     def columns(self) -> dict[str, Kind]:
         """Column name to kind, in file order; empty for a window without rows."""
@@ -125,6 +128,30 @@ class EventBatch:
         """Remove the batch's files once a destination has committed them (or given up)."""
         if self.path is not None:
             remove_spool_folder(self.path.parent)
+
+    def renamed(self, names: Mapping[str, str]) -> "EventBatch":
+        """The batch with columns renamed (`names`: old to new, absent names stay); the file
+        is rewritten in chunks, in place, only when a name of the file changes."""
+        renamed = replace(
+            self,
+            json_columns=frozenset(names.get(name, name) for name in self.json_columns),
+            column_keys={names.get(name, name): path for name, path in self.column_keys.items()},
+        )
+        if self.path is None or all(names.get(n, n) == n for n in pq.read_schema(self.path).names):
+            return renamed
+        rewritten = self.path.with_name("renamed_" + self.path.name)
+        with pq.ParquetFile(self.path) as source:
+            schema = pa.schema(
+                [
+                    field.with_name(names.get(field.name, field.name))
+                    for field in source.schema_arrow
+                ]
+            )
+            with pq.ParquetWriter(rewritten, schema, compression=BATCH_COMPRESSION) as writer:
+                for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
+                    writer.write_batch(chunk.rename_columns(schema.names))
+        rewritten.replace(self.path)
+        return renamed
 
     def preview(self, rows: int = 5) -> pl.DataFrame:
         if self.path is None:

@@ -12,6 +12,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from clevertap_assets.days import days_between
+from clevertap_assets.destinations.column_map import (
+    COLUMN_MAP_TABLE,
+    column_map,
+    stored_columns_sql,
+)
 
 DAILY_ROWS = (
     "SELECT CAST(event_time AS DATE) AS day, count(*) AS n FROM {table} "
@@ -43,6 +48,11 @@ class EventTableStats(ABC):
         """Rows beyond the first for each `_record_id` between two local days, inclusive; 0
         when those days are exactly-once."""
 
+    @abstractmethod
+    def column_keys(self, schema: str, table: str) -> dict[str, list[str]]:
+        """The table's columns and the key paths they hold, as stored with the tables
+        (`destinations.column_map`); empty before the table's first load."""
+
 
 class SqlEventTableStats(EventTableStats):
     """Both answers from the shared SQL above, through a destination's hooks."""
@@ -73,6 +83,13 @@ class SqlEventTableStats(EventTableStats):
     def duplicate_record_ids(self, schema: str, table: str, first_day: date, last_day: date) -> int:
         rows = self._ask_over_days(DUPLICATE_RECORD_IDS, schema, table, first_day, last_day)
         return int(rows[0][0]) if rows else 0
+
+    def column_keys(self, schema: str, table: str) -> dict[str, list[str]]:
+        with self.open_session() as session:
+            state = self.table_reference(session, schema, COLUMN_MAP_TABLE)
+            if state is None:
+                return {}
+            return column_map(self.fetch(session, stored_columns_sql(state, table), {}))
 
     def _ask_over_days(
         self, sql: str, schema: str, table: str, first_day: date, last_day: date

@@ -10,7 +10,10 @@ fixed inside `DbIOManager`, so it is not used: every client's `delete_table_slic
 nothing (`HandlerReplacesWindow`), and every type handler, for event batches and DataFrames
 alike, calls `replace_window`, which runs one destination's `WindowLoad` steps in this order:
 
-0. `begin`: work on the batch that needs no hold on the table (Redshift's S3 upload), so
+0. `stored_columns`, `store_columns`: the batch moved to the columns stored for its keys,
+   and the columns it introduces stored (`destinations.column_map`), where a destination
+   keeps that map; the hold that makes a window's replacement exactly-once makes the first
+   load to commit a column its owner. Then `begin`: work on the batch that needs no hold on the table (Redshift's S3 upload), so
    a load that locks its table in `existing` holds the lock only for the statements below.
 1. `existing`, then `prepare`: create or evolve the table. Additive only (new columns, wider
    types), so the previous rows stay readable if the run stops here, on warehouses where DDL
@@ -24,7 +27,7 @@ alike, calls `replace_window`, which runs one destination's `WindowLoad` steps i
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
 import pyarrow as pa
@@ -40,6 +43,7 @@ from clevertap_assets.destinations.common import (
     load_metadata,
     plan_schema_change,
 )
+from clevertap_assets.naming import agreed_names
 
 Staged = TypeVar("Staged")
 
@@ -55,6 +59,15 @@ class WindowLoad(ABC, Generic[Staged]):
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
         """The batch's columns as the table will name them."""
         return batch.columns()
+
+    def stored_columns(self, table_slice: TableSlice) -> dict[str, list[str]] | None:
+        """The schema's stored column map for the table (`destinations.column_map`), read
+        within the load's hold on the table, the state table made if missing; None where
+        this destination keeps no map with its tables."""
+        return None
+
+    def store_columns(self, table_slice: TableSlice, added: Mapping[str, Sequence[str]]) -> None:
+        """Add the columns this load introduces to the stored map, in the load's transaction."""
 
     def begin(
         self, table_slice: TableSlice, batch: EventBatch, incoming: Mapping[str, Kind]
@@ -98,7 +111,7 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
     """Replace the window's rows with the batch's; the materialization's load metadata. The
     batch's files stay: a destination may run the load again (Redshift retries one that met
     a concurrent load), and `NamedTableDbIOManager` removes them once the output is handled."""
-    batch = load.named(batch)
+    batch = load.named(agreed_columns(load, table_slice, batch))
     incoming = load.incoming(batch)
     load.begin(table_slice, batch, incoming)
     existing = load.existing(table_slice)
@@ -115,6 +128,18 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
         **load.metadata(),
         ROW_COUNT: load.row_count(table_slice),
     }
+
+
+def agreed_columns(load: WindowLoad, table_slice: TableSlice, batch: EventBatch) -> EventBatch:
+    """The batch renamed to the columns stored for its keys (`naming.agreed_names`), the
+    columns it introduces stored: the first load to commit a column keeps it."""
+    stored = load.stored_columns(table_slice)
+    if stored is None or not batch.column_keys:
+        return batch
+    agreed = batch.renamed(agreed_names(stored, batch.column_keys))
+    added = {column: path for column, path in agreed.column_keys.items() if column not in stored}
+    load.store_columns(table_slice, added)
+    return agreed
 
 
 def batch_targets(table: Mapping[str, Kind], incoming: Mapping[str, Kind]) -> dict[str, Kind]:

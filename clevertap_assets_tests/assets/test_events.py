@@ -19,6 +19,7 @@ from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.naming import event_slugs
 from clevertap_assets_tests.harness import (
@@ -241,7 +242,7 @@ def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(tmp_pa
     tables = {
         name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
     }
-    assert tables == {"ct_app_launched", "ct_x_drop_table_y"}
+    assert tables == {"ct_app_launched", "ct_x_drop_table_y", COLUMN_MAP_TABLE}
     assert daily_rows(pipeline, "ct_x_drop_table_y") == pipeline.truth(hostile, first, last)
     (name,) = query(pipeline, 'SELECT DISTINCT event_name FROM "clevertap"."ct_x_drop_table_y"')[0]
     assert name == hostile
@@ -387,7 +388,7 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
     tables = {
         name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")
     }
-    assert tables == {"app_launched"}
+    assert tables == {"app_launched", COLUMN_MAP_TABLE}
     refused = [
         m
         for m in result.asset_materializations_for_node("clevertap_events")
@@ -397,6 +398,21 @@ def test_non_exportable_event_is_skipped_and_the_others_load(tmp_path, make_emul
         ("notification_sent", first.isoformat())
     ]
     assert refused[0].metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
+
+
+def load_range(pipeline, emulator, instance, first: date, last: date) -> None:
+    """One range run of the pipeline's definitions on `instance`."""
+    definitions = build_definitions(pipeline.settings)
+    result = materialize(
+        definitions.assets or [],
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+        },
+        instance=instance,
+        resources={**(definitions.resources or {}), "clevertap": fast_clevertap(emulator)},
+    )
+    assert result.success
 
 
 def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, make_emulator):
@@ -409,20 +425,10 @@ def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, ma
         extra_event_props_from=today - timedelta(days=1),
     )
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
-    definitions = build_definitions(pipeline.settings)
     key = AssetKey(["clevertap", "charged"])
     with instance_for_test() as instance:
         for first, last in ((today - timedelta(days=3), today), (today, today)):
-            result = materialize(
-                definitions.assets or [],
-                tags={
-                    ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-                    ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
-                },
-                instance=instance,
-                resources={**(definitions.resources or {}), "clevertap": fast_clevertap(emulator)},
-            )
-            assert result.success
+            load_range(pipeline, emulator, instance, first, last)
         latest = instance.get_latest_materialization_event(key).asset_materialization
         recorded = latest.metadata["column_keys"].value
     by_key = {tuple(path): column for column, path in recorded.items()}
@@ -443,6 +449,43 @@ def test_colliding_property_keys_each_keep_their_values_across_runs(tmp_path, ma
     assert daily_rows(pipeline, "charged") == pipeline.truth(
         "Charged", today - timedelta(days=3), today
     )
+
+
+def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(tmp_path, make_emulator):
+    """`CT Source` alone first; after the instance is wiped, a run whose first-seen spelling
+    is `@ct_source` (it sorts first on the day both appear) still finds `CT Source` in the
+    plain column and puts `@ct_source` beside it: the map is kept with the tables."""
+    today = local_today("UTC")
+    emulator = make_emulator(
+        events=["Charged"], extra_event_props={"@ct_source": "at"}, extra_event_props_from=today
+    )
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    first = today - timedelta(days=2)
+    with instance_for_test() as instance:
+        load_range(pipeline, emulator, instance, first, today - timedelta(days=1))
+    with instance_for_test() as wiped:
+        load_range(pipeline, emulator, wiped, today, today)
+    plain = "event_props__ct_source"
+    (at,) = [name for name in columns(pipeline, "charged") if name.startswith(plain + "_")]
+    values = query(
+        pipeline,
+        f"SELECT CAST(event_time AS DATE) = current_date, {plain}, {at}, count(*) "
+        "FROM clevertap.charged GROUP BY ALL",
+    )
+    assert {late for late, *_ in values} == {True, False}
+    for late, source, at_value, _ in values:
+        assert source in ("Mobile", "API", "Web")
+        assert at_value == ("at" if late else None)
+    stored = query(
+        pipeline,
+        "SELECT column_name, key_path FROM clevertap._clevertap_columns "
+        f"WHERE table_name = 'charged' AND column_name IN ('{plain}', '{at}')",
+    )
+    assert {column: orjson.loads(path) for column, path in stored} == {
+        plain: ["event_props", "CT Source"],
+        at: ["event_props", "@ct_source"],
+    }
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, today)
 
 
 def test_unreadable_counts_make_the_reconciliation_a_warning_not_a_failed_load(

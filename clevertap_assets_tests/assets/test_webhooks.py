@@ -28,6 +28,7 @@ from clevertap_assets.assets.webhooks import (
 from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.definitions import build_webhook_definitions
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
+from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
 from clevertap_assets.webhooks.inbox import WebhookInbox
 from clevertap_assets.webhooks.receiver import MAX_BODY_BYTES, WebhookAuth
 from clevertap_assets_tests.daemon import apply_partition_requests
@@ -75,7 +76,12 @@ def pipeline_with_inbox(tmp_path, emulator, **settings):
     warehouse = DuckDBEventIOManager(database=pipeline.settings.duckdb_path)
     definitions = Definitions.merge(
         build_webhook_definitions(pipeline.settings, tmp_path / "inbox.sqlite3"),
-        Definitions(resources={"warehouse_io_manager": warehouse}),
+        Definitions(
+            resources={
+                "warehouse_io_manager": warehouse,
+                "warehouse_stats": DuckDBEventStats(database=pipeline.settings.duckdb_path),
+            }
+        ),
     )
     with instance_for_test() as instance:
         yield pipeline, definitions, instance

@@ -23,6 +23,7 @@ from clevertap_assets.automation.schedules import cron_for_interval
 from clevertap_assets.connection_check import check_connection
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
+from clevertap_assets.keys import WAREHOUSE_STATS
 from clevertap_assets.settings import INGESTION_FREQUENCIES, SettingsError
 from clevertap_assets_tests.daemon import execute, run_range, tick
 from clevertap_assets_tests.harness import daily_rows, make_pipeline
@@ -91,6 +92,7 @@ def test_a_refused_frequency_stops_the_definitions_and_the_connection_check(tmp_
 
 
 def test_first_tick_loads_the_history_window_then_today_and_the_lookback(tmp_path, emulator):
+    """Also on a new instance: the history is in the warehouse, where the tick finds it."""
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"], history_days=5)
     definitions = build_definitions(pipeline.settings)
     today = local_today(pipeline.settings.timezone)
@@ -105,6 +107,9 @@ def test_first_tick_loads_the_history_window_then_today_and_the_lookback(tmp_pat
         (next_tick,) = tick(definitions, instance, pipeline.settings.timezone)
         yesterday = today - timedelta(days=1)
         assert run_range(next_tick) == ({key}, yesterday.isoformat(), today.isoformat())
+    with instance_for_test() as wiped:
+        (after_wipe,) = tick(definitions, wiped, pipeline.settings.timezone)
+    assert run_range(after_wipe) == ({key}, yesterday.isoformat(), today.isoformat())
 
 
 def test_a_start_date_before_the_history_window_stays_for_manual_backfills(tmp_path, emulator):
@@ -201,7 +206,9 @@ def test_an_event_clevertap_refuses_is_not_requested_again_until_its_account_cha
         assert refusal.metadata[refusals.REFUSED].value == refusals.REFUSAL_TEXT
 
         now = datetime.now(ZoneInfo("UTC"))
-        with build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
+        with build_schedule_context(
+            instance=instance, scheduled_execution_time=now, resources=definitions.resources
+        ) as context:
             later = schedule.evaluate_tick(context)
         assert later.run_requests == []
         assert later.skip_message.startswith(
@@ -264,7 +271,10 @@ def test_without_credentials_a_tick_skips_naming_them(tmp_path, emulator, monkey
     definitions = build_definitions(make_pipeline(tmp_path, emulator).settings)
     with instance_for_test() as instance:
         schedule = definitions.resolve_schedule_def("ingestion_schedule")
-        with build_schedule_context(instance=instance) as context:
+        with build_schedule_context(
+            instance=instance,
+            resources={WAREHOUSE_STATS: (definitions.resources or {})[WAREHOUSE_STATS]},
+        ) as context:
             result = schedule.evaluate_tick(context)
     assert result.run_requests == []
     assert result.skip_message == (

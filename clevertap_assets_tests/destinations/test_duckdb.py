@@ -14,6 +14,7 @@ from dagster import AssetIn, AssetKey, asset, materialize
 
 from clevertap_assets.assets.partitions import daily_partitions
 from clevertap_assets.definitions import build_definitions
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.destinations.duckdb.client import CONNECTION_CONFIG
 from clevertap_assets.destinations.duckdb.io_manager import DuckDBEventIOManager
 from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
@@ -146,7 +147,7 @@ def test_a_table_prefix_changed_only_in_case_keeps_loading_the_same_table(tmp_pa
         tables = connection.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'clevertap'"
         ).fetchall()
-    assert tables == [("ho_charged",)]
+    assert set(tables) == {("ho_charged",), (COLUMN_MAP_TABLE,)}
     assert daily_rows(upper, "HO_charged") == upper.truth("Charged", first, last)
 
 

@@ -1,4 +1,5 @@
-"""DuckDB's file lock across runs: no run fails on it.
+"""DuckDB's file lock across runs: no run fails on it, and overlapping loads agree on the
+columns of colliding keys.
 
 DuckDB allows one writing process per file, or many reading ones
 (https://duckdb.org/docs/stable/connect/concurrency). Each run is a process of its own (a
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import pytest
@@ -31,9 +32,11 @@ from dagster import (
 )
 from dagster._core.instance.ref import InstanceRef
 
+from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
 from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
+from clevertap_assets.emulator.server import InFlightGate
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import load_settings
 from clevertap_assets_tests.harness import Pipeline, daily_rows, recent_days, write_events_csv
@@ -66,6 +69,10 @@ def _job(name: str, selection: AssetSelection) -> JobDefinition:
 
 @pytest.fixture
 def pipeline(tmp_path, emulator, monkeypatch) -> Pipeline:
+    return pipeline_in_environment(tmp_path, emulator, monkeypatch)
+
+
+def pipeline_in_environment(tmp_path, emulator, monkeypatch) -> Pipeline:
     """Settings in the environment, so the executor's step processes build the same ones."""
     monkeypatch.setattr("clevertap_assets.settings.load_dotenv", lambda **_: False)
     environment = {
@@ -200,6 +207,59 @@ def test_a_load_and_its_checks_run_green_beside_another_runs_checks(pipeline):
     assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
     stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
     assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
+
+
+def test_overlapping_runs_seeing_colliding_keys_in_either_order_keep_each_in_its_column(
+    tmp_path, make_emulator, monkeypatch
+):
+    """Two runs at once on an empty pipeline: one sees only `CT Source`, the other first
+    `@ct_source` (it sorts first on the day both appear). The account's pool lets two readers
+    in and the emulator holds each run's first request until both are reading, so both name
+    the keys before either load commits; the first to commit owns the plain column and the
+    other moves its batch to the stored names, so each property's values stay in one column
+    of their own."""
+    today = local_today("UTC")
+    yesterday = today - timedelta(days=1)
+    gate = InFlightGate(count=2, timeout_seconds=120)
+    emulator = make_emulator(
+        events=["Charged"],
+        extra_event_props={"@ct_source": "at"},
+        extra_event_props_from=today,
+        gate=gate,
+    )  # one day a run: one cursor, whose requests follow one another
+    pipeline = pipeline_in_environment(tmp_path, emulator, monkeypatch)
+    two_readers = {"concurrency": {"pools": {"default_limit": 2}}}
+    with instance_for_test(overrides=two_readers) as instance, run_workers(2) as launcher:
+        runs = [
+            launcher.submit(run_in_processes, instance.get_ref(), day, day, True)
+            for day in (yesterday, today)
+        ]
+        outcomes = [run.result(timeout=240) for run in runs]
+    assert gate.filled
+    assert [outcome.failures for outcome in outcomes] == [{}, {}]
+    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+        names = [
+            name
+            for (name,) in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'charged' "
+                "AND starts_with(column_name, 'event_props__ct_source')"
+            ).fetchall()
+        ]
+        held = {
+            name: set(
+                connection.execute(
+                    f"SELECT DISTINCT CAST(event_time AS DATE) = current_date, {name} "
+                    "FROM clevertap.charged"
+                ).fetchall()
+            )
+            for name in names
+        }
+    (at_column,) = [name for name in names if (True, "at") in held[name]]
+    (source_column,) = [name for name in names if name != at_column]
+    assert held[at_column] == {(False, None), (True, "at")}
+    assert {value for _, value in held[source_column]} <= {"Mobile", "API", "Web"}
+    assert {late for late, _ in held[source_column]} == {False, True}
+    assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", yesterday, today)
 
 
 def test_a_reader_gives_up_after_its_wait_with_a_message_naming_the_file_and_holder(pipeline):

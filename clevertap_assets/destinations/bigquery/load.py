@@ -18,17 +18,14 @@ it anyway.
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster._core.storage.db_io_manager import TableSlice
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery
 
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.batch.spool import BATCH_COMPRESSION, LOAD_CHUNK_ROWS, EventBatch
+from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.bigquery.client import (
     column_kinds,
     existing_table,
@@ -193,22 +190,9 @@ def every_row(table: bigquery.Table) -> str:
 
 
 def with_bigquery_names(batch: EventBatch) -> EventBatch:
-    """The batch with column names BigQuery's Parquet loads take (`BIGQUERY_COLUMNS`): the
-    file is rewritten in chunks, in place, only when a name has to change."""
-    if batch.path is None:
-        return batch
-    source = pq.ParquetFile(batch.path)
-    names = {name: destination_column(name, BIGQUERY_COLUMNS) for name in source.schema_arrow.names}
-    if all(old == new for old, new in names.items()):
-        return batch
-    renamed = batch.path.with_name("bigquery_" + batch.path.name)
-    schema = pa.schema([field.with_name(names[field.name]) for field in source.schema_arrow])
-    with pq.ParquetWriter(renamed, schema, compression=BATCH_COMPRESSION) as writer:
-        for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
-            writer.write_batch(chunk.rename_columns(schema.names))
-    source.close()
-    renamed.replace(batch.path)
-    return replace(batch, json_columns=frozenset(names[name] for name in batch.json_columns))
+    """The batch with column names BigQuery's Parquet loads take (`BIGQUERY_COLUMNS`)."""
+    names = {name: destination_column(name, BIGQUERY_COLUMNS) for name in batch.columns()}
+    return batch.renamed(names)
 
 
 def _partition_column(table_slice: TableSlice, incoming: Mapping[str, Kind]) -> str | None:

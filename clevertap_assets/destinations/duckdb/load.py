@@ -4,13 +4,20 @@ DuckDB reads the batch's Parquet file itself (`INSERT ... BY NAME SELECT ... FRO
 read_parquet`), so a load is columnar and never passes rows through Python.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import duckdb
 from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.destinations.column_map import (
+    COLUMN_MAP_TABLE,
+    CREATE_COLUMN_MAP,
+    column_map,
+    store_columns,
+    stored_columns_sql,
+)
 from clevertap_assets.destinations.common import SchemaChange, window_where
 from clevertap_assets.destinations.duckdb.client import (
     DUCKDB_TYPES,
@@ -29,6 +36,19 @@ class DuckDBWindowLoad(WindowLoad[EventBatch]):
         self._connection = connection
         self._exists = False
         self._width = 0
+
+    def stored_columns(self, table_slice: TableSlice) -> dict[str, list[str]]:
+        """The file's one writer holds it for the whole load, so nothing changes the map
+        between this read and the commit."""
+        state = _column_map_name(table_slice)
+        self._connection.execute(CREATE_COLUMN_MAP.format(state=state, text="VARCHAR"))
+        sql = stored_columns_sql(state, table_slice.table)
+        return column_map(self._connection.execute(sql).fetchall())
+
+    def store_columns(self, table_slice: TableSlice, added: Mapping[str, Sequence[str]]) -> None:
+        store_columns(
+            self._connection.execute, _column_map_name(table_slice), table_slice.table, added
+        )
 
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
         columns = existing_columns(self._connection, table_slice)
@@ -88,3 +108,7 @@ class DuckDBWindowLoad(WindowLoad[EventBatch]):
             f"SELECT count(*) FROM {target_name(table_slice)}"
         ).fetchone()
         return rows
+
+
+def _column_map_name(table_slice: TableSlice) -> str:
+    return target_name(table_slice._replace(table=COLUMN_MAP_TABLE))
