@@ -36,7 +36,7 @@ from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.duckdb.lock import DuckDBLockTimeout
 from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
-from clevertap_assets.emulator.server import InFlightGate
+from clevertap_assets.emulator import InFlightGate
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import load_settings
 from clevertap_assets_tests.harness import Pipeline, daily_rows, recent_days, write_events_csv
