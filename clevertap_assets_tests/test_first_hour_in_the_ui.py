@@ -65,6 +65,7 @@ class FirstHour:
     work: Path
     url: str
     services: list[Service]
+    env: dict[str, str]
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
         response = httpx.post(
@@ -143,7 +144,7 @@ def first_hour(tmp_path: Path) -> Iterator[FirstHour]:
         ),
     ]
     try:
-        first_hour = FirstHour(work, f"http://127.0.0.1:{ui_port}", services)
+        first_hour = FirstHour(work, f"http://127.0.0.1:{ui_port}", services, env)
         first_hour.wait_until_serving()
         yield first_hour
     finally:
@@ -169,15 +170,16 @@ def _start(name: str, argv: list[str], env: dict[str, str], cwd: Path, logs: Pat
 @pytest.mark.timeout(1500)  # dagster dev, two runs' step processes and a browser, on 2 cores
 def test_materialize_a_range_and_execute_the_checks_from_the_ui(first_hour: FirstHour) -> None:
     assert CHROMIUM, "Debian's chromium is not installed (bin/test installs it)"
-    last = local_today("UTC")  # .env.example's CLEVERTAP_TIMEZONE
-    first = last - timedelta(days=DAYS - 1)
+    typed = _readme_range(first_hour)
+    first, last = (date.fromisoformat(day) for day in typed.split("..."))
+    assert (first, last) == (local_today("UTC") - timedelta(days=DAYS - 1), local_today("UTC"))
     shots = Path(tempfile.mkdtemp(prefix="clevertap-ui-"))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(UI_TIMEOUT_MS)
         try:
-            _materialize_range(page, first_hour.url, first, last)
+            _materialize_range(page, first_hour.url, typed)
             runs = first_hour.wait_for_runs(at_least=2)  # 14 days: two runs of 7
             assert set(runs.values()) == {"SUCCESS"}, runs
             check_run = _execute_all_checks(page, first_hour.url)
@@ -240,8 +242,22 @@ def test_materialize_a_range_and_execute_the_checks_from_the_ui(first_hour: Firs
     assert (after_first in weeks, after_both) == (True, sum(truth.values()))
 
 
-def _materialize_range(page: Page, url: str, first: date, last: date) -> None:
-    """The asset's page, "Materialize...", a custom range typed as `[first...last]`, and
+def _readme_range(first_hour: FirstHour) -> str:
+    """What the README has the user type: `clevertap-assets partition-range --days 14`, run
+    where `dagster dev` runs, reading the same `.env`."""
+    printed = subprocess.run(
+        [str(BIN / "clevertap-assets"), "partition-range", "--days", str(DAYS)],
+        cwd=first_hour.work,
+        env=first_hour.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return printed.stdout.strip()
+
+
+def _materialize_range(page: Page, url: str, typed: str) -> None:
+    """The asset's page, "Materialize...", the custom range typed as `[first...last]`, and
     "Launch backfill" (runs of at most 7 days: the assets' backfill policy)."""
     page.goto(f"{url}/assets/{'/'.join(ASSET_PATH)}")
     materialize = page.get_by_role("button", name="Materialize…")
@@ -250,7 +266,7 @@ def _materialize_range(page: Page, url: str, first: date, last: date) -> None:
     materialize.click()
     dialog = page.get_by_role("dialog")
     partitions = dialog.get_by_placeholder("No matching partitions")
-    partitions.fill(f"[{first}...{last}]")
+    partitions.fill(f"[{typed}]")
     partitions.press("Enter")
     dialog.get_by_text(f"{DAYS} partitions", exact=True).wait_for()
     dialog.get_by_role("button", name="Launch backfill").click()
