@@ -61,8 +61,9 @@ def event_check_specs(events: Sequence[EventAsset]) -> list[AssetCheckSpec]:
     ]
 
 
-def _loaded_full_days(instance: DagsterInstance, key: AssetKey, today: date) -> list[date]:
-    """The recent full days with a materialization: what a run of the checks alone compares."""
+def loaded_full_days(instance: DagsterInstance, key: AssetKey, today: date) -> list[date]:
+    """The recent full days with a materialization: what a run of the checks alone compares,
+    and what the reconciliation sensor asks for before it requests one."""
     loaded = instance.get_materialized_partitions(key)
     return [day for day in recent_full_days(today) if day.isoformat() in loaded]
 
@@ -92,7 +93,7 @@ class ReconciliationCounts:
             loaded = (
                 run_days
                 if event.key in context.selected_asset_keys
-                else _loaded_full_days(context.instance, event.key, self.today)
+                else loaded_full_days(context.instance, event.key, self.today)
             )
             self.days[event.key] = compared_days(self.today, settings.history_days, loaded)
         self._clevertap = clevertap

@@ -56,6 +56,7 @@ from clevertap_assets.keys import (
     clevertap_pool,
 )
 from clevertap_assets.liveness import account_lease, heartbeat
+from clevertap_assets.materializations import materialization_records
 from clevertap_assets.naming import ColumnNames, merged_records
 from clevertap_assets.run_tags import tag_own_run
 from clevertap_assets.settings import PipelineSettings, base_url_for
@@ -239,16 +240,11 @@ def known_column_names(
 def recorded_column_keys(context: AssetExecutionContext, key: AssetKey) -> dict[str, list[str]]:
     """The columns the asset's keys were given, from its latest materialization that loaded
     data (a refusal's records none)."""
-    cursor = None
-    while True:
-        found = context.instance.fetch_materializations(key, limit=100, cursor=cursor)
-        for record in found.records:
-            recorded = record.asset_materialization.metadata.get(COLUMN_KEYS)
-            if isinstance(recorded, JsonMetadataValue):
-                return recorded.value
-        if not found.has_more:
-            return {}
-        cursor = found.cursor
+    for record in materialization_records(context.instance, key, page_size=100):
+        recorded = record.asset_materialization.metadata.get(COLUMN_KEYS)
+        if isinstance(recorded, JsonMetadataValue):
+            return recorded.value
+    return {}
 
 
 def read_metadata(read: EventRead) -> dict[str, object]:

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
+from clevertap_assets.materializations import materialization_records
+
 REFUSED = "export_refused"
 """Materialization metadata key: why the day holds no data."""
 SOURCE = "clevertap_source"
@@ -68,19 +70,14 @@ def latest_refusal(instance: DagsterInstance, key: AssetKey) -> Refusal | None:
 
 def refused_days(instance: DagsterInstance, key: AssetKey, days: Sequence[str]) -> set[str]:
     """Those of `days` whose latest materialization is a refusal, not data."""
+    if not days:
+        return set()
     latest: dict[str, bool] = {}
-    cursor = None
-    while len(latest) < len(days):
-        result = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, asset_partitions=list(days)),
-            limit=1000,
-            cursor=cursor,
-        )
-        for record in result.records:  # newest first
-            materialization = record.asset_materialization
-            if materialization and materialization.partition not in latest:
-                latest[materialization.partition] = REFUSED in materialization.metadata
-        if not result.has_more:
-            break
-        cursor = result.cursor
+    records_filter = AssetRecordsFilter(asset_key=key, asset_partitions=list(days))
+    for record in materialization_records(instance, records_filter, page_size=1000):
+        materialization = record.asset_materialization
+        if materialization and materialization.partition not in latest:
+            latest[materialization.partition] = REFUSED in materialization.metadata
+            if len(latest) == len(days):
+                break
     return {day for day, refused in latest.items() if refused}

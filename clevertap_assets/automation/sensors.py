@@ -49,13 +49,12 @@ from dagster import (
     sensor,
 )
 
-from clevertap_assets.assets.checks import RECONCILIATION_CHECK
+from clevertap_assets.assets.checks import RECONCILIATION_CHECK, loaded_full_days
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.reconciliation import (
     GAPS,
     RECONCILED_DAYS,
     DayCounts,
-    recent_full_days,
 )
 from clevertap_assets.assets.refusals import latest_refusal
 from clevertap_assets.assets.webhooks import (
@@ -68,6 +67,7 @@ from clevertap_assets.automation.runs import in_progress_runs, range_run_request
 from clevertap_assets.days import local_today
 from clevertap_assets.keys import EVENT_TAG, PARTITION_NAME_TAG
 from clevertap_assets.liveness import PRIORITY_TAG
+from clevertap_assets.materializations import materialization_records
 from clevertap_assets.settings import PipelineSettings, missing_credentials
 from clevertap_assets.webhooks.inbox import WebhookInbox
 
@@ -132,8 +132,7 @@ def _is_comparable(instance: DagsterInstance, event: EventAsset, today: date) ->
     """A recent full day loaded, and no refusal in force (its days hold no data)."""
     if latest_refusal(instance, event.key) is not None:
         return False
-    loaded = instance.get_materialized_partitions(event.key)
-    return any(day.isoformat() in loaded for day in recent_full_days(today))
+    return bool(loaded_full_days(instance, event.key, today))
 
 
 def counting_request(
@@ -269,18 +268,12 @@ def materialized_ranges(
     tick's cost does not grow with every range ever loaded."""
     if not ranges:
         return set()
-    found: set[str] = set()
-    cursor = None
-    while True:
-        result = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, asset_partitions=list(ranges)),
-            limit=1000,
-            cursor=cursor,
-        )
-        found |= {record.partition_key for record in result.records if record.partition_key}
-        if not result.has_more:
-            return found
-        cursor = result.cursor
+    records_filter = AssetRecordsFilter(asset_key=key, asset_partitions=list(ranges))
+    return {
+        record.partition_key
+        for record in materialization_records(instance, records_filter, page_size=1000)
+        if record.partition_key
+    }
 
 
 def retired_ranges(
