@@ -42,7 +42,7 @@ CHROMIUM = shutil.which("chromium")
 EVENT, ASSET_PATH = "Charged", ("clevertap", "charged")
 DAYS = 14
 UI_TIMEOUT_MS = 240_000
-"""Generous: on a loaded 2-core machine the code location alone takes a minute to load."""
+"""Generous: on a loaded 2-core machine the code location alone is slow to load."""
 RUNS_SECONDS = 900.0
 
 RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"
