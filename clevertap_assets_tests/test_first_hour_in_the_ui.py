@@ -1,14 +1,12 @@
 """The README's first hour in the Dagster UI, in a real browser.
 
-What the README tells a new user to do on a laptop: `cp .env.example .env`, start
-`clevertap-assets emulator`, start `dagster dev`, then in the UI "Materialize..." a range of
-days of one event and "Execute all" on its checks. Here the same commands run in a copy of
-the repository's files (only the emulator's port differs from `.env.example`: tests never
-take fixed ports), and Debian's headless Chromium, driven by Playwright with
-`executable_path` (no browser download), clicks through the UI as a person would. The test
-fails if any run goes red, if a day's rows differ from the emulator's truth, or if a
-partition's metadata does not describe its own day. On failure, screenshots and the
-processes' logs are kept in a temporary folder named in the message.
+The README's laptop steps (`cp .env.example .env`, `clevertap-assets emulator`, `dagster dev`,
+then "Materialize..." a range of days of one event and "Execute all" on its checks) run in a
+copy of the repository's files, only the emulator's port differing from `.env.example`. Debian's
+headless Chromium, driven by Playwright (`executable_path`, no browser download), clicks as a
+person would. The test fails if a run goes red, a day's rows differ from the emulator's truth,
+or a partition's metadata does not describe its own day; screenshots and the processes' logs
+are kept in a temporary folder named in the message.
 """
 
 import contextlib
