@@ -1,16 +1,15 @@
 """Which runs are alive, and which run reads an account, kept in the Dagster instance alone.
 
-Process ids mean nothing across containers and pods, and a run killed with its worker
-(`kill -9`, the OOM killer, a lost node, a killed code server) never reports its end. So every
-run that reads CleverTap or loads webhooks beats a heartbeat into the instance while it works,
-and a started run silent for `silence_seconds()` is dead wherever it ran: it is marked failed
-and its pool slots are freed, so its work is requested again.
+Process ids mean nothing across containers, and a run killed with its worker (`kill -9`, the
+OOM killer, a lost node) never reports its end. So every run that reads CleverTap or loads
+webhooks beats a heartbeat into the instance, and a started run silent for `silence_seconds()`
+is dead wherever it ran: it is marked failed and its pool slots are freed, so its work is
+requested again.
 
-The account's reader is a slot of the account's pool claimed in the instance's concurrency
-table. Runs launched through the run queue only start when the pool has room (run-granularity
-pools), so their claim is immediate; a headless run (`dagster asset materialize`, `materialize`
-in Python) bypasses the queue and waits here, asleep, taking the slot of a holder that ended or
-went silent.
+The account's reader is a slot of the account's pool in the instance's concurrency table. Runs
+from the run queue start only when the pool has room (run-granularity pools), so their claim is
+immediate; a headless run (`dagster asset materialize`, `materialize` in Python) bypasses the
+queue and waits here, taking the slot of a holder that ended or went silent.
 """
 
 import os

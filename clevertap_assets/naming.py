@@ -1,8 +1,8 @@
 """Names that reach the warehouse: asset keys, table names and column names.
 
 Every identifier we create is derived here, so the rules (lower snake case, one `_` for any
-run of other characters, Hevo's `<prefix>_<table>`) live in one place and every destination
-agrees on them.
+run of other characters, `<prefix>_<table>`) live in one place and every destination agrees on
+them.
 """
 
 import hashlib
@@ -39,7 +39,7 @@ def column_name(key: str) -> str:
 
 
 def table_name(event_slug: str, table_prefix: str | None) -> str:
-    """Hevo's convention: the prefix is joined with an underscore the user does not type."""
+    """`<prefix>_<event slug>`: the table prefix gets an underscore the user does not type."""
     return f"{table_prefix}_{event_slug}" if table_prefix else event_slug
 
 

@@ -1,15 +1,14 @@
 """A production deployment under test: the processes `deploy/` describes, started for real.
 
-PostgreSQL holds the instance; every process has a disk of its own, as a container has (its
-own DAGSTER_HOME holding `deploy/dagster.yaml`, its own local compute log directory), and
-shares only what `deploy/docker-compose.yaml` shares: the code servers and the webserver mount
-one compute log directory, a pipeline's code server and receiver its folder. Each pipeline has its own `dagster code-server start` with its own environment (account,
-events, DuckDB file, webhook inbox) and its own webhook receiver; one `dagster-webserver` and
-one `dagster-daemon run` load `deploy/workspace.yaml`. The commands are those of
-`deploy/docker-compose.yaml` on 127.0.0.1 and free ports. Every process runs in its own
-process group and is killed, group and all (run workers included), when the deployment
-stops, also when a test fails. Waits poll a condition against a deadline and fail with the
-tail of every process's log, so a failure names the process that went wrong.
+The commands are those of `deploy/docker-compose.yaml`, on 127.0.0.1 and free ports: PostgreSQL
+holds the instance; each pipeline has its own `dagster code-server start` (its own account,
+events, DuckDB file and webhook inbox) and webhook receiver; one `dagster-webserver` and one
+`dagster-daemon run` load `deploy/workspace.yaml`. Every process has a disk of its own, as a
+container has (its DAGSTER_HOME with `deploy/dagster.yaml`, its compute log directory), and
+shares only what Compose shares: one compute log directory for the code servers and the
+webserver, a pipeline's folder for its code server and receiver. Each process runs in its own
+process group, killed whole (run workers included) when the deployment stops or a test fails.
+Waits poll against a deadline and fail with the tail of every process's log.
 """
 
 import json

@@ -124,8 +124,8 @@ def partition_metadata(result: ExecuteInProcessResult, event_slug: str) -> dict[
 def assert_partitions_describe_their_days(
     result: ExecuteInProcessResult, event_slug: str, truth: dict[date, int], table_name: str
 ) -> None:
-    """Issue 12: each day's materialization has that day's rows; the standard keys name the
-    table and its rows after the load (every day of the range loaded here)."""
+    """Each day's materialization has that day's rows; the standard keys name the table and
+    its rows after the load (every day of the range loaded here)."""
     by_day = partition_metadata(result, event_slug)
     assert set(by_day) == set(truth)
     assert {day: m["dagster/partition_row_count"] for day, m in by_day.items()} == truth

@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL server for tests: the stand-in for Redshift, and later for Dagster's
-Postgres run storage.
+"""A throwaway PostgreSQL server for tests: the stand-in for Redshift, and Dagster's instance
+storage in the deployment tests.
 
 The server runs from the machine's PostgreSQL binaries as an unprivileged OS user (initdb
 refuses root), in a temporary directory, on 127.0.0.1 and a free port, without fsync, and is
@@ -179,7 +179,7 @@ def _own(path: Path) -> None:
 
 
 def start_server(root: Path, bin_dir: Path) -> PostgresServer:
-    """initdb and start; about a second on a laptop with fsync off."""
+    """initdb and start, with fsync off."""
     _own(root)
     data, password_file = root / "data", root / "password"
     password = secrets.token_urlsafe(16)

@@ -61,7 +61,7 @@ query CapturedLogs($runId: ID!, $fileKey: String!) {
 # Schedules tick once a day at local midnight and nothing is loaded before the tests
 # request it, so the daemon runs only what a test asks for.
 QUIET = {"INGESTION_FREQUENCY": "24h", "CLEVERTAP_HISTORY_DAYS": "7"}
-# Seven processes, each run and step another one: a few minutes on a busy 2-core machine.
+# Seven processes, each run and step another one: slow on a busy 2-core machine.
 pytestmark = [pytest.mark.timeout(600), pytest.mark.topology]
 
 

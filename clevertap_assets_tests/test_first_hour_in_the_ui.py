@@ -1,14 +1,12 @@
 """The README's first hour in the Dagster UI, in a real browser.
 
-What the README tells a new user to do on a laptop: `cp .env.example .env`, start
-`clevertap-assets emulator`, start `dagster dev`, then in the UI "Materialize..." a range of
-days of one event and "Execute all" on its checks. Here the same commands run in a copy of
-the repository's files (only the emulator's port differs from `.env.example`: tests never
-take fixed ports), and Debian's headless Chromium, driven by Playwright with
-`executable_path` (no browser download), clicks through the UI as a person would. The test
-fails if any run goes red, if a day's rows differ from the emulator's truth, or if a
-partition's metadata does not describe its own day. On failure, screenshots and the
-processes' logs are kept in a temporary folder named in the message.
+The README's laptop steps (`cp .env.example .env`, `clevertap-assets emulator`, `dagster dev`,
+then "Materialize..." a range of days of one event and "Execute all" on its checks) run in a
+copy of the repository's files, only the emulator's port differing from `.env.example`. Debian's
+headless Chromium, driven by Playwright (`executable_path`, no browser download), clicks as a
+person would. The test fails if a run goes red, a day's rows differ from the emulator's truth,
+or a partition's metadata does not describe its own day; screenshots and the processes' logs
+are kept in a temporary folder named in the message.
 """
 
 import contextlib
@@ -42,7 +40,7 @@ CHROMIUM = shutil.which("chromium")
 EVENT, ASSET_PATH = "Charged", ("clevertap", "charged")
 DAYS = 14
 UI_TIMEOUT_MS = 240_000
-"""Generous: on a loaded 2-core machine the code location alone takes a minute to load."""
+"""Generous: on a loaded 2-core machine the code location alone is slow to load."""
 RUNS_SECONDS = 900.0
 
 RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"

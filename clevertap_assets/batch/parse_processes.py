@@ -1,16 +1,15 @@
 """Pages are parsed and normalised in worker processes, not on the asset's threads.
 
-Turning a page of JSON into columns is per-record Python and holds the GIL, so on threads
-one core's worth of it would bound the whole read, however many cursors wait on CleverTap. Each page's raw records go to a small pool of processes instead, which parse
-them and write the page's Parquet files into the run's spool folder; what comes back is only
-the files' description, their columns still named by key path, since the run's column names
-are shared state the asset applies (`normalise.column_names`).
+Turning a page of JSON into columns is per-record Python that holds the GIL, so on threads it
+would bound the whole read to one core. Each page's raw records go to a small pool of processes
+that write the page's Parquet files into the run's spool folder; only the files' description
+comes back, its columns named by key path (naming is the asset's shared state, see
+`normalise.column_names`).
 
-The workers import this module, polars and orjson only, not Dagster, and are forked from a `forkserver` (`parse_server`, which also keeps them from running
-the step's `__main__`): forking the step's own process, with Dagster's and polars' threads
-running, is what `fork` must not do. A worker exits when the process that started its pool
-is gone, even killed with SIGKILL (out of memory, a terminated run): the multiprocessing
-machinery alone leaves the workers and the forkserver waiting forever.
+The workers import this module, polars and orjson, not Dagster, and are forked from a
+`forkserver` (`parse_server`): forking the step's own process, with Dagster's and polars'
+threads running, is unsafe. A worker exits when the process that started its pool is gone, even
+killed with SIGKILL; multiprocessing alone would leave the workers and the forkserver waiting.
 """
 
 import gc
@@ -97,9 +96,8 @@ def parse_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
-    """Start the pool's workers now instead of with the first page: the first start (the
-    forkserver's imports, then a fork each) then overlaps the cursors' wait on CleverTap for
-    their first pages."""
+    """Start the pool's workers now, not with the first page, so their start (the forkserver's
+    imports, then a fork each) overlaps the cursors' wait on CleverTap for the first pages."""
     for _ in range(workers):
         pool.submit(os.getpid)
 
@@ -124,8 +122,8 @@ def parse_raw_page(
     """A page's JSON array of records, parsed once, as columns; records outside the window's
     local days are counted, with how far they lie from it (see `zone_check`), and dropped.
 
-    Runs in a worker, whose cyclic collector is off (`parse_pool`): a page is some 200,000
-    fresh, acyclic dicts and lists that the collector would re-scan many times over."""
+    Runs in a worker, whose cyclic collector is off (`parse_pool`): a page's many thousand
+    fresh, acyclic dicts and lists would only make the collector re-scan them."""
     try:
         records = load_records(raw)
     except ValueError as exc:

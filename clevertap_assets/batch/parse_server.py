@@ -1,13 +1,10 @@
 """What the parse workers' forkserver imports (its preload), and nothing else imports.
 
 multiprocessing starts every forkserver child by running the parent's `__main__` again (as
-`__mp_main__`), so that functions defined there can be unpickled. In a step of a Dagster
-run, that main is the `dagster` command's script, which imports all of Dagster into every
-parse worker, and a script without a `if __name__ == "__main__":` guard would run its whole
-load again inside every worker.
-The workers run functions of this package only, so this server starts them without the
-parent's main. multiprocessing keeps one forkserver per process, and in a step the parse
-pool is what starts it and forks from it.
+`__mp_main__`); in a Dagster step that is the `dagster` command, which would import all of
+Dagster into every worker (and an unguarded script would run again there). The workers run
+this package's functions only, so this server starts them without the parent's main. There is
+one forkserver per process; in a step the parse pool starts it.
 """
 
 from multiprocessing import spawn

@@ -1,20 +1,17 @@
 """The hand-over between an event asset and its IO manager: one window's rows on local disk.
 
-Pages are spooled to Parquet as they arrive and deduplicated by DuckDB when the window is
-complete, so neither the asset nor the IO manager ever holds the window in memory, and every
-destination receives the same already-typed, duplicate-free file to load in chunks.
+Pages are spooled to Parquet as they arrive and deduplicated by DuckDB once the window is
+complete, so neither the asset nor the IO manager holds the window in memory, and every
+destination loads the same typed, duplicate-free file in chunks.
 
-Every spool and batch file lives in a folder of its own under one directory the project owns
-(`CLEVERTAP_SPOOL_DIR`, default `<system temp>/clevertap_assets`). The process using a folder
-holds an exclusive `flock` on its `owner.lock` until it removes the folder (a failed read, the
-IO manager whether the load commits or fails) or dies, when the kernel lets go; cleanup, run by
-every new spool, removes only folders whose lock it can take at once. Unlike process ids, which
-named the wrong owner across PID namespaces, a flock means the same in every container sharing
-the directory. Nothing leaks past the next run.
-
-Folders are made and locked under a shared lock on the root's `spools.lock`, which cleanup takes
-exclusively: it never sees a folder between `mkdtemp` and its lock, so a folder without a lock
-file is one whose maker died in between.
+Each spool and batch lives in a folder of its own under `CLEVERTAP_SPOOL_DIR` (default
+`<system temp>/clevertap_assets`). Its process holds an exclusive `flock` on the folder's
+`owner.lock` until it removes the folder (after a failed read, or once loaded or refused) or
+dies; cleanup, run by every new spool, removes only folders whose lock it can take at once, so
+nothing leaks past the next run. A flock, unlike a process id, means the same in every
+container sharing the directory. Folders are made and locked under a shared lock on the root's
+`spools.lock`, which cleanup takes exclusively, so a folder without a lock file is one whose
+maker died between `mkdtemp` and its lock.
 """
 
 import fcntl

@@ -1,17 +1,16 @@
 """The answers of CleverTap's Get Events and event-count APIs, without HTTP (server.py serves
 them), so the demo and every test run without a CleverTap account.
 
-It copies the documented behaviour of the real service
-(https://developer.clevertap.com/docs/get-events-api), including the awkward parts a
-client must survive: errors with HTTP 200, an already percent-encoded cursor that must not be
-re-encoded, a last page without `records`, duplicated records, type drift, the three-request
-concurrency limit and switchable faults. Data is synthetic but deterministic: the same config
-(seed included) gives the same records on any machine, and the emulator can state the truth
-(`true_count`, `true_records`) that the warehouse is reconciled against.
+It copies the documented service (https://developer.clevertap.com/docs/get-events-api),
+including what a client must survive: errors with HTTP 200, an already percent-encoded cursor
+that must not be re-encoded, a last page without `records`, duplicated records, type drift,
+the three-request concurrency limit and switchable faults. Data is synthetic and deterministic
+(the same config and seed give the same records anywhere), and the emulator states the truth
+(`true_count`, `true_records`) the warehouse is reconciled against.
 
 Choices where the real service is unconfirmed (documented here once):
 
-* `batch_size` above 5000 is clamped to 5000 (deployed clients send 50000 and get pages), or
+* `batch_size` above 5000 is clamped to 5000 (a client sending 50000 still gets pages), or
   answered `400 {"status":"fail","error":"batch_size must be between 1 and 5000","code":400}`
   with `batch_size_over_max="reject"`. Without `batch_size` a page holds up to 10 records.
 * Unknown event: HTTP 400 `{"status":"fail","error":"Invalid event : <name>","code":400}`.

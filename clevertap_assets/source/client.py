@@ -114,10 +114,9 @@ def _seconds(value: float) -> str:
 
 def _unlink_stream(response: httpx.Response) -> None:
     """A read httpx response and its stream refer to each other, so only the cyclic
-    collector frees it, body included: with several cursors, answers wait for the next
-    collection and memory grows with them. Closing the
-    response and replacing its spent stream breaks the cycle: reference counting frees the
-    body as soon as its records are handed over."""
+    collector would free it, body included, and with several cursors memory would grow with
+    the answers waiting for it. Closing the response and replacing its spent stream breaks the
+    cycle: reference counting frees the body as soon as its records are handed over."""
     response.close()
     response.stream = httpx.ByteStream(b"")
 
@@ -262,10 +261,10 @@ class CleverTapResource(dg.ConfigurableResource):
     ) -> Iterator[bytes]:
         """`iter_event_pages` with each page's records as the JSON array CleverTap sent.
 
-        Only the answer's envelope is parsed here (msgspec skips over the records, about 1 µs
-        each), so the cursor moves on at once and the records can be parsed elsewhere, in
-        another process; `stats.records` is left to whoever parses them (`iter_event_pages`
-        counts them, the assets count what their workers received).
+        Only the answer's envelope is parsed here (msgspec skips over the records), so the
+        cursor moves on at once and the records can be parsed elsewhere, in another process;
+        `stats.records` is left to whoever parses them (`iter_event_pages` counts them, the
+        assets count what their workers received).
         """
         if first_day > last_day:
             raise ValueError(f"first_day {first_day} is after last_day {last_day}")

@@ -153,8 +153,8 @@ class ParsedPage:
 
 def parse_page(records: Sequence[dict], options: NormaliseOptions) -> ParsedPage:
     """The per-record Python part of normalising (it holds the GIL), done once per record:
-    canonical JSON, its SHA-256 (Hevo's `__hevo_id` idea: the same record, received twice,
-    gets the same key), the 128 MB record limit, and the record's leaves as columns."""
+    canonical JSON and its SHA-256 (the dedupe key: the same record, received twice, gets the
+    same key), the 128 MB record limit, and the record's leaves as columns."""
     canonical = [orjson.dumps(record, option=orjson.OPT_SORT_KEYS) for record in records]
     keep = [len(body) <= options.max_record_bytes for body in canonical]
     kept = [record for record, k in zip(records, keep, strict=True) if k]

@@ -1,39 +1,31 @@
 """The durable inbox between the webhook receiver and the loader: store first, process later.
 
-CleverTap waits only 3 to 5 seconds for an answer and retries a few times, so the receiver
-must not parse, map or load anything on the request path. It appends the raw body here,
-acknowledges, and a Dagster sensor + asset later read the inbox and load the profiles.
+CleverTap waits only 3 to 5 seconds for an answer and retries, so the receiver only appends
+the raw body here and acknowledges; a Dagster sensor and asset later load the profiles.
 
-Storage is one SQLite file (stdlib `sqlite3`) in WAL mode with `synchronous=FULL`: once
-`append` returns, the entry is in the fsynced WAL and survives a crash of the process or
-the machine. Every operation opens its own connection (with a busy timeout), so any number
-of threads and processes can share the file: uvicorn workers writing, the sensor reading.
-WAL needs a local file system (not NFS/SMB), as SQLite documents.
+Storage is one SQLite file in WAL mode with `synchronous=FULL`: once `append` returns, the entry
+survives a crash of the process or the machine. Every operation opens its own connection (with
+a busy timeout), so threads and processes share the file (uvicorn workers writing, the sensor
+reading). WAL needs a local file system (not NFS/SMB), as SQLite documents.
 
 The contract the loader's exactly-once rule relies on:
 
-- Ids are integers that strictly increase in commit order. SQLite admits one writer at a
-  time and the id is chosen inside that writer's transaction, so a reader that has seen id
-  N will never later see a new entry with an id <= N. Storing "last id loaded" as the cursor
-  and asking `read_after(cursor, ...)` therefore never skips nor repeats an entry.
-- Ids are dense: rows are never deleted by this module and `AUTOINCREMENT` means an id is
-  never reused. A gap can only appear if an insert's transaction rolls back, and then that
-  id was never visible to anyone.
-- Entries never change: the body is the exact bytes received, and a trigger makes SQLite
-  refuse any UPDATE. The loader may parse the same entry twice and get the same records.
-- Entries are deliveries, not unique events: when CleverTap retries after a timeout, the
-  same body can be stored twice. Its `sha256` is kept (and indexed) so the loader reads only
-  the first copy (`read_first_copies`).
-- Every body is a JSON object (`append` refuses anything else), so `expand_payload` can be
-  called on any stored entry without a parse error.
+- Ids strictly increase in commit order (one writer at a time chooses the id inside its
+  transaction), so a reader that has seen id N never later sees a new id <= N: "last id
+  loaded" as the cursor with `read_after(cursor, ...)` never skips nor repeats an entry.
+- Ids are dense: rows are never deleted and `AUTOINCREMENT` never reuses an id; a gap is only
+  a rolled-back insert, never visible to anyone.
+- Entries never change: the body is the exact bytes received and a trigger refuses any
+  UPDATE, so parsing an entry twice gives the same records.
+- Entries are deliveries, not unique events: a CleverTap retry can store the same body twice.
+  Its indexed `sha256` lets the loader read only the first copy (`read_first_copies`).
+- Every body is a JSON object (`append` refuses anything else), so `expand_payload` never
+  fails to parse a stored entry.
 
-CleverTap's test call (`"is_test": true`) is stored like any other payload, flagged in the
-`is_test` column, so an operator can see that the dashboard's test reached the receiver; it
-expands to no records, so it never produces rows.
-
-`WEBHOOK_INBOX_PATH` names the file; the default `.dagster_home/webhook_inbox.sqlite3` is
-relative to the working directory, so the receiver and Dagster must run from the same
-directory or both set the variable.
+CleverTap's test call (`"is_test": true`) is stored, flagged in `is_test`, so an operator sees
+the dashboard's test arrive; it expands to no records. `WEBHOOK_INBOX_PATH` names the file; the
+default `.dagster_home/webhook_inbox.sqlite3` is relative to the working directory, so the
+receiver and Dagster run from the same directory or both set the variable.
 """
 
 import hashlib

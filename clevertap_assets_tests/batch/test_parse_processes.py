@@ -154,7 +154,8 @@ with parse_pool(2) as pool:
 def test_workers_never_run_the_steps_main(tmp_path, started_as: str) -> None:
     """multiprocessing runs the parent's `__main__` again in every worker it starts; in a
     run's step that is the `dagster` command, which would import all of Dagster into each
-    worker, and a script without a main guard would load again inside every worker. The parse workers run this package's functions only, and never that main."""
+    worker, and a script without a main guard would load again inside every worker. The
+    parse workers run this package's functions only, and never that main."""
     (tmp_path / "step_main.py").write_text(STEP_MAIN, encoding="utf-8")
     runs = tmp_path / "main_runs.txt"
     command = [sys.executable, "step_main.py"]

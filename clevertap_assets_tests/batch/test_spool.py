@@ -248,8 +248,8 @@ def owners(tmp_path: Path, pid_namespace: None) -> Iterator[Callable[..., subpro
 
 
 def test_a_live_spool_owned_in_another_pid_namespace_is_kept(tmp_path, owners):
-    """The defect: another container's cleanup removed a live run's folder (its pid was
-    dead here), and the run failed on its missing Parquet pages."""
+    """Another container's cleanup keeps a live run's folder, though the owner's pid names no
+    process here: removing it would fail that run on its missing Parquet pages."""
     folder_file, go_on = tmp_path / "folder", tmp_path / "go_on"
     owner = owners(folder_file, go_on)
     folder = Path(_announced(folder_file, owner))

@@ -245,7 +245,8 @@ def test_page_in_progress_code_2_retries_the_same_cursor(start, caplog) -> None:
 
 def test_a_page_not_ready_for_longer_than_eight_attempts_is_read_in_full(start, caplog) -> None:
     """CleverTap can take minutes to prepare a page: each page here answers code 2 twelve
-    times (the old budget was eight attempts), and is still read, through the same cursor."""
+    times, and is still read through the same cursor, as retries are bounded by time, not by
+    a count of attempts."""
     emulator = start(page_in_progress=True, page_in_progress_polls=12, duplicate_share=0.0)
     stats = FetchStats()
     client = client_for(emulator, batch_size=20, **PATIENT)
