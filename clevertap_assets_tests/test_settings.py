@@ -27,7 +27,7 @@ def settings_error(**values: object) -> str:
     return str(raised.value)
 
 
-def test_defaults_follow_hevo(events_csv: Path):
+def test_defaults_are_the_documented_ones(events_csv: Path):
     settings = load_settings(events_csv=events_csv)
     assert settings.event_names == ["App Launched", "Charged"]
     assert settings.region == "eu1"

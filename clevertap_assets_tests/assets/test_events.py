@@ -336,7 +336,7 @@ def test_json_mode_keeps_sections_as_json_and_the_schema_fixed(tmp_path, make_em
         # The default limits, 128 MiB per record and 100 MiB per row, at full size.
         ({}, 129 * 1024 * 1024, 101 * 1024 * 1024),
     ],
-    ids=["configured-limits", "hevo-limits"],
+    ids=["configured-limits", "default-limits"],
 )
 def test_oversize_records_and_rows_are_skipped_and_counted(
     tmp_path, make_emulator, limits, first_size, last_size
