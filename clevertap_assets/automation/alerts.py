@@ -2,13 +2,15 @@
 message to ALERT_WEBHOOK_URL, naming the pipeline, the events, the days and the cause.
 
 The message is `{"text": ...}`, the body a Slack incoming webhook takes, and plain JSON any
-other webhook (Teams workflows, a chat bridge, an e-mail relay) can read. Run failures come
-from Dagster's run failure sensor, whose cursor moves past each failed run once. A check is
-alerted when it starts failing: the sensor's cursor holds, per check, the newest evaluation
+other webhook (Teams workflows, a chat bridge, an e-mail relay) can read. Run failures are
+read from the instance's run status changes, the sensor's cursor being the newest failure
+delivered: Dagster's own `run_failure_sensor` moves its cursor past a run also when its
+function raises, so a message the webhook did not take would be lost. A check is alerted
+when it starts failing: the sensor's cursor holds, per check, the newest evaluation
 handled, and an evaluation that fails after a failed one is the same failure (an hourly
 count that keeps finding the same gap, a stale event staying stale), so it says nothing
-again until the check has passed. A webhook that cannot be reached leaves the cursor where
-it was for the checks not yet sent, so nothing is lost and nothing is sent twice.
+again until the check has passed. A webhook that cannot be reached leaves either cursor
+where it was for what was not sent yet, so nothing is lost and nothing is sent twice.
 
 The URL is a secret (a Slack URL holds its token): it lives in a `SecretStr`, and no error,
 log line or repr here shows it.
@@ -28,12 +30,12 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     DefaultSensorStatus,
-    RunFailureSensorContext,
+    EventLogRecord,
+    RunStatusChangeRecordsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    run_failure_sensor,
     sensor,
 )
 from pydantic import SecretStr
@@ -47,6 +49,8 @@ from clevertap_assets.settings import PipelineSettings
 
 ALERT_TIMEOUT_SECONDS = 10.0
 CHECK_ALERTS_INTERVAL_SECONDS = 60
+RUN_ALERTS_INTERVAL_SECONDS = 30
+RUN_FAILURES_PER_EVALUATION = 25
 FRESHNESS_CHECK = "freshness_check"
 """The name Dagster gives each check of `build_last_update_freshness_checks`."""
 
@@ -132,33 +136,98 @@ def run_assets(instance: DagsterInstance, run: DagsterRun) -> set[AssetKey]:
     return keys or {check.asset_key for check in run.asset_check_selection or ()}
 
 
-def failure_cause(context: RunFailureSensorContext) -> str:
+def failure_cause(instance: DagsterInstance, run_failure: EventLogRecord) -> str:
     """The failed steps' own descriptions (a `Failure` names the events not loaded), else
     Dagster's message for the run."""
     causes = []
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data
+    steps = instance.get_records_for_run(
+        run_failure.run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records
+    for step in steps:
+        data = step.event_log_entry.get_dagster_event().step_failure_data
         user = data.user_failure_data
         if user is not None and user.description:
             causes.append(user.description)
         elif data.error is not None:
             causes.append(data.error.message.strip())
-    return "; ".join(causes) or (context.failure_event.message or "the run failed")
+    message = run_failure.event_log_entry.get_dagster_event().message
+    return "; ".join(causes) or (message or "the run failed")
+
+
+def run_failures_after(instance: DagsterInstance, storage_id: int) -> list[EventLogRecord]:
+    """The first run failures recorded after `storage_id`, oldest first."""
+    records_filter = RunStatusChangeRecordsFilter(
+        DagsterEventType.RUN_FAILURE, after_storage_id=storage_id
+    )
+    return list(
+        instance.fetch_run_status_changes(
+            records_filter, RUN_FAILURES_PER_EVALUATION, ascending=True
+        ).records
+    )
+
+
+def newest_run_failure(instance: DagsterInstance) -> int:
+    """The storage id of the newest run failure; 0 before any."""
+    records = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, 1).records
+    return records[0].storage_id if records else 0
+
+
+def in_code_location(context: SensorEvaluationContext, run: DagsterRun) -> bool:
+    """Whether the run is of this sensor's code location, as Dagster's run status sensors
+    judge it (a run launched in process has no origin, nor has a sensor under test)."""
+    origin = run.remote_job_origin
+    location = context.code_location_origin
+    return (
+        origin.repository_origin.code_location_origin.location_name if origin else None,
+        origin.repository_origin.repository_name if origin else None,
+    ) == (location.location_name if location else None, context.repository_name)
+
+
+def run_alerts_result(
+    context: SensorEvaluationContext,
+    pipeline: str,
+    webhook: AlertWebhook,
+    names: Mapping[AssetKey, str],
+) -> SensorResult:
+    """One message per run of this code location that failed since the newest one
+    delivered, oldest first. The first evaluation only records where the failures stand; a
+    webhook that does not take a message leaves the cursor before that run, which the next
+    evaluation sends."""
+    instance = context.instance
+    if context.cursor is None:
+        return SensorResult(
+            skip_reason=SkipReason("started: runs that fail from now on are alerted"),
+            cursor=str(newest_run_failure(instance)),
+        )
+    handled, sent = int(context.cursor), 0
+    for record in run_failures_after(instance, handled):
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and in_code_location(context, run):
+            alert = run_failure_alert(
+                instance, pipeline, run, names, failure_cause(instance, record)
+            )
+            try:
+                webhook.send(alert)
+            except AlertDeliveryError as error:
+                reason = f"{error}; run {run.run_id} is alerted on the next evaluation"
+                return SensorResult(skip_reason=SkipReason(reason), cursor=str(handled))
+            sent += 1
+        handled = record.storage_id
+    reason = f"{sent} failed run(s) alerted" if sent else "no run failed"
+    return SensorResult(skip_reason=SkipReason(reason), cursor=str(handled))
 
 
 def build_run_failure_alerts(
     pipeline: str, webhook: AlertWebhook, names: Mapping[AssetKey, str]
 ) -> SensorDefinition:
-    @run_failure_sensor(
+    @sensor(
         name="run_failure_alerts",
+        minimum_interval_seconds=RUN_ALERTS_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description="Sends one message to ALERT_WEBHOOK_URL for each failed run.",
     )
-    def run_failure_alerts(context: RunFailureSensorContext) -> None:
-        alert = run_failure_alert(
-            context.instance, pipeline, context.dagster_run, names, failure_cause(context)
-        )
-        webhook.send(alert)
+    def run_failure_alerts(context: SensorEvaluationContext) -> SensorResult:
+        return run_alerts_result(context, pipeline, webhook, names)
 
     return run_failure_alerts
 

@@ -5,7 +5,7 @@ the event, the days and the cause; healthy runs and a failure seen before make n
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,6 +14,7 @@ from dagster import (
     AssetKey,
     AssetSelection,
     Definitions,
+    ExecuteInProcessResult,
     RunRequest,
     SensorResult,
     build_sensor_context,
@@ -33,19 +34,23 @@ CHARGED = AssetKey(["clevertap", "charged"])
 
 
 class Endpoint:
-    """A webhook on 127.0.0.1 that keeps every JSON body posted to it, or answers `status`."""
+    """A webhook on 127.0.0.1 that keeps every JSON body posted to it, or answers `status`;
+    the next `refusals` posts it answers 503 whatever `status` says."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.status = 200
+        self.refusals = 0
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if endpoint.status == 200:
+                status = 503 if endpoint.refusals else endpoint.status
+                endpoint.refusals = max(0, endpoint.refusals - 1)
+                if status == 200:
                     endpoint.messages.append(json.loads(body)["text"])
-                self.send_response(endpoint.status)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -85,6 +90,23 @@ def load_request(pipeline: Pipeline, days: int) -> RunRequest:
     )
 
 
+def fail_a_load(definitions: Definitions, emulator, instance, day: date) -> ExecuteInProcessResult:
+    """A run of Charged over one day with a wrong passcode: it fails."""
+    failed = materialize(
+        list(definitions.assets or []),
+        selection=AssetSelection.assets(CHARGED).without_checks(),
+        partition_key=day.isoformat(),
+        instance=instance,
+        resources={
+            **(definitions.resources or {}),
+            "clevertap": fast_clevertap(emulator, passcode="not-the-passcode"),
+        },
+        raise_on_error=False,
+    )
+    assert not failed.success
+    return failed
+
+
 def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, emulator, endpoint):
     pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
     definitions = build_definitions(pipeline.settings)
@@ -96,18 +118,7 @@ def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, e
         assert endpoint.take() == []
 
         today = local_today(pipeline.settings.timezone)
-        failed = materialize(
-            list(definitions.assets or []),
-            selection=AssetSelection.assets(CHARGED).without_checks(),
-            partition_key=today.isoformat(),
-            instance=instance,
-            resources={
-                **(definitions.resources or {}),
-                "clevertap": fast_clevertap(emulator, passcode="not-the-passcode"),
-            },
-            raise_on_error=False,
-        )
-        assert not failed.success
+        failed = fail_a_load(definitions, emulator, instance, today)
         found = evaluate(definitions, "run_failure_alerts", instance, quiet.cursor)
         (message,) = endpoint.take()
         assert "CleverTap pipeline 'clevertap'" in message
@@ -117,6 +128,32 @@ def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, e
         assert "not-the-passcode" not in message and endpoint.url not in message
         evaluate(definitions, "run_failure_alerts", instance, found.cursor)
         assert endpoint.take() == []  # the cursor moved past it
+
+
+def test_a_run_failure_the_webhook_refused_is_sent_on_the_next_evaluation_once(
+    tmp_path, emulator, endpoint
+):
+    """Dagster's run failure sensor moves its cursor past a run whose function raised: the
+    message the webhook refused would be lost. Here the next evaluation delivers it."""
+    pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    with instance_for_test() as instance:
+        cursor = evaluate(definitions, "run_failure_alerts", instance, None).cursor
+        failed = fail_a_load(definitions, emulator, instance, today)
+        endpoint.refusals = 1
+        refused = evaluate(definitions, "run_failure_alerts", instance, cursor)
+        assert refused.skip_message == (
+            f"ALERT_WEBHOOK_URL answered HTTP 503; run {failed.run_id} is alerted on the next "
+            "evaluation"
+        )
+        assert endpoint.take() == []
+        delivered = evaluate(definitions, "run_failure_alerts", instance, refused.cursor)
+        evaluate(definitions, "run_failure_alerts", instance, delivered.cursor)
+    (message,) = endpoint.take()
+    assert message.startswith("CleverTap pipeline 'clevertap': run ")
+    assert f"run {failed.run_id}" in message and "Events: Charged." in message
+    assert f"Days: {today}." in message and "'Charged'" in message.split("Cause:")[1]
 
 
 def test_a_check_that_starts_failing_is_one_message_until_it_passes(tmp_path, emulator, endpoint):
