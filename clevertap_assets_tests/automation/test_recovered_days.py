@@ -1,9 +1,19 @@
 """`recovered_days_sensor`: a new instance over a warehouse that holds data learns the days
-loaded, with their rows, once, and the schedule and reconciliation then treat them as loaded."""
+loaded, with their rows, once, and the schedule, the reconciliation and the freshness checks
+then treat them as loaded."""
 
 from datetime import timedelta
 
-from dagster import AssetKey, Definitions, SensorResult, build_sensor_context, instance_for_test
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetSelection,
+    Definitions,
+    SensorResult,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
 
 from clevertap_assets.assets.events import PARTITION_ROW_COUNT
 from clevertap_assets.assets.pipeline_events import pipeline_events
@@ -75,3 +85,11 @@ def test_a_wiped_instance_learns_the_warehouses_days_once(tmp_path, make_emulato
         )
         (request,) = counting.run_requests  # the recovered full days are compared
         assert {check.asset_key for check in request.asset_check_keys} == set(KEYS)
+        freshness = [AssetCheckKey(key, "freshness_check") for key in KEYS]
+        checked = materialize(
+            [*(definitions.assets or []), *(definitions.asset_checks or [])],
+            selection=AssetSelection.checks(*freshness),
+            instance=wiped,
+            resources=definitions.resources,
+        )
+        assert all(check.passed for check in checked.get_asset_check_evaluations())
