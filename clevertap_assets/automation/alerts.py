@@ -1,26 +1,21 @@
 """Alerts: a failed run, a failed check (the freshness checks included) each become one
-message to ALERT_WEBHOOK_URL, naming the pipeline, the events, the days and the cause.
+message to ALERT_WEBHOOK_URL and by e-mail to ALERT_EMAIL_TO (`alert_delivery`), naming the
+pipeline, the events, the days and the cause.
 
-The message is `{"text": ...}`, the body a Slack incoming webhook takes, and plain JSON any
-other webhook (Teams workflows, a chat bridge, an e-mail relay) can read. Run failures are
+Run failures are
 read from the instance's run status changes, the sensor's cursor being the newest failure
 delivered: Dagster's own `run_failure_sensor` moves its cursor past a run also when its
-function raises, so a message the webhook did not take would be lost. A check is alerted
+function raises, so a message the webhook or mail server did not take would be lost. A check is alerted
 when it starts failing: the sensor's cursor holds, per check, the newest evaluation
 handled, and an evaluation that fails after a failed one is the same failure (an hourly
 count that keeps finding the same gap, a stale event staying stale), so it says nothing
-again until the check has passed. A webhook that cannot be reached leaves either cursor
-where it was for what was not sent yet, so nothing is lost and nothing is sent twice.
-
-The URL is a secret (a Slack URL holds its token): it lives in a `SecretStr`, and no error,
-log line or repr here shows it.
+again until the check has passed. A sender that cannot deliver leaves either cursor where
+it was for what was not sent yet, so nothing is lost and nothing is sent twice.
 """
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-import httpx
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
@@ -38,67 +33,25 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from pydantic import SecretStr
 
 from clevertap_assets.assets.checks import event_check_keys
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.reconciliation import GAPS
 from clevertap_assets.assets.refusals import latest_refusal
+from clevertap_assets.automation.alert_delivery import (
+    Alert,
+    AlertDeliveryError,
+    AlertSender,
+    alert_senders,
+)
 from clevertap_assets.run_tags import days_label, run_days
 from clevertap_assets.settings import PipelineSettings
 
-ALERT_TIMEOUT_SECONDS = 10.0
 CHECK_ALERTS_INTERVAL_SECONDS = 60
 RUN_ALERTS_INTERVAL_SECONDS = 30
 RUN_FAILURES_PER_EVALUATION = 25
 FRESHNESS_CHECK = "freshness_check"
 """The name Dagster gives each check of `build_last_update_freshness_checks`."""
-
-
-class AlertDeliveryError(RuntimeError):
-    """The webhook did not take a message; says why without the URL."""
-
-
-@dataclass(frozen=True)
-class Alert:
-    pipeline: str
-    problem: str
-    events: Sequence[str]
-    days: str
-    cause: str
-
-    @property
-    def text(self) -> str:
-        events = ", ".join(self.events) or "no event"
-        return (
-            f"CleverTap pipeline {self.pipeline!r}: {self.problem}. Events: {events}. "
-            f"Days: {self.days}. Cause: {self.cause}"
-        )
-
-
-class AlertWebhook:
-    """Posts alerts to ALERT_WEBHOOK_URL."""
-
-    def __init__(self, url: SecretStr) -> None:
-        self._url = url
-
-    def __repr__(self) -> str:
-        return "AlertWebhook(url=SecretStr('**********'))"
-
-    def send(self, alert: Alert) -> None:
-        try:
-            response = httpx.post(
-                self._url.get_secret_value(),
-                json={"text": alert.text},
-                timeout=ALERT_TIMEOUT_SECONDS,
-            )
-        except httpx.HTTPError as exc:
-            # httpx's messages can hold the URL: only the kind of failure is told.
-            raise AlertDeliveryError(
-                f"ALERT_WEBHOOK_URL could not be reached ({type(exc).__name__})"
-            ) from None
-        if response.is_error:
-            raise AlertDeliveryError(f"ALERT_WEBHOOK_URL answered HTTP {response.status_code}")
 
 
 def event_names_of(keys: Sequence[AssetKey], names: Mapping[AssetKey, str]) -> list[str]:
@@ -186,13 +139,12 @@ def in_code_location(context: SensorEvaluationContext, run: DagsterRun) -> bool:
 def run_alerts_result(
     context: SensorEvaluationContext,
     pipeline: str,
-    webhook: AlertWebhook,
+    sender: AlertSender,
     names: Mapping[AssetKey, str],
 ) -> SensorResult:
     """One message per run of this code location that failed since the newest one
     delivered, oldest first. The first evaluation only records where the failures stand; a
-    webhook that does not take a message leaves the cursor before that run, which the next
-    evaluation sends."""
+    message not taken leaves the cursor before its run, which the next evaluation sends."""
     instance = context.instance
     if context.cursor is None:
         return SensorResult(
@@ -207,7 +159,7 @@ def run_alerts_result(
                 instance, pipeline, run, names, failure_cause(instance, record)
             )
             try:
-                webhook.send(alert)
+                sender.send(alert)
             except AlertDeliveryError as error:
                 reason = f"{error}; run {run.run_id} is alerted on the next evaluation"
                 return SensorResult(skip_reason=SkipReason(reason), cursor=str(handled))
@@ -218,16 +170,16 @@ def run_alerts_result(
 
 
 def build_run_failure_alerts(
-    pipeline: str, webhook: AlertWebhook, names: Mapping[AssetKey, str]
+    name: str, pipeline: str, sender: AlertSender, names: Mapping[AssetKey, str]
 ) -> SensorDefinition:
     @sensor(
-        name="run_failure_alerts",
+        name=name,
         minimum_interval_seconds=RUN_ALERTS_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Sends one message to ALERT_WEBHOOK_URL for each failed run.",
+        description=f"Sends one message to {sender.target} for each failed run.",
     )
     def run_failure_alerts(context: SensorEvaluationContext) -> SensorResult:
-        return run_alerts_result(context, pipeline, webhook, names)
+        return run_alerts_result(context, pipeline, sender, names)
 
     return run_failure_alerts
 
@@ -311,7 +263,7 @@ def _failed_before(instance: DagsterInstance, check_key: AssetCheckKey, record_i
 def check_alerts_result(
     instance: DagsterInstance,
     pipeline: str,
-    webhook: AlertWebhook,
+    sender: AlertSender,
     checks: Sequence[AssetCheckKey],
     names: Mapping[AssetKey, str],
     cursor: str | None,
@@ -330,7 +282,7 @@ def check_alerts_result(
     for _, run_id, evaluation in failures:
         run = instance.get_run_by_id(run_id)
         try:
-            webhook.send(check_alert(instance, pipeline, evaluation, run, names))
+            sender.send(check_alert(instance, pipeline, evaluation, run, names))
         except AlertDeliveryError as error:
             # The checks not sent stay unhandled, and are sent on a later evaluation.
             unsent = {key.to_user_string() for key, _, _ in failures[sent:]}
@@ -343,21 +295,22 @@ def check_alerts_result(
 
 
 def build_check_failure_alerts(
+    name: str,
     pipeline: str,
-    webhook: AlertWebhook,
+    sender: AlertSender,
     checks: Sequence[AssetCheckKey],
     names: Mapping[AssetKey, str],
 ) -> SensorDefinition:
     @sensor(
-        name="check_failure_alerts",
+        name=name,
         minimum_interval_seconds=CHECK_ALERTS_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Sends one message to ALERT_WEBHOOK_URL when a check of an event (row "
+        description=f"Sends one message to {sender.target} when a check of an event (row "
         "counts, duplicates, freshness) starts failing.",
     )
     def check_failure_alerts(context: SensorEvaluationContext) -> SensorResult:
         return check_alerts_result(
-            context.instance, pipeline, webhook, checks, names, context.cursor
+            context.instance, pipeline, sender, checks, names, context.cursor
         )
 
     return check_failure_alerts
@@ -368,16 +321,21 @@ def build_alert_sensors(
     events: Sequence[EventAsset],
     freshness: Sequence[AssetChecksDefinition],
 ) -> list[SensorDefinition]:
-    """None without ALERT_WEBHOOK_URL: the freshness checks still show in the UI."""
-    if settings.alert_webhook_url is None:
-        return []
-    webhook = AlertWebhook(settings.alert_webhook_url)
+    """Two per configured sender (`run_failure_alerts` and `check_failure_alerts` for the
+    webhook, `..._emails` for e-mail), each with its own cursor, so a sender that is down
+    delays only its own messages; none without a sender: the freshness checks still show in
+    the UI."""
     names = {event.key: event.name for event in events}
     checks = [
         *(check for event in events for check in event_check_keys(event.key)),
         *(spec.key for checks_def in freshness for spec in checks_def.check_specs),
     ]
+    pipeline = settings.pipeline_name
     return [
-        build_run_failure_alerts(settings.pipeline_name, webhook, names),
-        build_check_failure_alerts(settings.pipeline_name, webhook, checks, names),
+        sensor_def
+        for word, sender in alert_senders(settings).items()
+        for sensor_def in (
+            build_run_failure_alerts(f"run_failure_{word}", pipeline, sender, names),
+            build_check_failure_alerts(f"check_failure_{word}", pipeline, sender, checks, names),
+        )
     ]

@@ -29,6 +29,7 @@ from clevertap_assets.definitions import build_definitions
 from clevertap_assets.run_tags import load_tags
 from clevertap_assets_tests.daemon import execute
 from clevertap_assets_tests.harness import Pipeline, fast_clevertap, make_pipeline
+from clevertap_assets_tests.smtp_server import SMTP_PASSWORD, SMTP_USER, Mailbox, serving_mail
 
 CHARGED = AssetKey(["clevertap", "charged"])
 
@@ -62,6 +63,12 @@ class Endpoint:
     def take(self) -> list[str]:
         taken, self.messages = self.messages, []
         return taken
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    with serving_mail() as served:
+        yield served
 
 
 @pytest.fixture
@@ -107,6 +114,24 @@ def fail_a_load(definitions: Definitions, emulator, instance, day: date) -> Exec
     return failed
 
 
+def failure_refused_once(
+    pipeline: Pipeline, sensor: str, receiver: Endpoint | Mailbox
+) -> tuple[ExecuteInProcessResult, str]:
+    """A failed load of today whose alert the receiver refuses once, then three evaluations
+    of the sensor: the refused one, the one delivering, one finding nothing more. The failed
+    run, and what the refused evaluation said."""
+    definitions = build_definitions(pipeline.settings)
+    with instance_for_test() as instance:
+        cursor = evaluate(definitions, sensor, instance, None).cursor
+        today = local_today(pipeline.settings.timezone)
+        failed = fail_a_load(definitions, pipeline.emulator, instance, today)
+        receiver.refusals = 1
+        refused = evaluate(definitions, sensor, instance, cursor)
+        delivered = evaluate(definitions, sensor, instance, refused.cursor)
+        evaluate(definitions, sensor, instance, delivered.cursor)
+    return failed, refused.skip_message or ""
+
+
 def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, emulator, endpoint):
     pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
     definitions = build_definitions(pipeline.settings)
@@ -136,24 +161,53 @@ def test_a_run_failure_the_webhook_refused_is_sent_on_the_next_evaluation_once(
     """Dagster's run failure sensor moves its cursor past a run whose function raised: the
     message the webhook refused would be lost. Here the next evaluation delivers it."""
     pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
-    definitions = build_definitions(pipeline.settings)
+    failed, refused = failure_refused_once(pipeline, "run_failure_alerts", endpoint)
     today = local_today(pipeline.settings.timezone)
-    with instance_for_test() as instance:
-        cursor = evaluate(definitions, "run_failure_alerts", instance, None).cursor
-        failed = fail_a_load(definitions, emulator, instance, today)
-        endpoint.refusals = 1
-        refused = evaluate(definitions, "run_failure_alerts", instance, cursor)
-        assert refused.skip_message == (
-            f"ALERT_WEBHOOK_URL answered HTTP 503; run {failed.run_id} is alerted on the next "
-            "evaluation"
-        )
-        assert endpoint.take() == []
-        delivered = evaluate(definitions, "run_failure_alerts", instance, refused.cursor)
-        evaluate(definitions, "run_failure_alerts", instance, delivered.cursor)
+    assert refused == (
+        f"ALERT_WEBHOOK_URL answered HTTP 503; run {failed.run_id} is alerted on the next "
+        "evaluation"
+    )
     (message,) = endpoint.take()
     assert message.startswith("CleverTap pipeline 'clevertap': run ")
     assert f"run {failed.run_id}" in message and "Events: Charged." in message
     assert f"Days: {today}." in message and "'Charged'" in message.split("Cause:")[1]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_by_email_a_run_failure_the_server_deferred_is_mailed_once_with_the_same_text(
+    tmp_path, emulator, mailbox
+):
+    """ALERT_EMAIL_TO alone: the e-mail sensors, no webhook's; the server's 451 keeps the
+    failure for the next evaluation, which mails it once, with the webhook's text."""
+    box, port = mailbox
+    pipeline = make_pipeline(
+        tmp_path,
+        emulator,
+        alert_email_to="data@example.com",
+        alert_email_from="dagster@example.com",
+        alert_smtp_host="127.0.0.1",
+        alert_smtp_port=port,
+        alert_smtp_security="none",
+        alert_smtp_user=SMTP_USER,
+        alert_smtp_password=SMTP_PASSWORD,
+    )
+    definitions = build_definitions(pipeline.settings)
+    sensors = {s.name for s in definitions.sensors or []}
+    assert {"run_failure_emails", "check_failure_emails"} <= sensors
+    assert "run_failure_alerts" not in sensors
+    failed, deferred = failure_refused_once(pipeline, "run_failure_emails", box)
+    today = local_today(pipeline.settings.timezone)
+    assert deferred == (
+        f"ALERT_SMTP_HOST 127.0.0.1:{port} answered 451 (SMTPDataError); "
+        f"run {failed.run_id} is alerted on the next evaluation"
+    )
+    (mail,) = box.messages
+    assert (mail["From"], mail["To"]) == ("dagster@example.com", "data@example.com")
+    assert mail["Subject"].startswith(f"CleverTap pipeline 'clevertap': run {failed.run_id} ")
+    text = mail.get_content()
+    assert text.startswith(mail["Subject"] + ". Events: Charged.")
+    assert f"Days: {today}." in text and "'Charged'" in text.split("Cause:")[1]
+    assert SMTP_PASSWORD not in text and box.logins == [SMTP_USER, SMTP_USER]
 
 
 def test_a_check_that_starts_failing_is_one_message_until_it_passes(tmp_path, emulator, endpoint):
