@@ -31,8 +31,10 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    deserialize_value,
     sensor,
 )
+from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
 
 from clevertap_assets.assets.checks import event_check_keys
 from clevertap_assets.assets.pipeline_events import EventAsset
@@ -125,6 +127,19 @@ def newest_run_failure(instance: DagsterInstance) -> int:
     return records[0].storage_id if records else 0
 
 
+def handled_run_failure(cursor: str | None) -> int | None:
+    """The storage id of the newest run failure handled; also from the cursor that Dagster's
+    `run_failure_sensor` of the same name left before this sensor replaced it, so an upgrade
+    neither replays nor skips a failure. None for a new sensor."""
+    if cursor is None:
+        return None
+    if cursor.isdigit():
+        return int(cursor)
+    if RunStatusSensorCursor.is_valid(cursor):
+        return deserialize_value(cursor, RunStatusSensorCursor).record_id
+    return None
+
+
 def in_code_location(context: SensorEvaluationContext, run: DagsterRun) -> bool:
     """Whether the run is of this sensor's code location, as Dagster's run status sensors
     judge it (a run launched in process has no origin, nor has a sensor under test)."""
@@ -146,12 +161,13 @@ def run_alerts_result(
     delivered, oldest first. The first evaluation only records where the failures stand; a
     message not taken leaves the cursor before its run, which the next evaluation sends."""
     instance = context.instance
-    if context.cursor is None:
+    handled = handled_run_failure(context.cursor)
+    if handled is None:
         return SensorResult(
             skip_reason=SkipReason("started: runs that fail from now on are alerted"),
             cursor=str(newest_run_failure(instance)),
         )
-    handled, sent = int(context.cursor), 0
+    sent = 0
     for record in run_failures_after(instance, handled):
         run = instance.get_run_by_id(record.run_id)
         if run is not None and in_code_location(context, run):

@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetSelection,
+    DagsterEventType,
     Definitions,
     ExecuteInProcessResult,
     RunRequest,
@@ -21,6 +22,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
 from dagster._core.test_utils import freeze_time
 
 from clevertap_assets.assets.freshness import freshness_bound
@@ -171,6 +173,25 @@ def test_a_run_failure_the_webhook_refused_is_sent_on_the_next_evaluation_once(
     assert message.startswith("CleverTap pipeline 'clevertap': run ")
     assert f"run {failed.run_id}" in message and "Events: Charged." in message
     assert f"Days: {today}." in message and "'Charged'" in message.split("Cause:")[1]
+
+
+def test_the_cursor_dagsters_run_failure_sensor_left_carries_on_after_an_upgrade(
+    tmp_path, emulator, endpoint
+):
+    """`run_failure_alerts` was Dagster's run failure sensor: its stored cursor, naming the
+    newest failure it handled, is where the new sensor goes on, neither replaying nor
+    skipping a failure."""
+    pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    with instance_for_test() as instance:
+        handled = fail_a_load(definitions, emulator, instance, today)
+        (record,) = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, 1).records
+        left = RunStatusSensorCursor(record_id=record.storage_id).to_json()
+        failed = fail_a_load(definitions, emulator, instance, today)
+        evaluate(definitions, "run_failure_alerts", instance, left)
+    (message,) = endpoint.take()
+    assert f"run {failed.run_id} " in message and handled.run_id not in message
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
