@@ -14,6 +14,7 @@ from clevertap_assets.assets.freshness import build_freshness_checks, build_fres
 from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.assets.webhooks import WebhookInboxResource, build_webhook_asset
 from clevertap_assets.automation.alerts import build_alert_sensors
+from clevertap_assets.automation.recovered_days import build_recovered_days_sensor
 from clevertap_assets.automation.schedules import build_ingestion_schedule
 from clevertap_assets.automation.sensors import (
     build_reconciliation_sensor,
@@ -33,7 +34,8 @@ from clevertap_assets.webhooks.inbox import inbox_path_from_env
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
     """The batch path: the event assets and their checks, the schedule, the reconciliation,
-    the freshness checks and, with ALERT_WEBHOOK_URL set, the alerts.
+    the days recovered from the warehouse, the freshness checks and, with ALERT_WEBHOOK_URL
+    set, the alerts.
 
     Runs execute in one process (`in_process_executor`): a run of the events is one step, the
     account's reader, and a step waiting for the account sleeps there."""
@@ -48,6 +50,7 @@ def build_definitions(settings: PipelineSettings) -> Definitions:
         schedules=[build_ingestion_schedule(settings, reader, events)],
         sensors=[
             build_reconciliation_sensor(settings, reader, events),
+            build_recovered_days_sensor(settings, reader, events),
             build_freshness_sensor(freshness),
             *build_alert_sensors(settings, events, freshness),
         ],

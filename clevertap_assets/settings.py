@@ -41,6 +41,8 @@ INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _WEBHOOK_URL = re.compile(r"^https?://[^/\s]+\S*$")
+SMTP_SECURITY = ("starttls", "ssl", "none")
+"""How e-mail alerts reach the SMTP server: STARTTLS (port 587), implicit TLS (465), plain."""
 
 
 def parse_ingestion_frequency(value: str) -> timedelta:
@@ -200,6 +202,14 @@ class PipelineSettings(BaseSettings):
     # A secret (a Slack webhook URL embeds its token): SecretStr keeps it out of reprs, and
     # its validator's message never repeats it.
     alert_webhook_url: SecretStr | None = Field(None, validation_alias="ALERT_WEBHOOK_URL")
+    # E-mail alerts, on when ALERT_EMAIL_TO names someone.
+    alert_email_to: str = Field("", validation_alias="ALERT_EMAIL_TO")
+    alert_email_from: str = Field("", validation_alias="ALERT_EMAIL_FROM")
+    alert_smtp_host: str = Field("", validation_alias="ALERT_SMTP_HOST")
+    alert_smtp_port: int = Field(587, ge=1, le=65535, validation_alias="ALERT_SMTP_PORT")
+    alert_smtp_security: str = Field("starttls", validation_alias="ALERT_SMTP_SECURITY")
+    alert_smtp_user: str = Field("", validation_alias="ALERT_SMTP_USER")
+    alert_smtp_password: SecretStr | None = Field(None, validation_alias="ALERT_SMTP_PASSWORD")
     asset_owners: str = Field("", validation_alias="ASSET_OWNERS")
 
     @field_validator("alert_webhook_url", mode="before")
@@ -214,6 +224,51 @@ class PipelineSettings(BaseSettings):
                 "secret); give the webhook's whole address, e.g. a Slack incoming webhook's"
             )
         return text.strip()
+
+    @field_validator("alert_smtp_password", mode="before")
+    @classmethod
+    def _unset_smtp_password(cls, value: object) -> object:
+        """`ALERT_SMTP_PASSWORD=` means no password."""
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _alert_email(self) -> "PipelineSettings":
+        """E-mail alerts need a sender, a server and valid addresses; a login needs both its
+        halves. The password is never repeated."""
+        if not self.alert_email_recipients:
+            return self
+        for name, value in (
+            ("ALERT_EMAIL_FROM", self.alert_email_from),
+            ("ALERT_SMTP_HOST", self.alert_smtp_host),
+        ):
+            if not value.strip():
+                raise SettingsError(
+                    f"ALERT_EMAIL_TO is set but {name} is not; e-mail alerts need both"
+                )
+        wrong = [
+            a for a in [*self.alert_email_recipients, self.alert_email_from] if not _EMAIL.match(a)
+        ]
+        if wrong:
+            raise SettingsError(
+                f"ALERT_EMAIL_TO and ALERT_EMAIL_FROM must be e-mail addresses; not: "
+                f"{', '.join(repr(a) for a in wrong)}"
+            )
+        if self.alert_smtp_security not in SMTP_SECURITY:
+            raise SettingsError(
+                f"ALERT_SMTP_SECURITY={self.alert_smtp_security!r} is not allowed; use "
+                f"{', '.join(SMTP_SECURITY)}"
+            )
+        if bool(self.alert_smtp_user) != (self.alert_smtp_password is not None):
+            raise SettingsError(
+                "ALERT_SMTP_USER and ALERT_SMTP_PASSWORD go together: set both to log in, "
+                "or neither"
+            )
+        return self
+
+    @property
+    def alert_email_recipients(self) -> list[str]:
+        """ALERT_EMAIL_TO, comma-separated."""
+        return _split_commas(self.alert_email_to)
 
     @field_validator("asset_owners")
     @classmethod

@@ -1,5 +1,5 @@
 """The daemon's and the run worker's part, played by a test: evaluate a schedule tick, apply a
-sensor's partition requests, and run what a request asks for on the same instance, exactly as
+sensor's partition requests and record its asset events, and run what a request asks for on the same instance, exactly as
 the run worker would select it."""
 
 from datetime import datetime
@@ -67,3 +67,10 @@ def apply_partition_requests(instance: DagsterInstance, result: SensorResult) ->
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def record_asset_events(instance: DagsterInstance, result: SensorResult) -> None:
+    """What the daemon does with the asset events a sensor returns (`_evaluate_sensor` in
+    dagster/_daemon/sensor.py): each is recorded as a runless event."""
+    for event in result.asset_events or []:
+        instance.report_runless_asset_event(event)

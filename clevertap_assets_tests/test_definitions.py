@@ -74,6 +74,7 @@ def test_every_selected_event_is_an_asset_with_its_checks(tmp_path):
     assert {s.name for s in defs.schedules} == {"ingestion_schedule"}
     assert {s.name for s in defs.sensors} == {  # no alerts without ALERT_WEBHOOK_URL
         "reconciliation_sensor",
+        "recovered_days_sensor",
         "freshness_checks_sensor",
         "webhook_inbox_sensor",
     }

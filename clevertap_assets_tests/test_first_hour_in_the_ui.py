@@ -232,6 +232,11 @@ def test_materialize_a_range_and_execute_the_checks_from_the_ui(first_hour: Firs
     assert {d: m["dagster/partition_row_count"] for d, m in by_day.items()} == truth
     assert {d: m["rows_written"] for d, m in by_day.items()} == truth
     assert {d: m["records_skipped"] for d, m in by_day.items()} == dict.fromkeys(truth, 0)
+    # In the order the UI lists them, the day's own figures come first.
+    day_figures = ["rows_written", "duplicates_dropped", "records_skipped"]
+    for m in asset["assetMaterializations"]:
+        labels = [e["label"] for e in m["metadataEntries"]]
+        assert labels[:4] == [*day_figures, "dagster/partition_row_count"], labels
     # Dagster's `dagster/row_count` is the table's rows (TableMetadataSet) after each run: the
     # first run's 7 days (whichever week the queue ran first), then the whole table.
     first_week = sum(rows for d, rows in truth.items() if d < first + timedelta(days=7))

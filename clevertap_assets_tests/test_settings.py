@@ -253,6 +253,29 @@ def test_duckdb_is_refused_where_each_run_has_a_pod_of_its_own(
     assert instance_run_launcher() is None
 
 
+def test_bad_email_alert_settings_name_the_setting_and_never_show_the_password(events_csv):
+    mail = {
+        "alert_email_to": "data@example.com, oncall@example.com",
+        "alert_email_from": "dagster@example.com",
+        "alert_smtp_host": "smtp.example.com",
+    }
+    good = load_settings(
+        events_csv=events_csv, **mail, alert_smtp_user="alerts", alert_smtp_password="pw-secret"
+    )
+    assert good.alert_email_recipients == ["data@example.com", "oncall@example.com"]
+    assert "pw-secret" not in repr(good) and good.alert_smtp_port == 587
+    for wrong, message in (
+        ({"alert_smtp_host": ""}, "ALERT_EMAIL_TO is set but ALERT_SMTP_HOST is not"),
+        ({"alert_email_from": ""}, "ALERT_EMAIL_TO is set but ALERT_EMAIL_FROM is not"),
+        ({"alert_email_to": "data@example.com, data-team"}, "not: 'data-team'"),
+        ({"alert_smtp_security": "tls"}, "ALERT_SMTP_SECURITY='tls' is not allowed; use starttls"),
+        ({"alert_smtp_password": "pw-secret"}, "ALERT_SMTP_USER and ALERT_SMTP_PASSWORD go"),
+    ):
+        with pytest.raises(SettingsError) as error:
+            load_settings(events_csv=events_csv, **{**mail, **wrong})
+        assert message in str(error.value) and "pw-secret" not in str(error.value)
+
+
 def test_a_bad_alert_url_or_owner_names_its_setting_and_never_shows_the_secret(events_csv):
     csv = events_csv
     secret = "hooks.slack.com/services/T0/B0/xoxb-secret"

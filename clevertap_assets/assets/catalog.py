@@ -12,11 +12,12 @@ from dagster import TableColumn, TableSchema
 
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.batch.kinds import Kind
-from clevertap_assets.source.normalise import SYSTEM_COLUMNS
 
 EVENT_TYPE_TAG = "clevertap/event_type"
 
 SYSTEM_COLUMN_DESCRIPTIONS = {
+    # Every column the pipeline adds to a record's own (source.normalise's SYSTEM_COLUMNS,
+    # and the load's time), in table order.
     "_record_id": "SHA-256 of the record as CleverTap exported it: a re-run or backfill "
     "replaces a record rather than adding a copy (checked by no_duplicate_record_ids)",
     "event_name": "The CleverTap event, spelled as in the dashboard",
@@ -25,11 +26,13 @@ SYSTEM_COLUMN_DESCRIPTIONS = {
     "event_time": "ts as a timestamp in the project's time zone (CLEVERTAP_TIMEZONE), "
     "without zone: the day partition the row belongs to",
     "event_time_utc": "event_time converted to UTC",
+    "_loaded_at": "When the run that wrote the row loaded it (UTC)",
 }
 SYSTEM_COLUMN_KINDS = {
     "ts": Kind.BIGINT,
     "event_time": Kind.TIMESTAMP,
     "event_time_utc": Kind.TIMESTAMPTZ,
+    "_loaded_at": Kind.TIMESTAMPTZ,
 }
 _TAG_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -60,6 +63,6 @@ def system_column_schema() -> TableSchema:
     return TableSchema(
         columns=[
             described(TableColumn(name, SYSTEM_COLUMN_KINDS.get(name, Kind.TEXT).value))
-            for name in SYSTEM_COLUMNS
+            for name in SYSTEM_COLUMN_DESCRIPTIONS
         ]
     )

@@ -191,26 +191,35 @@ def _refusal(
 def _output(
     context: AssetExecutionContext, settings: PipelineSettings, event: EventAsset, read: EventRead
 ) -> Output[EventBatch]:
-    """The batch, each day's materialization with that day's own figures first: the run's
-    totals, preview and column maps are the same on every day of the run, so they follow."""
+    """The batch, each day's materialization with that day's own figures first, then the
+    run's totals and the IO manager's, then the preview and the column maps.
+
+    Dagster merges a materialization's metadata as the Output's, the IO manager's, then the
+    partition's own, and a key stays where it first appears: so the day's keys lead the
+    Output's metadata (holding the run's sums, which each day's own figures replace), and the
+    preview and maps, the same on every day, come with the partition's metadata, last."""
     batch = read.batch
     assert batch is not None
     days = [date.fromisoformat(key) for key in context.partition_keys]
-    window = {
+    column_keys = read.window.names.record()
+    totals = {
+        **day_figures(
+            batch.rows, sum(batch.duplicates_by_day.values()), sum(batch.skipped_by_day.values())
+        ),
         **read_metadata(read),
         "table": event.table,
+    }
+    maps = {
         "preview": _preview(batch, days),
         COLUMN_SCHEMA: _column_schema(batch),
+        COLUMN_KEYS: MetadataValue.json(column_keys),
     }
     for day in days:
         context.add_asset_metadata(
-            {**day_metadata(batch, day), **window},
-            asset_key=event.key,
-            partition_key=day.isoformat(),
+            {**day_metadata(batch, day), **maps}, asset_key=event.key, partition_key=day.isoformat()
         )
     _warn_skipped(context, settings, event.name, read.spool)
-    column_keys = read.window.names.record()
-    return Output(replace(batch, column_keys=column_keys), output_name=event.slug)
+    return Output(replace(batch, column_keys=column_keys), output_name=event.slug, metadata=totals)
 
 
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -272,7 +281,6 @@ def read_metadata(read: EventRead) -> dict[str, object]:
         "dedupe_seconds": read.dedupe_seconds,
         "rows_per_second": round(batch.rows / read.seconds, 1) if read.seconds else 0.0,
         "window": f"{window.first_day}..{window.last_day}",
-        COLUMN_KEYS: MetadataValue.json(window.names.record()),
     }
 
 
@@ -301,11 +309,19 @@ def day_metadata(batch: EventBatch, day: date) -> dict[str, object]:
     skipped over the size limits. A range run is one Output for many days; Dagster would
     otherwise give every partition the window's totals (which stay on it as `window_*`).
     Records without a readable `ts` have no day: they count in the window only."""
-    rows = batch.rows_by_day.get(day, 0)
+    return day_figures(
+        batch.rows_by_day.get(day, 0),
+        batch.duplicates_by_day.get(day, 0),
+        batch.skipped_by_day.get(day, 0),
+    )
+
+
+def day_figures(rows: int, duplicates: int, skipped: int) -> dict[str, object]:
+    """The figures of some days: rows written, copies dropped, records skipped."""
     return {
         "rows_written": rows,
-        "duplicates_dropped": batch.duplicates_by_day.get(day, 0),
-        "records_skipped": batch.skipped_by_day.get(day, 0),
+        "duplicates_dropped": duplicates,
+        "records_skipped": skipped,
         PARTITION_ROW_COUNT: rows,
     }
 

@@ -1,24 +1,21 @@
 """Alerts: a failed run, a failed check (the freshness checks included) each become one
-message to ALERT_WEBHOOK_URL, naming the pipeline, the events, the days and the cause.
+message to ALERT_WEBHOOK_URL and by e-mail to ALERT_EMAIL_TO (`alert_delivery`), naming the
+pipeline, the events, the days and the cause.
 
-The message is `{"text": ...}`, the body a Slack incoming webhook takes, and plain JSON any
-other webhook (Teams workflows, a chat bridge, an e-mail relay) can read. Run failures come
-from Dagster's run failure sensor, whose cursor moves past each failed run once. A check is
-alerted when it starts failing: the sensor's cursor holds, per check, the newest evaluation
+Run failures are
+read from the instance's run status changes, the sensor's cursor being the newest failure
+delivered: Dagster's own `run_failure_sensor` moves its cursor past a run also when its
+function raises, so a message the webhook or mail server did not take would be lost. A check is alerted
+when it starts failing: the sensor's cursor holds, per check, the newest evaluation
 handled, and an evaluation that fails after a failed one is the same failure (an hourly
 count that keeps finding the same gap, a stale event staying stale), so it says nothing
-again until the check has passed. A webhook that cannot be reached leaves the cursor where
-it was for the checks not yet sent, so nothing is lost and nothing is sent twice.
-
-The URL is a secret (a Slack URL holds its token): it lives in a `SecretStr`, and no error,
-log line or repr here shows it.
+again until the check has passed. A sender that cannot deliver leaves either cursor where
+it was for what was not sent yet, so nothing is lost and nothing is sent twice.
 """
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-import httpx
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
@@ -28,73 +25,35 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     DefaultSensorStatus,
-    RunFailureSensorContext,
+    EventLogRecord,
+    RunStatusChangeRecordsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    run_failure_sensor,
+    deserialize_value,
     sensor,
 )
-from pydantic import SecretStr
+from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
 
 from clevertap_assets.assets.checks import event_check_keys
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.reconciliation import GAPS
 from clevertap_assets.assets.refusals import latest_refusal
+from clevertap_assets.automation.alert_delivery import (
+    Alert,
+    AlertDeliveryError,
+    AlertSender,
+    alert_senders,
+)
 from clevertap_assets.run_tags import days_label, run_days
 from clevertap_assets.settings import PipelineSettings
 
-ALERT_TIMEOUT_SECONDS = 10.0
 CHECK_ALERTS_INTERVAL_SECONDS = 60
+RUN_ALERTS_INTERVAL_SECONDS = 30
+RUN_FAILURES_PER_EVALUATION = 25
 FRESHNESS_CHECK = "freshness_check"
 """The name Dagster gives each check of `build_last_update_freshness_checks`."""
-
-
-class AlertDeliveryError(RuntimeError):
-    """The webhook did not take a message; says why without the URL."""
-
-
-@dataclass(frozen=True)
-class Alert:
-    pipeline: str
-    problem: str
-    events: Sequence[str]
-    days: str
-    cause: str
-
-    @property
-    def text(self) -> str:
-        events = ", ".join(self.events) or "no event"
-        return (
-            f"CleverTap pipeline {self.pipeline!r}: {self.problem}. Events: {events}. "
-            f"Days: {self.days}. Cause: {self.cause}"
-        )
-
-
-class AlertWebhook:
-    """Posts alerts to ALERT_WEBHOOK_URL."""
-
-    def __init__(self, url: SecretStr) -> None:
-        self._url = url
-
-    def __repr__(self) -> str:
-        return "AlertWebhook(url=SecretStr('**********'))"
-
-    def send(self, alert: Alert) -> None:
-        try:
-            response = httpx.post(
-                self._url.get_secret_value(),
-                json={"text": alert.text},
-                timeout=ALERT_TIMEOUT_SECONDS,
-            )
-        except httpx.HTTPError as exc:
-            # httpx's messages can hold the URL: only the kind of failure is told.
-            raise AlertDeliveryError(
-                f"ALERT_WEBHOOK_URL could not be reached ({type(exc).__name__})"
-            ) from None
-        if response.is_error:
-            raise AlertDeliveryError(f"ALERT_WEBHOOK_URL answered HTTP {response.status_code}")
 
 
 def event_names_of(keys: Sequence[AssetKey], names: Mapping[AssetKey, str]) -> list[str]:
@@ -132,33 +91,111 @@ def run_assets(instance: DagsterInstance, run: DagsterRun) -> set[AssetKey]:
     return keys or {check.asset_key for check in run.asset_check_selection or ()}
 
 
-def failure_cause(context: RunFailureSensorContext) -> str:
+def failure_cause(instance: DagsterInstance, run_failure: EventLogRecord) -> str:
     """The failed steps' own descriptions (a `Failure` names the events not loaded), else
     Dagster's message for the run."""
     causes = []
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data
+    steps = instance.get_records_for_run(
+        run_failure.run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records
+    for step in steps:
+        data = step.event_log_entry.get_dagster_event().step_failure_data
         user = data.user_failure_data
         if user is not None and user.description:
             causes.append(user.description)
         elif data.error is not None:
             causes.append(data.error.message.strip())
-    return "; ".join(causes) or (context.failure_event.message or "the run failed")
+    message = run_failure.event_log_entry.get_dagster_event().message
+    return "; ".join(causes) or (message or "the run failed")
+
+
+def run_failures_after(instance: DagsterInstance, storage_id: int) -> list[EventLogRecord]:
+    """The first run failures recorded after `storage_id`, oldest first."""
+    records_filter = RunStatusChangeRecordsFilter(
+        DagsterEventType.RUN_FAILURE, after_storage_id=storage_id
+    )
+    return list(
+        instance.fetch_run_status_changes(
+            records_filter, RUN_FAILURES_PER_EVALUATION, ascending=True
+        ).records
+    )
+
+
+def newest_run_failure(instance: DagsterInstance) -> int:
+    """The storage id of the newest run failure; 0 before any."""
+    records = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, 1).records
+    return records[0].storage_id if records else 0
+
+
+def handled_run_failure(cursor: str | None) -> int | None:
+    """The storage id of the newest run failure handled; also from the cursor that Dagster's
+    `run_failure_sensor` of the same name left before this sensor replaced it, so an upgrade
+    neither replays nor skips a failure. None for a new sensor."""
+    if cursor is None:
+        return None
+    if cursor.isdigit():
+        return int(cursor)
+    if RunStatusSensorCursor.is_valid(cursor):
+        return deserialize_value(cursor, RunStatusSensorCursor).record_id
+    return None
+
+
+def in_code_location(context: SensorEvaluationContext, run: DagsterRun) -> bool:
+    """Whether the run is of this sensor's code location, as Dagster's run status sensors
+    judge it (a run launched in process has no origin, nor has a sensor under test)."""
+    origin = run.remote_job_origin
+    location = context.code_location_origin
+    return (
+        origin.repository_origin.code_location_origin.location_name if origin else None,
+        origin.repository_origin.repository_name if origin else None,
+    ) == (location.location_name if location else None, context.repository_name)
+
+
+def run_alerts_result(
+    context: SensorEvaluationContext,
+    pipeline: str,
+    sender: AlertSender,
+    names: Mapping[AssetKey, str],
+) -> SensorResult:
+    """One message per run of this code location that failed since the newest one
+    delivered, oldest first. The first evaluation only records where the failures stand; a
+    message not taken leaves the cursor before its run, which the next evaluation sends."""
+    instance = context.instance
+    handled = handled_run_failure(context.cursor)
+    if handled is None:
+        return SensorResult(
+            skip_reason=SkipReason("started: runs that fail from now on are alerted"),
+            cursor=str(newest_run_failure(instance)),
+        )
+    sent = 0
+    for record in run_failures_after(instance, handled):
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and in_code_location(context, run):
+            alert = run_failure_alert(
+                instance, pipeline, run, names, failure_cause(instance, record)
+            )
+            try:
+                sender.send(alert)
+            except AlertDeliveryError as error:
+                reason = f"{error}; run {run.run_id} is alerted on the next evaluation"
+                return SensorResult(skip_reason=SkipReason(reason), cursor=str(handled))
+            sent += 1
+        handled = record.storage_id
+    reason = f"{sent} failed run(s) alerted" if sent else "no run failed"
+    return SensorResult(skip_reason=SkipReason(reason), cursor=str(handled))
 
 
 def build_run_failure_alerts(
-    pipeline: str, webhook: AlertWebhook, names: Mapping[AssetKey, str]
+    name: str, pipeline: str, sender: AlertSender, names: Mapping[AssetKey, str]
 ) -> SensorDefinition:
-    @run_failure_sensor(
-        name="run_failure_alerts",
+    @sensor(
+        name=name,
+        minimum_interval_seconds=RUN_ALERTS_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Sends one message to ALERT_WEBHOOK_URL for each failed run.",
+        description=f"Sends one message to {sender.target} for each failed run.",
     )
-    def run_failure_alerts(context: RunFailureSensorContext) -> None:
-        alert = run_failure_alert(
-            context.instance, pipeline, context.dagster_run, names, failure_cause(context)
-        )
-        webhook.send(alert)
+    def run_failure_alerts(context: SensorEvaluationContext) -> SensorResult:
+        return run_alerts_result(context, pipeline, sender, names)
 
     return run_failure_alerts
 
@@ -242,7 +279,7 @@ def _failed_before(instance: DagsterInstance, check_key: AssetCheckKey, record_i
 def check_alerts_result(
     instance: DagsterInstance,
     pipeline: str,
-    webhook: AlertWebhook,
+    sender: AlertSender,
     checks: Sequence[AssetCheckKey],
     names: Mapping[AssetKey, str],
     cursor: str | None,
@@ -261,7 +298,7 @@ def check_alerts_result(
     for _, run_id, evaluation in failures:
         run = instance.get_run_by_id(run_id)
         try:
-            webhook.send(check_alert(instance, pipeline, evaluation, run, names))
+            sender.send(check_alert(instance, pipeline, evaluation, run, names))
         except AlertDeliveryError as error:
             # The checks not sent stay unhandled, and are sent on a later evaluation.
             unsent = {key.to_user_string() for key, _, _ in failures[sent:]}
@@ -274,21 +311,22 @@ def check_alerts_result(
 
 
 def build_check_failure_alerts(
+    name: str,
     pipeline: str,
-    webhook: AlertWebhook,
+    sender: AlertSender,
     checks: Sequence[AssetCheckKey],
     names: Mapping[AssetKey, str],
 ) -> SensorDefinition:
     @sensor(
-        name="check_failure_alerts",
+        name=name,
         minimum_interval_seconds=CHECK_ALERTS_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Sends one message to ALERT_WEBHOOK_URL when a check of an event (row "
+        description=f"Sends one message to {sender.target} when a check of an event (row "
         "counts, duplicates, freshness) starts failing.",
     )
     def check_failure_alerts(context: SensorEvaluationContext) -> SensorResult:
         return check_alerts_result(
-            context.instance, pipeline, webhook, checks, names, context.cursor
+            context.instance, pipeline, sender, checks, names, context.cursor
         )
 
     return check_failure_alerts
@@ -299,16 +337,21 @@ def build_alert_sensors(
     events: Sequence[EventAsset],
     freshness: Sequence[AssetChecksDefinition],
 ) -> list[SensorDefinition]:
-    """None without ALERT_WEBHOOK_URL: the freshness checks still show in the UI."""
-    if settings.alert_webhook_url is None:
-        return []
-    webhook = AlertWebhook(settings.alert_webhook_url)
+    """Two per configured sender (`run_failure_alerts` and `check_failure_alerts` for the
+    webhook, `..._emails` for e-mail), each with its own cursor, so a sender that is down
+    delays only its own messages; none without a sender: the freshness checks still show in
+    the UI."""
     names = {event.key: event.name for event in events}
     checks = [
         *(check for event in events for check in event_check_keys(event.key)),
         *(spec.key for checks_def in freshness for spec in checks_def.check_specs),
     ]
+    pipeline = settings.pipeline_name
     return [
-        build_run_failure_alerts(settings.pipeline_name, webhook, names),
-        build_check_failure_alerts(settings.pipeline_name, webhook, checks, names),
+        sensor_def
+        for word, sender in alert_senders(settings).items()
+        for sensor_def in (
+            build_run_failure_alerts(f"run_failure_{word}", pipeline, sender, names),
+            build_check_failure_alerts(f"check_failure_{word}", pipeline, sender, checks, names),
+        )
     ]

@@ -33,6 +33,14 @@ def in_progress_runs(
 ) -> Sequence[DagsterRun]:
     """Unfinished runs of `assets`, after failing those that went silent."""
     fail_silent_runs(instance, assets)
+    return unfinished_runs(instance, assets)
+
+
+def unfinished_runs(
+    instance: DagsterInstance, assets: Collection[AssetKey]
+) -> Sequence[DagsterRun]:
+    """Unfinished runs of `assets`, as the instance records them: asked without side
+    effects, a silent run included."""
     keys = set(assets)
     return [
         run

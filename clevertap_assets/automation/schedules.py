@@ -101,10 +101,7 @@ def days_to_load(
     if refusal is not None:
         now = datetime.now(UTC)
         return set() if refusal.holds(source, now) else {today}
-    window_start = max(
-        today - timedelta(days=settings.history_days - 1),
-        partitions_def.start.astimezone(ZoneInfo(settings.timezone)).date(),
-    )
+    window_start = history_start(settings, partitions_def, today)
     recent_start = max(window_start, today - timedelta(days=settings.lookback_days))
     days = set(days_between(recent_start, today))
     materialized = instance.get_materialized_partitions(key)
@@ -117,6 +114,17 @@ def days_to_load(
     if missing:
         missing -= loaded_in_warehouse(warehouse_stats, settings, event, min(missing), max(missing))
     return days | missing
+
+
+def history_start(
+    settings: PipelineSettings, partitions_def: TimeWindowPartitionsDefinition, today: date
+) -> date:
+    """The first day of the history window the pipeline keeps loaded (to `today`): the last
+    CLEVERTAP_HISTORY_DAYS days, none before the first partition."""
+    return max(
+        today - timedelta(days=settings.history_days - 1),
+        partitions_def.start.astimezone(ZoneInfo(settings.timezone)).date(),
+    )
 
 
 def loaded_in_warehouse(

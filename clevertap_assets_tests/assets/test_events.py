@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import duckdb
 import orjson
 import pytest
-from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, instance_for_test, materialize
 
 from clevertap_assets.assets import refusals
 from clevertap_assets.assets.events import build_event_assets
@@ -20,6 +20,7 @@ from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
+from clevertap_assets.headless import load_days
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.naming import event_slugs
 from clevertap_assets_tests.harness import (
@@ -104,6 +105,35 @@ def test_each_partition_of_a_range_run_describes_its_own_day(tmp_path, make_emul
         assert f"| {day} | {rows} | {copies[day]} | 0 |" in preview
     assert "| event_time | amount |" in preview
     assert max(len(line) for line in preview.splitlines()) <= 120
+
+
+def test_each_days_own_figures_lead_its_stored_metadata(tmp_path, make_emulator):
+    """In the order the UI lists a partition's metadata (the stored materialization's): the
+    day's own figures, then the run's and the table's totals, then the preview and maps."""
+    emulator = make_emulator(duplicate_share=0.3)
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    first, last = recent_days(pipeline.settings, 2)
+    charged = AssetKey(["clevertap", "charged"])
+    with instance_for_test() as instance:
+        clevertap = fast_clevertap(emulator)
+        assert load_days(
+            pipeline.settings, first, last, {"clevertap": clevertap}, instance=instance
+        ).success
+        records_filter = AssetRecordsFilter(asset_key=charged, asset_partitions=[first.isoformat()])
+        (record,) = instance.fetch_materializations(records_filter, limit=1).records
+    metadata = record.asset_materialization.metadata
+    keys = list(metadata)
+    assert keys[:4] == [
+        "rows_written",
+        "duplicates_dropped",
+        "records_skipped",
+        "dagster/partition_row_count",
+    ]
+    rows = pipeline.truth("Charged", first, first)[first]
+    assert metadata["rows_written"].value == metadata["dagster/partition_row_count"].value == rows
+    assert metadata["window_rows_written"].value > rows  # the run's two days
+    assert keys.index("window_rows_written") < keys.index("dagster/row_count")
+    assert keys[-3:] == ["preview", "dagster/column_schema", "column_keys"]
 
 
 _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(

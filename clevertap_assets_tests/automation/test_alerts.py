@@ -5,7 +5,7 @@ the event, the days and the cause; healthy runs and a failure seen before make n
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,13 +13,16 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetSelection,
+    DagsterEventType,
     Definitions,
+    ExecuteInProcessResult,
     RunRequest,
     SensorResult,
     build_sensor_context,
     instance_for_test,
     materialize,
 )
+from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
 from dagster._core.test_utils import freeze_time
 
 from clevertap_assets.assets.freshness import freshness_bound
@@ -28,24 +31,29 @@ from clevertap_assets.definitions import build_definitions
 from clevertap_assets.run_tags import load_tags
 from clevertap_assets_tests.daemon import execute
 from clevertap_assets_tests.harness import Pipeline, fast_clevertap, make_pipeline
+from clevertap_assets_tests.smtp_server import SMTP_PASSWORD, SMTP_USER, Mailbox, serving_mail
 
 CHARGED = AssetKey(["clevertap", "charged"])
 
 
 class Endpoint:
-    """A webhook on 127.0.0.1 that keeps every JSON body posted to it, or answers `status`."""
+    """A webhook on 127.0.0.1 that keeps every JSON body posted to it, or answers `status`;
+    the next `refusals` posts it answers 503 whatever `status` says."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.status = 200
+        self.refusals = 0
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if endpoint.status == 200:
+                status = 503 if endpoint.refusals else endpoint.status
+                endpoint.refusals = max(0, endpoint.refusals - 1)
+                if status == 200:
                     endpoint.messages.append(json.loads(body)["text"])
-                self.send_response(endpoint.status)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -57,6 +65,12 @@ class Endpoint:
     def take(self) -> list[str]:
         taken, self.messages = self.messages, []
         return taken
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    with serving_mail() as served:
+        yield served
 
 
 @pytest.fixture
@@ -85,6 +99,41 @@ def load_request(pipeline: Pipeline, days: int) -> RunRequest:
     )
 
 
+def fail_a_load(definitions: Definitions, emulator, instance, day: date) -> ExecuteInProcessResult:
+    """A run of Charged over one day with a wrong passcode: it fails."""
+    failed = materialize(
+        list(definitions.assets or []),
+        selection=AssetSelection.assets(CHARGED).without_checks(),
+        partition_key=day.isoformat(),
+        instance=instance,
+        resources={
+            **(definitions.resources or {}),
+            "clevertap": fast_clevertap(emulator, passcode="not-the-passcode"),
+        },
+        raise_on_error=False,
+    )
+    assert not failed.success
+    return failed
+
+
+def failure_refused_once(
+    pipeline: Pipeline, sensor: str, receiver: Endpoint | Mailbox
+) -> tuple[ExecuteInProcessResult, str]:
+    """A failed load of today whose alert the receiver refuses once, then three evaluations
+    of the sensor: the refused one, the one delivering, one finding nothing more. The failed
+    run, and what the refused evaluation said."""
+    definitions = build_definitions(pipeline.settings)
+    with instance_for_test() as instance:
+        cursor = evaluate(definitions, sensor, instance, None).cursor
+        today = local_today(pipeline.settings.timezone)
+        failed = fail_a_load(definitions, pipeline.emulator, instance, today)
+        receiver.refusals = 1
+        refused = evaluate(definitions, sensor, instance, cursor)
+        delivered = evaluate(definitions, sensor, instance, refused.cursor)
+        evaluate(definitions, sensor, instance, delivered.cursor)
+    return failed, refused.skip_message or ""
+
+
 def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, emulator, endpoint):
     pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
     definitions = build_definitions(pipeline.settings)
@@ -96,18 +145,7 @@ def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, e
         assert endpoint.take() == []
 
         today = local_today(pipeline.settings.timezone)
-        failed = materialize(
-            list(definitions.assets or []),
-            selection=AssetSelection.assets(CHARGED).without_checks(),
-            partition_key=today.isoformat(),
-            instance=instance,
-            resources={
-                **(definitions.resources or {}),
-                "clevertap": fast_clevertap(emulator, passcode="not-the-passcode"),
-            },
-            raise_on_error=False,
-        )
-        assert not failed.success
+        failed = fail_a_load(definitions, emulator, instance, today)
         found = evaluate(definitions, "run_failure_alerts", instance, quiet.cursor)
         (message,) = endpoint.take()
         assert "CleverTap pipeline 'clevertap'" in message
@@ -117,6 +155,80 @@ def test_a_failed_run_is_one_message_naming_its_event_days_and_cause(tmp_path, e
         assert "not-the-passcode" not in message and endpoint.url not in message
         evaluate(definitions, "run_failure_alerts", instance, found.cursor)
         assert endpoint.take() == []  # the cursor moved past it
+
+
+def test_a_run_failure_the_webhook_refused_is_sent_on_the_next_evaluation_once(
+    tmp_path, emulator, endpoint
+):
+    """Dagster's run failure sensor moves its cursor past a run whose function raised: the
+    message the webhook refused would be lost. Here the next evaluation delivers it."""
+    pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
+    failed, refused = failure_refused_once(pipeline, "run_failure_alerts", endpoint)
+    today = local_today(pipeline.settings.timezone)
+    assert refused == (
+        f"ALERT_WEBHOOK_URL answered HTTP 503; run {failed.run_id} is alerted on the next "
+        "evaluation"
+    )
+    (message,) = endpoint.take()
+    assert message.startswith("CleverTap pipeline 'clevertap': run ")
+    assert f"run {failed.run_id}" in message and "Events: Charged." in message
+    assert f"Days: {today}." in message and "'Charged'" in message.split("Cause:")[1]
+
+
+def test_the_cursor_dagsters_run_failure_sensor_left_carries_on_after_an_upgrade(
+    tmp_path, emulator, endpoint
+):
+    """`run_failure_alerts` was Dagster's run failure sensor: its stored cursor, naming the
+    newest failure it handled, is where the new sensor goes on, neither replaying nor
+    skipping a failure."""
+    pipeline = make_pipeline(tmp_path, emulator, alert_webhook_url=endpoint.url)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    with instance_for_test() as instance:
+        handled = fail_a_load(definitions, emulator, instance, today)
+        (record,) = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, 1).records
+        left = RunStatusSensorCursor(record_id=record.storage_id).to_json()
+        failed = fail_a_load(definitions, emulator, instance, today)
+        evaluate(definitions, "run_failure_alerts", instance, left)
+    (message,) = endpoint.take()
+    assert f"run {failed.run_id} " in message and handled.run_id not in message
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_by_email_a_run_failure_the_server_deferred_is_mailed_once_with_the_same_text(
+    tmp_path, emulator, mailbox
+):
+    """ALERT_EMAIL_TO alone: the e-mail sensors, no webhook's; the server's 451 keeps the
+    failure for the next evaluation, which mails it once, with the webhook's text."""
+    box, port = mailbox
+    pipeline = make_pipeline(
+        tmp_path,
+        emulator,
+        alert_email_to="data@example.com",
+        alert_email_from="dagster@example.com",
+        alert_smtp_host="127.0.0.1",
+        alert_smtp_port=port,
+        alert_smtp_security="none",
+        alert_smtp_user=SMTP_USER,
+        alert_smtp_password=SMTP_PASSWORD,
+    )
+    definitions = build_definitions(pipeline.settings)
+    sensors = {s.name for s in definitions.sensors or []}
+    assert {"run_failure_emails", "check_failure_emails"} <= sensors
+    assert "run_failure_alerts" not in sensors
+    failed, deferred = failure_refused_once(pipeline, "run_failure_emails", box)
+    today = local_today(pipeline.settings.timezone)
+    assert deferred == (
+        f"ALERT_SMTP_HOST 127.0.0.1:{port} answered 451 (SMTPDataError); "
+        f"run {failed.run_id} is alerted on the next evaluation"
+    )
+    (mail,) = box.messages
+    assert (mail["From"], mail["To"]) == ("dagster@example.com", "data@example.com")
+    assert mail["Subject"].startswith(f"CleverTap pipeline 'clevertap': run {failed.run_id} ")
+    text = mail.get_content()
+    assert text.startswith(mail["Subject"] + ". Events: Charged.")
+    assert f"Days: {today}." in text and "'Charged'" in text.split("Cause:")[1]
+    assert SMTP_PASSWORD not in text and box.logins == [SMTP_USER, SMTP_USER]
 
 
 def test_a_check_that_starts_failing_is_one_message_until_it_passes(tmp_path, emulator, endpoint):

@@ -1,0 +1,192 @@
+"""`recovered_days_sensor`: the days the warehouse holds that the Dagster instance has no
+record of, recorded as the events' materializations.
+
+A new instance (a temporary or wiped `DAGSTER_HOME`, a restored backup, a second deployment
+writing the same warehouse) knows no run that loaded the tables. The schedule finds those
+days in the warehouse and does not load them again (`schedules.loaded_in_warehouse`); this
+sensor tells the instance too, so the UI shows them loaded and the reconciliation compares
+them. It returns the materializations and the daemon records them, so a previewed
+evaluation changes nothing. An evaluation asks an event's table at most once, one grouped
+count over the days of the history window the instance lacks, and asks nothing once the
+instance has them all; it never asks CleverTap. A day without rows stays unrecorded (the
+schedule loads it) and is not counted again for an hour (the cursor), so a day the schedule
+has not reached yet (today after midnight) costs one count an hour, not one per evaluation.
+
+A recovered materialization is stamped when it is recorded, not when its rows were loaded:
+the freshness checks and policy count an event fresh from its recovery, for one bound.
+"""
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import date
+
+from dagster import (
+    AssetMaterialization,
+    AssetsDefinition,
+    DagsterInstance,
+    DefaultSensorStatus,
+    MetadataValue,
+    ResourceParam,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    TimeWindowPartitionsDefinition,
+    sensor,
+)
+
+from clevertap_assets.assets.events import PARTITION_ROW_COUNT
+from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.refusals import latest_refusal
+from clevertap_assets.automation.runs import unfinished_runs
+from clevertap_assets.automation.schedules import history_start
+from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.stats import EventTableStats
+from clevertap_assets.settings import PipelineSettings
+
+RECOVERED = "recovered_from_warehouse"
+"""Materialization metadata key: the table whose rows made the day count as loaded."""
+RECOVERY_INTERVAL_SECONDS = 300
+RECOUNT_SECONDS = 3600
+"""How long a lacking day counted without rows is not counted again: the schedule loads it
+meanwhile, or another deployment writing the warehouse does, and an hour later it is
+recovered."""
+
+
+def lacking_days(
+    instance: DagsterInstance, event: EventAsset, first: date, last: date
+) -> list[date]:
+    """The days from `first` to `last` the instance has no materialization of."""
+    materialized = instance.get_materialized_partitions(event.key)
+    return [day for day in days_between(first, last) if day.isoformat() not in materialized]
+
+
+def recover_days(
+    instance: DagsterInstance,
+    warehouse_stats: EventTableStats,
+    settings: PipelineSettings,
+    partitions_def: TimeWindowPartitionsDefinition,
+    events: Sequence[EventAsset],
+    today: date,
+    counted_empty: Mapping[str, Mapping[str, float]],
+    now: float,
+) -> tuple[list[AssetMaterialization], dict[str, dict[str, float]]]:
+    """A materialization for each day of the history window the warehouse holds and the
+    instance lacks; and, per event, the lacking days counted without rows, with when
+    (`counted_empty` is the previous evaluation's), which are not counted again for
+    `RECOUNT_SECONDS`.
+
+    An event some unfinished run writes, or whose latest materialization is a refusal, is
+    left to its run or the schedule's probe; the instance is asked again after the count,
+    so a run that committed its rows meanwhile records its own materialization."""
+    first = history_start(settings, partitions_def, today)
+    busy = {
+        key
+        for run in unfinished_runs(instance, [event.key for event in events])
+        for key in run.asset_selection or ()
+    }
+    recovered: list[AssetMaterialization] = []
+    still_empty: dict[str, dict[str, float]] = {}
+    for event in events:
+        lacking = lacking_days(instance, event, first, today)
+        if event.key in busy or not lacking or latest_refusal(instance, event.key) is not None:
+            continue
+        name = event.key.to_user_string()
+        empty = {
+            day: at
+            for day, at in counted_empty.get(name, {}).items()
+            if now - at < RECOUNT_SECONDS and date.fromisoformat(day) in lacking
+        }
+        uncounted = [day for day in lacking if day.isoformat() not in empty]
+        if uncounted:
+            counts = warehouse_stats.daily_row_counts(
+                settings.warehouse_schema, event.table, uncounted[0], uncounted[-1]
+            )
+            rows = {day: counts[day] for day in uncounted if counts.get(day)}
+            empty |= {day.isoformat(): now for day in uncounted if day not in rows}
+            recovered += _still_lacking(instance, settings, event, rows)
+        if empty:
+            still_empty[name] = empty
+    return recovered, still_empty
+
+
+def _still_lacking(
+    instance: DagsterInstance,
+    settings: PipelineSettings,
+    event: EventAsset,
+    rows: Mapping[date, int],
+) -> list[AssetMaterialization]:
+    if not rows:
+        return []
+    lacking = set(lacking_days(instance, event, min(rows), max(rows)))
+    return [
+        recovered_day(settings, event, day, count)
+        for day, count in sorted(rows.items())
+        if day in lacking
+    ]
+
+
+def recovered_day(
+    settings: PipelineSettings, event: EventAsset, day: date, rows: int
+) -> AssetMaterialization:
+    """The day as loaded, its rows first, then where they were found."""
+    table = f"{settings.warehouse_schema}.{event.table}"
+    metadata: Mapping[str, object] = {
+        PARTITION_ROW_COUNT: rows,
+        RECOVERED: MetadataValue.text(
+            f"{table} holds {rows} rows of this day, loaded by a run this Dagster instance "
+            "has no record of"
+        ),
+    }
+    return AssetMaterialization(
+        asset_key=event.key,
+        partition=day.isoformat(),
+        description=f"Recovered from the warehouse: {rows} rows in {table}",
+        metadata=metadata,
+    )
+
+
+def recovery_result(recovered: Sequence[AssetMaterialization], cursor: str) -> SensorResult:
+    """The materializations for the daemon to record, and what the tick says."""
+    if not recovered:
+        reason = "the instance knows every day of the history window the warehouse holds"
+    else:
+        keys = {materialization.asset_key for materialization in recovered}
+        reason = f"recorded {len(recovered)} day(s) of {len(keys)} event(s) from the warehouse"
+    return SensorResult(asset_events=recovered, skip_reason=SkipReason(reason), cursor=cursor)
+
+
+def build_recovered_days_sensor(
+    settings: PipelineSettings, reader: AssetsDefinition, events: Sequence[EventAsset]
+) -> SensorDefinition:
+    partitions_def = reader.partitions_def
+    assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
+
+    @sensor(
+        name="recovered_days_sensor",
+        minimum_interval_seconds=RECOVERY_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            f"Records as materialized the days of the last {settings.history_days} that the "
+            "warehouse holds and this Dagster instance has no record of (a new or wiped "
+            "instance): one row count per event table, nothing asked of CleverTap."
+        ),
+    )
+    def recovered_days_sensor(
+        context: SensorEvaluationContext, warehouse_stats: ResourceParam[EventTableStats]
+    ) -> SensorResult:
+        counted_empty = json.loads(context.cursor) if context.cursor else {}
+        recovered, counted_empty = recover_days(
+            context.instance,
+            warehouse_stats,
+            settings,
+            partitions_def,
+            events,
+            local_today(settings.timezone),
+            counted_empty,
+            time.time(),
+        )
+        return recovery_result(recovered, json.dumps(counted_empty))
+
+    return recovered_days_sensor
