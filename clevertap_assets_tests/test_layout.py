@@ -22,18 +22,27 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every project module a file imports, at module level or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            candidates = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+def imported_names(source: str, package: str) -> list[str]:
+    """Every module, or module attribute, the source imports, at module level or inside a
+    function, relative imports resolved against `package`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found += [base] + [f"{base}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found |= {c for c in candidates if c in MODULES}
+            found += [a.name for a in node.names]
     return found
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every project module a file imports."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return set(imported_names(path.read_text(encoding="utf-8"), package)) & set(MODULES)
 
 
 GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
@@ -90,25 +99,12 @@ def closure(start: str) -> set[str]:
 def imported_test_modules(source: str, package: str) -> list[str]:
     """The test modules (`test_*`, `conftest`) that code in `package` imports, relative
     imports resolved: shared helpers belong in helper modules (harness.py and its kind)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, *([base] if base else [])])
-            candidates = [base] + [f"{base}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found += [
-            c
-            for c in candidates
-            if c.startswith("clevertap_assets_tests.")
-            and (c.rsplit(".", 1)[-1].startswith("test_") or c.endswith(".conftest"))
-        ]
-    return found
+    return [
+        c
+        for c in imported_names(source, package)
+        if c.startswith("clevertap_assets_tests.")
+        and (c.rsplit(".", 1)[-1].startswith("test_") or c.endswith(".conftest"))
+    ]
 
 
 def test_the_test_import_finder_finds_each_form():
@@ -168,6 +164,27 @@ def test_the_folder_graph_joins_modules_by_folder():
         "clevertap_assets.a",
         "clevertap_assets.b",
         "clevertap_assets.a",
+    ]
+
+
+def test_the_folder_graph_has_every_folder_and_top_level_module():
+    """A folder or module the graph left out could import both ways unseen."""
+    entries = {
+        f"clevertap_assets.{entry.stem}"
+        for entry in PACKAGE.iterdir()
+        if (entry.suffix == ".py" and entry.stem != "__init__")
+        or (entry.is_dir() and any(entry.rglob("*.py")))
+    }
+    assert set(folder_graph(GRAPH)) == entries | {"clevertap_assets"}
+
+
+def test_a_relative_import_counts_as_the_module_it_names():
+    source = "from ..batch import spool\nfrom .client import x"
+    assert imported_names(source, "clevertap_assets.source") == [
+        "clevertap_assets.batch",
+        "clevertap_assets.batch.spool",
+        "clevertap_assets.source.client",
+        "clevertap_assets.source.client.x",
     ]
 
 
