@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRecord, RunsFilter
 
+from clevertap_assets.keys import PRIORITY_TAG
+
 HEARTBEAT_EVERY_SECONDS = 10.0
 SILENCE_SECONDS_ENV = "CLEVERTAP_RUN_SILENCE_SECONDS"
 DEFAULT_SILENCE_SECONDS = 180.0
@@ -30,8 +32,6 @@ short enough that a tick after a crash finds the account free."""
 MIN_SILENCE_SECONDS = 3.0
 LEASE_POLL_SECONDS = (1.0, 4.0)
 LEASE_LOG_EVERY_SECONDS = 60.0
-PRIORITY_TAG = "dagster/priority"
-"""Dagster's run priority tag: the run queue and pool claims serve higher numbers first."""
 
 _LIVE_STATUSES = [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 

@@ -452,6 +452,13 @@ def missing_credentials() -> str | None:
     return "; ".join(f"{name} is not set: it is {CREDENTIAL_VARIABLES[name]}" for name in missing)
 
 
+def credential(name: str) -> str:
+    """One of CREDENTIAL_VARIABLES as set now, for the code that needs its value at the time
+    (the schedule's account, the connection check); KeyError when unset, which
+    `missing_credentials` tells first."""
+    return os.environ[name].strip()
+
+
 def load_settings(**overrides: object) -> PipelineSettings:
     """Read the environment (and `.env`) into settings, turning pydantic's report into one line
     per bad setting that names the variable, so users never see validator internals."""

@@ -38,7 +38,6 @@ from dagster import (
 )
 from pydantic import SecretStr
 
-from clevertap_assets.assets.checks import event_check_keys
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.reconciliation import GAPS
 from clevertap_assets.assets.refusals import latest_refusal
@@ -305,7 +304,7 @@ def build_alert_sensors(
     webhook = AlertWebhook(settings.alert_webhook_url)
     names = {event.key: event.name for event in events}
     checks = [
-        *(check for event in events for check in event_check_keys(event.key)),
+        *(check for event in events for check in event.check_keys),
         *(spec.key for checks_def in freshness for spec in checks_def.check_specs),
     ]
     return [

@@ -15,7 +15,7 @@ from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 
 from clevertap_assets.assets import refusals
 from clevertap_assets.assets.events import build_event_assets
-from clevertap_assets.assets.pipeline_events import pipeline_events
+from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.batch.spool import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
@@ -253,7 +253,7 @@ def test_each_clevertap_account_exports_in_its_own_pool(tmp_path, make_emulator)
     carries the passcode."""
     emulator = make_emulator()
     pipeline = make_pipeline(tmp_path, emulator, account_id="W9R-486-4W5Z")
-    reader = build_event_assets(pipeline.settings, pipeline_events(pipeline.settings))
+    reader = build_event_assets(pipeline_facts(pipeline.settings))
     pools = {reader.op.pool}
     assert pools == {"clevertap_api/W9R-486-4W5Z"}
     assert not any(emulator.config.passcode in pool for pool in pools)
