@@ -28,7 +28,7 @@ from clevertap_assets.settings import (
     load_settings,
     refuse_run_local_warehouse,
 )
-from clevertap_assets.webhooks.inbox import inbox_path_from_env
+from clevertap_assets.webhooks.settings import inbox_path_from_env
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:

@@ -194,6 +194,49 @@ def test_dependencies_run_one_way_between_the_packages_folders():
     assert find_cycle(folder_graph(GRAPH)) is None
 
 
+def environment_reads(source: str) -> list[int]:
+    """The lines that read the environment (`os.environ`, `os.getenv`); setting a variable
+    for processes started later (the demo's) is not reading."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            lines += [node.lineno for a in node.names if a.name in ("environ", "getenv")]
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in ("environ", "getenv")
+        ):
+            parent = parents.get(node)
+            written = isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
+            if not written:
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_the_environment_finder_tells_reads_from_writes():
+    source = (
+        "import os\nos.environ['A'] = '1'\nb = os.environ.get('B')\nc = os.getenv('C')\n"
+        "from os import environ"
+    )
+    assert environment_reads(source) == [3, 4, 5]
+
+
+ENVIRONMENT_READERS = {"clevertap_assets.settings", "clevertap_assets.emulator.config"}
+"""Besides every folder's `settings` module: the emulator's own configuration."""
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_only_settings_modules_read_the_environment(name):
+    """A variable read anywhere else is a setting nobody finds with the others, and escapes
+    their one clear error."""
+    if name in ENVIRONMENT_READERS or name.endswith(".settings"):
+        return
+    assert environment_reads(MODULES[name].read_text(encoding="utf-8")) == []
+
+
 def test_the_definitions_never_import_the_emulator():
     reached = closure("clevertap_assets.definitions")
     assert not {m for m in reached if m.startswith("clevertap_assets.emulator")}

@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterInstance, instance_for_test, materialize
 from clevertap_assets.assets import refusals
 from clevertap_assets.assets.events import build_event_assets
 from clevertap_assets.assets.pipeline_events import pipeline_facts
-from clevertap_assets.batch.spool import SPOOL_DIR_ENV
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE

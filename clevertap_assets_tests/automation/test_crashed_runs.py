@@ -32,7 +32,7 @@ from dagster import (
 
 from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.automation.sensors import webhook_result
-from clevertap_assets.batch.spool import SPOOL_DIR_ENV
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions, build_webhook_definitions
 from clevertap_assets.emulator import CleverTapEmulator
