@@ -28,6 +28,7 @@ import httpx
 import orjson
 from dagster import AddDynamicPartitionsRequest, DagsterInstance
 
+from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.automation.sensors import (
     ENTRIES_PER_RANGE,
     WEBHOOK_INTERVAL_SECONDS,
@@ -100,12 +101,12 @@ def measure_loader(env: dict[str, str]) -> list[tuple[int, float]]:
     os.environ.update(env)
     settings = load_settings()
     inbox = WebhookInbox(env["WEBHOOK_INBOX_PATH"])
-    definitions = build_webhook_definitions(settings, inbox.path)
+    definitions = build_webhook_definitions(pipeline_facts(settings), inbox.path)
     (asset,) = definitions.assets or []
     runs = []
     with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         while True:
-            result = webhook_result(instance, settings, asset, inbox)
+            result = webhook_result(instance, asset, inbox)
             for request in result.dynamic_partitions_requests or []:  # as the daemon does
                 if isinstance(request, AddDynamicPartitionsRequest):
                     instance.add_dynamic_partitions(

@@ -5,7 +5,6 @@ from `clevertap-assets check`, from `connection_check_job` in Dagster, and from 
 destination check is one more step appended to `CHECK_STEPS`.
 """
 
-import os
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from clevertap_assets.settings import (
     CREDENTIAL_VARIABLES,
     PipelineSettings,
     SettingsError,
+    credential,
     load_settings,
     missing_credentials,
 )
@@ -106,7 +106,7 @@ def check_credentials(state: CheckState) -> None:
     missing = missing_credentials()
     if missing:
         raise CheckFailed(missing)
-    state.credentials = {name: os.environ[name].strip() for name in CREDENTIAL_VARIABLES}
+    state.credentials = {name: credential(name) for name in CREDENTIAL_VARIABLES}
     state.report.account_id = state.credentials["CLEVERTAP_ACCOUNT_ID"]
 
 

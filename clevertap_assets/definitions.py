@@ -11,7 +11,7 @@ from dagster import Definitions, definitions, in_process_executor
 
 from clevertap_assets.assets.events import build_event_assets
 from clevertap_assets.assets.freshness import build_freshness_checks, build_freshness_sensor
-from clevertap_assets.assets.pipeline_events import pipeline_events
+from clevertap_assets.assets.pipeline_events import PipelineFacts, pipeline_facts
 from clevertap_assets.assets.webhooks import WebhookInboxResource, build_webhook_asset
 from clevertap_assets.automation.alerts import build_alert_sensors
 from clevertap_assets.automation.recovered_days import build_recovered_days_sensor
@@ -29,49 +29,54 @@ from clevertap_assets.settings import (
     load_settings,
     refuse_run_local_warehouse,
 )
-from clevertap_assets.webhooks.inbox import inbox_path_from_env
+from clevertap_assets.webhooks.settings import inbox_path_from_env
 
 
 def build_definitions(settings: PipelineSettings) -> Definitions:
+    return batch_definitions(settings, pipeline_facts(settings))
+
+
+def batch_definitions(settings: PipelineSettings, pipeline: PipelineFacts) -> Definitions:
     """The batch path: the event assets and their checks, the schedule, the reconciliation,
     the days recovered from the warehouse, the freshness checks and, with ALERT_WEBHOOK_URL
-    set, the alerts.
+    set, the alerts. The settings give only the resources and the alerts; everything else
+    takes the pipeline's facts.
 
     Runs execute in one process (`in_process_executor`): a run of the events is one step, the
     account's reader, and a step waiting for the account sleeps there."""
-    events = pipeline_events(settings)
-    reader = build_event_assets(settings, events)
-    freshness = build_freshness_checks(settings, reader)
-    resources = build_resources(settings)
+    reader = build_event_assets(pipeline)
+    freshness = build_freshness_checks(pipeline.freshness_bound, reader)
     return Definitions(
         assets=[reader],
         asset_checks=freshness,
         jobs=[connection_check_job],
-        schedules=[build_ingestion_schedule(settings, reader, events)],
+        schedules=[build_ingestion_schedule(pipeline, reader)],
         sensors=[
-            build_reconciliation_sensor(settings, reader, events),
-            build_recovered_days_sensor(settings, reader, events),
+            build_reconciliation_sensor(pipeline, reader),
+            build_recovered_days_sensor(pipeline),
             build_freshness_sensor(freshness),
-            *build_alert_sensors(settings, events, freshness),
+            *build_alert_sensors(settings, pipeline.events, freshness),
         ],
-        resources=resources,
+        resources=build_resources(settings),
         executor=in_process_executor,
     )
 
 
-def build_webhook_definitions(settings: PipelineSettings, inbox_path: Path) -> Definitions:
+def build_webhook_definitions(pipeline: PipelineFacts, inbox_path: Path) -> Definitions:
     """The real-time path: the inbox the receiver fills, drained into `webhook_events`."""
-    webhook_asset = build_webhook_asset(settings)
+    webhook_asset = build_webhook_asset(pipeline)
     return Definitions(
         assets=[webhook_asset],
-        sensors=[build_webhook_inbox_sensor(settings, webhook_asset)],
+        sensors=[build_webhook_inbox_sensor(webhook_asset)],
         resources={WEBHOOK_INBOX: WebhookInboxResource(path=str(inbox_path.resolve()))},
     )
 
 
 def build_code_location(settings: PipelineSettings) -> Definitions:
+    pipeline = pipeline_facts(settings)
     return Definitions.merge(
-        build_definitions(settings), build_webhook_definitions(settings, inbox_path_from_env())
+        batch_definitions(settings, pipeline),
+        build_webhook_definitions(pipeline, inbox_path_from_env()),
     )
 
 

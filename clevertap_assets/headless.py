@@ -2,7 +2,6 @@
 `clevertap-assets load` do, callable from Python."""
 
 import fcntl
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from datetime import date
@@ -14,7 +13,7 @@ from clevertap_assets.assets.partitions import recent_range
 from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from clevertap_assets.settings import PipelineSettings, SettingsError
+from clevertap_assets.settings import PipelineSettings, SettingsError, dagster_home
 
 
 def load_days(
@@ -75,7 +74,7 @@ def load_recent_days(
             f"({', '.join(map(repr, settings.event_names))})"
         )
     first, last = recent_range(settings, days).split("...")
-    home = os.environ.get("DAGSTER_HOME")
+    home = dagster_home()
     persistent = open_home_instance(home) if home else nullcontext(None)
     with persistent as instance:
         result = load_days(

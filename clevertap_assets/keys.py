@@ -1,7 +1,8 @@
-"""Names shared across the package: resource keys, the CleverTap pool and run tags.
+"""Names shared across the package: resource keys, the CleverTap pool, run tags and
+Dagster's standard metadata keys.
 
 They live apart from the modules that use them so that nothing imports an asset module, or
-a destination, only for a constant.
+a destination, only for a constant; every `dagster/` key the package writes or reads is here.
 """
 
 CLEVERTAP = "clevertap"
@@ -37,6 +38,12 @@ def clevertap_pool(account_id: str | None) -> str:
     return f"{CLEVERTAP_POOL}/{account_id}" if account_id else CLEVERTAP_POOL
 
 
+PRIORITY_TAG = "dagster/priority"
+"""Dagster's run priority tag: the run queue and pool claims serve higher numbers first."""
+
+BACKFILL_TAG = "dagster/backfill"
+"""Dagster's tag on every run a backfill launches."""
+
 PARTITION_NAME_TAG = "dagster/partition"
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -48,3 +55,12 @@ EVENT_TAG = "clevertap/event"
 
 DAYS_TAG = "clevertap/days"
 """Run tag naming the days a run loads, `FIRST...LAST` or one day, shown in the runs list."""
+
+COLUMN_SCHEMA = "dagster/column_schema"
+ROW_COUNT = "dagster/row_count"
+PARTITION_ROW_COUNT = "dagster/partition_row_count"
+"""Dagster's standard table metadata keys (`TableMetadataSet`, not exported by `dagster` in
+1.13), which the catalog shows as the table's columns and charts as its rows: `ROW_COUNT` is
+the whole table as a load leaves it, `PARTITION_ROW_COUNT` the materialized day's
+(https://docs.dagster.io/guides/build/assets/metadata-and-tags/table-metadata). Dagster's
+database IO managers add `dagster/table_name` themselves."""

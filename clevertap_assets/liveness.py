@@ -12,7 +12,6 @@ immediate; a headless run (`dagster asset materialize`, `materialize` in Python)
 queue and waits here, taking the slot of a holder that ended or went silent.
 """
 
-import os
 import random
 import threading
 import time
@@ -21,36 +20,14 @@ from contextlib import contextmanager
 
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRecord, RunsFilter
 
+from clevertap_assets.keys import PRIORITY_TAG
+from clevertap_assets.settings import SILENCE_SECONDS_ENV, silence_seconds
+
 HEARTBEAT_EVERY_SECONDS = 10.0
-SILENCE_SECONDS_ENV = "CLEVERTAP_RUN_SILENCE_SECONDS"
-DEFAULT_SILENCE_SECONDS = 180.0
-"""Long enough for a storage outage or a stalled host to pass without judging a live run;
-short enough that a tick after a crash finds the account free."""
-MIN_SILENCE_SECONDS = 3.0
 LEASE_POLL_SECONDS = (1.0, 4.0)
 LEASE_LOG_EVERY_SECONDS = 60.0
-PRIORITY_TAG = "dagster/priority"
-"""Dagster's run priority tag: the run queue and pool claims serve higher numbers first."""
 
 _LIVE_STATUSES = [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
-
-
-def silence_seconds() -> float:
-    """`CLEVERTAP_RUN_SILENCE_SECONDS`: how long a started run may go without a heartbeat."""
-    configured = os.environ.get(SILENCE_SECONDS_ENV, "").strip()
-    if not configured:
-        return DEFAULT_SILENCE_SECONDS
-    try:
-        value = float(configured)
-    except ValueError:
-        value = 0.0
-    if value < MIN_SILENCE_SECONDS:
-        raise ValueError(
-            f"{SILENCE_SECONDS_ENV}={configured!r} is not allowed: seconds a started run may "
-            f"go without a heartbeat, at least {MIN_SILENCE_SECONDS:g} "
-            f"(default {DEFAULT_SILENCE_SECONDS:g})"
-        )
-    return value
 
 
 def _heartbeat_key(run_id: str) -> str:

@@ -507,6 +507,13 @@ def missing_credentials() -> str | None:
     return "; ".join(f"{name} is not set: it is {CREDENTIAL_VARIABLES[name]}" for name in missing)
 
 
+def credential(name: str) -> str:
+    """One of CREDENTIAL_VARIABLES as set now, for the code that needs its value at the time
+    (the schedule's account, the connection check); KeyError when unset, which
+    `missing_credentials` tells first."""
+    return os.environ[name].strip()
+
+
 def load_settings(**overrides: object) -> PipelineSettings:
     """Read the environment (and `.env`) into settings, turning pydantic's report into one line
     per bad setting that names the variable, so users never see validator internals."""
@@ -529,6 +536,36 @@ def _describe(error: dict) -> str:
     return f"{variable}={error.get('input')!r}: {error['msg']}"
 
 
+SILENCE_SECONDS_ENV = "CLEVERTAP_RUN_SILENCE_SECONDS"
+DEFAULT_SILENCE_SECONDS = 180.0
+"""Long enough for a storage outage or a stalled host to pass without judging a live run;
+short enough that a tick after a crash finds the account free."""
+MIN_SILENCE_SECONDS = 3.0
+
+
+def silence_seconds() -> float:
+    """`CLEVERTAP_RUN_SILENCE_SECONDS`: how long a started run may go without a heartbeat."""
+    configured = os.environ.get(SILENCE_SECONDS_ENV, "").strip()
+    if not configured:
+        return DEFAULT_SILENCE_SECONDS
+    try:
+        value = float(configured)
+    except ValueError:
+        value = 0.0
+    if value < MIN_SILENCE_SECONDS:
+        raise ValueError(
+            f"{SILENCE_SECONDS_ENV}={configured!r} is not allowed: seconds a started run may "
+            f"go without a heartbeat, at least {MIN_SILENCE_SECONDS:g} "
+            f"(default {DEFAULT_SILENCE_SECONDS:g})"
+        )
+    return value
+
+
+def dagster_home() -> str | None:
+    """`DAGSTER_HOME`, the instance's folder, when set."""
+    return os.environ.get("DAGSTER_HOME") or None
+
+
 # Run launchers that start every run in a container or pod of its own: whatever a run writes
 # to its local disk goes when the run ends.
 RUN_PER_CONTAINER_LAUNCHERS = frozenset(
@@ -542,7 +579,7 @@ def instance_run_launcher() -> str | None:
     to read (Dagster itself says what is wrong with one that is not a directory)."""
     from dagster._core.instance.ref import InstanceRef
 
-    home = os.environ.get("DAGSTER_HOME")
+    home = dagster_home()
     if not home or not Path(home).is_dir():
         return None
     launcher = InstanceRef.from_dir(home).run_launcher_data

@@ -35,7 +35,7 @@ def emulator(make_emulator: Callable[..., CleverTapEmulator]) -> CleverTapEmulat
 
 
 # --- The spool directory (owner: clevertap_assets/batch/spool.py) ------------------------
-from clevertap_assets.batch.spool import SPOOL_DIR_ENV  # noqa: E402
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

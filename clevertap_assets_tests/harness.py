@@ -21,7 +21,7 @@ from dagster import (
     materialize,
 )
 
-from clevertap_assets.batch.spool import SPOOL_DIR_ENV
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days

@@ -22,18 +22,27 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every project module a file imports, at module level or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            candidates = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+def imported_names(source: str, package: str) -> list[str]:
+    """Every module, or module attribute, the source imports, at module level or inside a
+    function, relative imports resolved against `package`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found += [base] + [f"{base}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found |= {c for c in candidates if c in MODULES}
+            found += [a.name for a in node.names]
     return found
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every project module a file imports."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return set(imported_names(path.read_text(encoding="utf-8"), package)) & set(MODULES)
 
 
 GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
@@ -90,25 +99,12 @@ def closure(start: str) -> set[str]:
 def imported_test_modules(source: str, package: str) -> list[str]:
     """The test modules (`test_*`, `conftest`) that code in `package` imports, relative
     imports resolved: shared helpers belong in helper modules (harness.py and its kind)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, *([base] if base else [])])
-            candidates = [base] + [f"{base}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found += [
-            c
-            for c in candidates
-            if c.startswith("clevertap_assets_tests.")
-            and (c.rsplit(".", 1)[-1].startswith("test_") or c.endswith(".conftest"))
-        ]
-    return found
+    return [
+        c
+        for c in imported_names(source, package)
+        if c.startswith("clevertap_assets_tests.")
+        and (c.rsplit(".", 1)[-1].startswith("test_") or c.endswith(".conftest"))
+    ]
 
 
 def test_the_test_import_finder_finds_each_form():
@@ -171,10 +167,74 @@ def test_the_folder_graph_joins_modules_by_folder():
     ]
 
 
+def test_the_folder_graph_has_every_folder_and_top_level_module():
+    """A folder or module the graph left out could import both ways unseen."""
+    entries = {
+        f"clevertap_assets.{entry.stem}"
+        for entry in PACKAGE.iterdir()
+        if (entry.suffix == ".py" and entry.stem != "__init__")
+        or (entry.is_dir() and any(entry.rglob("*.py")))
+    }
+    assert set(folder_graph(GRAPH)) == entries | {"clevertap_assets"}
+
+
+def test_a_relative_import_counts_as_the_module_it_names():
+    source = "from ..batch import spool\nfrom .client import x"
+    assert imported_names(source, "clevertap_assets.source") == [
+        "clevertap_assets.batch",
+        "clevertap_assets.batch.spool",
+        "clevertap_assets.source.client",
+        "clevertap_assets.source.client.x",
+    ]
+
+
 def test_dependencies_run_one_way_between_the_packages_folders():
     """`source` may use `batch` or `batch` use `source`, not both: a folder is read, tested
     and moved with only the folders below it."""
     assert find_cycle(folder_graph(GRAPH)) is None
+
+
+def environment_reads(source: str) -> list[int]:
+    """The lines that read the environment (`os.environ`, `os.getenv`); setting a variable
+    for processes started later (the demo's) is not reading."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            lines += [node.lineno for a in node.names if a.name in ("environ", "getenv")]
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in ("environ", "getenv")
+        ):
+            parent = parents.get(node)
+            written = isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
+            if not written:
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_the_environment_finder_tells_reads_from_writes():
+    source = (
+        "import os\nos.environ['A'] = '1'\nb = os.environ.get('B')\nc = os.getenv('C')\n"
+        "from os import environ"
+    )
+    assert environment_reads(source) == [3, 4, 5]
+
+
+ENVIRONMENT_READERS = {"clevertap_assets.settings", "clevertap_assets.emulator.config"}
+"""Besides every folder's `settings` module: the emulator's own configuration."""
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_only_settings_modules_read_the_environment(name):
+    """A variable read anywhere else is a setting nobody finds with the others, and escapes
+    their one clear error."""
+    if name in ENVIRONMENT_READERS or name.endswith(".settings"):
+        return
+    assert environment_reads(MODULES[name].read_text(encoding="utf-8")) == []
 
 
 def test_the_definitions_never_import_the_emulator():

@@ -8,7 +8,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 
 from dagster import (
-    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -17,7 +16,12 @@ from dagster import (
     DagsterInstance,
 )
 
-from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.pipeline_events import (
+    DUPLICATE_CHECK,
+    RECONCILIATION_CHECK,
+    EventAsset,
+    PipelineFacts,
+)
 from clevertap_assets.assets.reconciliation import (
     RECONCILED_DAYS,
     compare,
@@ -26,17 +30,8 @@ from clevertap_assets.assets.reconciliation import (
 )
 from clevertap_assets.days import local_today
 from clevertap_assets.destinations.stats import EventTableStats
-from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.api import CleverTapError
 from clevertap_assets.source.client import CleverTapResource
-
-DUPLICATE_CHECK = "no_duplicate_record_ids"
-RECONCILIATION_CHECK = "row_count_matches_clevertap"
-
-
-def event_check_keys(key: AssetKey) -> list[AssetCheckKey]:
-    """The checks of one event asset: every run that loads it carries them."""
-    return [AssetCheckKey(key, DUPLICATE_CHECK), AssetCheckKey(key, RECONCILIATION_CHECK)]
 
 
 def event_check_specs(events: Sequence[EventAsset]) -> list[AssetCheckSpec]:
@@ -79,25 +74,24 @@ class ReconciliationCounts:
     def __init__(
         self,
         context: AssetExecutionContext,
-        settings: PipelineSettings,
-        events: Sequence[EventAsset],
+        pipeline: PipelineFacts,
         clevertap: CleverTapResource,
     ) -> None:
-        self.today = local_today(settings.timezone)
+        self.today = local_today(pipeline.timezone)
         selected = context.selected_asset_check_keys
         run_days = run_partition_days(context)
         self.days: dict[AssetKey, list[date]] = {}
-        for event in events:
-            if AssetCheckKey(event.key, RECONCILIATION_CHECK) not in selected:
+        for event in pipeline.events:
+            if event.reconciliation_check not in selected:
                 continue
             loaded = (
                 run_days
                 if event.key in context.selected_asset_keys
                 else loaded_full_days(context.instance, event.key, self.today)
             )
-            self.days[event.key] = compared_days(self.today, settings.history_days, loaded)
+            self.days[event.key] = compared_days(self.today, pipeline.history_days, loaded)
         self._clevertap = clevertap
-        self._names = {event.key: event.name for event in events}
+        self._names = {event.key: event.name for event in pipeline.events}
         self._pool = ThreadPoolExecutor(clevertap.max_concurrent_requests, "clevertap-counts")
         self._counts = {key: self._ask(key, days) for key, days in self.days.items()}
 
@@ -131,8 +125,7 @@ def run_partition_days(context: AssetExecutionContext) -> list[date]:
 
 def event_check_results(
     context: AssetExecutionContext,
-    settings: PipelineSettings,
-    events: Sequence[EventAsset],
+    pipeline: PipelineFacts,
     warehouse_stats: EventTableStats,
     loaded: Sequence[EventAsset],
     counts: ReconciliationCounts,
@@ -143,16 +136,17 @@ def event_check_results(
     selected = context.selected_asset_check_keys
     checked = [
         event
-        for event in events
-        if selected & set(event_check_keys(event.key))
+        for event in pipeline.events
+        if selected & set(event.check_keys)
         and (event in loaded or event.key not in context.selected_asset_keys)
     ]
-    schema = settings.warehouse_schema
     for event in checked:
-        if AssetCheckKey(event.key, DUPLICATE_CHECK) in selected:
-            first_day, last_day = _duplicate_check_days(context, settings, event, counts.today)
+        if event.duplicate_check in selected:
+            first_day, last_day = _duplicate_check_days(
+                context, pipeline.history_days, event, counts.today
+            )
             duplicates = warehouse_stats.duplicate_record_ids(
-                schema, event.table, first_day, last_day
+                pipeline.schema, event.table, first_day, last_day
             )
             yield AssetCheckResult(
                 asset_key=event.key,
@@ -165,12 +159,12 @@ def event_check_results(
                     "last_day": str(last_day),
                 },
             )
-        if AssetCheckKey(event.key, RECONCILIATION_CHECK) in selected:
-            yield _reconciliation(context, settings, warehouse_stats, event, counts)
+        if event.reconciliation_check in selected:
+            yield _reconciliation(context, pipeline.schema, warehouse_stats, event, counts)
 
 
 def _duplicate_check_days(
-    context: AssetExecutionContext, settings: PipelineSettings, event: EventAsset, today: date
+    context: AssetExecutionContext, history_days: int, event: EventAsset, today: date
 ) -> tuple[date, date]:
     """The days the run wrote, else the history window: a record's id is derived with its
     `ts`, so its copies share a day, and a run can only have duplicated the days it wrote.
@@ -178,12 +172,12 @@ def _duplicate_check_days(
     if event.key in context.selected_asset_keys:
         days = run_partition_days(context)
         return days[0], days[-1]
-    return today - timedelta(days=settings.history_days - 1), today
+    return today - timedelta(days=history_days - 1), today
 
 
 def _reconciliation(
     context: AssetExecutionContext,
-    settings: PipelineSettings,
+    schema: str,
     warehouse_stats: EventTableStats,
     event: EventAsset,
     counts: ReconciliationCounts,
@@ -200,9 +194,7 @@ def _reconciliation(
         )
     try:
         expected = counts.of(event.key)
-        rows = warehouse_stats.daily_row_counts(
-            settings.warehouse_schema, event.table, days[0], days[-1]
-        )
+        rows = warehouse_stats.daily_row_counts(schema, event.table, days[0], days[-1])
         differing = [day for day in days if rows[day] != expected[day]]
         recounted = counts.again(event.key, differing)
     except CleverTapError as exc:

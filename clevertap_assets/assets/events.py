@@ -44,14 +44,15 @@ from clevertap_assets.assets.checks import (
     event_check_specs,
 )
 from clevertap_assets.assets.freshness import freshness_policy
-from clevertap_assets.assets.partitions import daily_partitions
-from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.pipeline_events import EventAsset, PipelineFacts
 from clevertap_assets.assets.refusals import refusal_metadata, source_digest
 from clevertap_assets.batch.export import EventRead, EventWindow, read_events
 from clevertap_assets.batch.spool import EventBatch, SpoolStats
 from clevertap_assets.destinations.stats import EventTableStats
 from clevertap_assets.keys import (
     CLEVERTAP_EXPORTS_PER_ACCOUNT,
+    COLUMN_SCHEMA,
+    PARTITION_ROW_COUNT,
     WAREHOUSE_IO_MANAGER,
     clevertap_pool,
 )
@@ -59,31 +60,30 @@ from clevertap_assets.liveness import account_lease, heartbeat
 from clevertap_assets.materializations import materialization_records
 from clevertap_assets.naming import ColumnNames, merged_records
 from clevertap_assets.run_tags import tag_own_run
-from clevertap_assets.settings import PipelineSettings, base_url_for
 from clevertap_assets.source.client import CleverTapResource
+from clevertap_assets.source.regions import base_url_for
 
 BACKFILL_DAYS_PER_RUN = 7
 """Days one backfill run reads: a week of every selected event holds the account's reader
 for minutes, the longest a scheduled tick then waits for it."""
 
 
-def build_event_assets(
-    settings: PipelineSettings, events: Sequence[EventAsset]
-) -> AssetsDefinition:
+def build_event_assets(pipeline: PipelineFacts) -> AssetsDefinition:
     """The account's reader: one multi-asset over every event, any subset of them a run."""
+    events = pipeline.events
     outs = {
         event.slug: AssetOut(
             key=event.key,
             description=event_description(event),
             io_manager_key=WAREHOUSE_IO_MANAGER,
             is_required=False,
-            kinds={"clevertap", settings.destination},
-            owners=settings.owners,
+            kinds={"clevertap", pipeline.destination},
+            owners=list(pipeline.owners),
             tags=event_tags(event),
-            freshness_policy=freshness_policy(settings),
+            freshness_policy=freshness_policy(pipeline.freshness_bound),
             metadata={
                 "clevertap_event": event.name,
-                "schema": settings.warehouse_schema,
+                "schema": pipeline.schema,
                 "table": event.table,
                 "partition_expr": "event_time",
                 COLUMN_SCHEMA: system_column_schema(),
@@ -95,13 +95,13 @@ def build_event_assets(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
         reader = multi_asset(
-            name=f"{settings.pipeline_slug}_events",
+            name=f"{pipeline.slug}_events",
             outs=outs,
-            group_name=settings.pipeline_slug,
-            partitions_def=daily_partitions(settings),
+            group_name=pipeline.slug,
+            partitions_def=pipeline.partitions_def,
             backfill_policy=BackfillPolicy.multi_run(BACKFILL_DAYS_PER_RUN),
             can_subset=True,
-            pool=clevertap_pool(settings.account_id),
+            pool=pipeline.pool,
             check_specs=event_check_specs(events),
         )
 
@@ -117,10 +117,10 @@ def build_event_assets(
         failures: list[str] = []
         with (
             heartbeat(context.instance, context.run.run_id, context.log),
-            ReconciliationCounts(context, settings, events, clevertap) as counts,
+            ReconciliationCounts(context, pipeline, clevertap) as counts,
         ):
             if selected:
-                reads = _read(context, clevertap, warehouse_stats, settings, selected)
+                reads = _read(context, clevertap, warehouse_stats, pipeline, selected)
                 for event, read in reads:
                     if read.refused:
                         yield _refusal(context, clevertap, event)
@@ -128,11 +128,9 @@ def build_event_assets(
                         context.log.error(f"{event.name}: {read.error}")
                         failures.append(f"{event.name!r}: {read.error}")
                     else:
-                        yield _output(context, settings, event, read)
+                        yield _output(context, event, read)
                         loaded.append(event)
-            yield from event_check_results(
-                context, settings, events, warehouse_stats, loaded, counts
-            )
+            yield from event_check_results(context, pipeline, warehouse_stats, loaded, counts)
         if failures:
             raise Failure(
                 description=f"{len(failures)} of {len(selected)} events were not loaded "
@@ -146,7 +144,7 @@ def _read(
     context: AssetExecutionContext,
     clevertap: CleverTapResource,
     warehouse_stats: EventTableStats,
-    settings: PipelineSettings,
+    pipeline: PipelineFacts,
     events: Sequence[EventAsset],
 ) -> Iterator[tuple[EventAsset, EventRead]]:
     """Every selected event over the run's days, holding the account's reader; each event is
@@ -157,11 +155,11 @@ def _read(
     by_name = {event.name: event for event in events}
     windows = [
         EventWindow(
-            settings.normalise_options(event.name),
+            event.normalise,
             first_day,
             last_day,
-            known_column_names(context, warehouse_stats, settings, event.table, event.key),
-            settings.app_fields,
+            known_column_names(context, warehouse_stats, pipeline.schema, event.table, event.key),
+            pipeline.app_fields,
         )
         for event in events
     ]
@@ -189,7 +187,7 @@ def _refusal(
 
 
 def _output(
-    context: AssetExecutionContext, settings: PipelineSettings, event: EventAsset, read: EventRead
+    context: AssetExecutionContext, event: EventAsset, read: EventRead
 ) -> Output[EventBatch]:
     """The batch, each day's materialization with that day's own figures first, then the
     run's totals and the IO manager's, then the preview and the column maps.
@@ -218,15 +216,9 @@ def _output(
         context.add_asset_metadata(
             {**day_metadata(batch, day), **maps}, asset_key=event.key, partition_key=day.isoformat()
         )
-    _warn_skipped(context, settings, event.name, read.spool)
+    _warn_skipped(context, event, read.spool)
     return Output(replace(batch, column_keys=column_keys), output_name=event.slug, metadata=totals)
 
-
-COLUMN_SCHEMA = "dagster/column_schema"
-PARTITION_ROW_COUNT = "dagster/partition_row_count"
-"""Dagster's standard table metadata keys, which the catalog shows as the table's columns and
-row counts (https://docs.dagster.io/guides/build/assets/metadata-and-tags/table-metadata);
-Dagster's database IO managers add `dagster/table_name` themselves."""
 
 COLUMN_KEYS = "column_keys"
 """Output metadata: every data column and the property key path it holds (see ColumnNames)."""
@@ -235,14 +227,14 @@ COLUMN_KEYS = "column_keys"
 def known_column_names(
     context: AssetExecutionContext,
     warehouse_stats: EventTableStats,
-    settings: PipelineSettings,
+    schema: str,
     table: str,
     key: AssetKey,
 ) -> ColumnNames:
     """The columns the table's keys own, as stored with the tables; the instance's record
     fills in for a table loaded before the map was stored there, and the first load stores
     it."""
-    stored = warehouse_stats.column_keys(settings.warehouse_schema, table)
+    stored = warehouse_stats.column_keys(schema, table)
     return ColumnNames(merged_records(stored, recorded_column_keys(context, key)))
 
 
@@ -284,15 +276,14 @@ def read_metadata(read: EventRead) -> dict[str, object]:
     }
 
 
-def _warn_skipped(
-    context: AssetExecutionContext, settings: PipelineSettings, event_name: str, stats: SpoolStats
-) -> None:
+def _warn_skipped(context: AssetExecutionContext, event: EventAsset, stats: SpoolStats) -> None:
+    limits = event.normalise
     for count, reason in (
         (
             stats.oversize_records,
-            f"records over {settings.max_record_bytes:,} bytes were not ingested",
+            f"records over {limits.max_record_bytes:,} bytes were not ingested",
         ),
-        (stats.oversize_rows, f"rows over {settings.row_limit_bytes:,} bytes were rejected"),
+        (stats.oversize_rows, f"rows over {limits.max_row_bytes:,} bytes were rejected"),
         (stats.invalid_ts, "records without a readable ts were skipped"),
         (
             stats.outside_window,
@@ -301,7 +292,7 @@ def _warn_skipped(
         ),
     ):
         if count:
-            context.log.warning(f"{event_name}: {count} {reason}")
+            context.log.warning(f"{event.name}: {count} {reason}")
 
 
 def day_metadata(batch: EventBatch, day: date) -> dict[str, object]:

@@ -22,30 +22,26 @@ from dagster import (
     build_sensor_for_freshness_checks,
 )
 
-from clevertap_assets.settings import PipelineSettings
-
 FRESHNESS_MARGIN = timedelta(hours=1)
 FRESHNESS_SENSOR_SECONDS = 300
 
 
-def freshness_bound(settings: PipelineSettings) -> timedelta:
-    return 2 * settings.ingestion_interval + FRESHNESS_MARGIN
+def freshness_bound(ingestion_interval: timedelta) -> timedelta:
+    return 2 * ingestion_interval + FRESHNESS_MARGIN
 
 
-def freshness_policy(settings: PipelineSettings) -> FreshnessPolicy:
-    return FreshnessPolicy.time_window(fail_window=freshness_bound(settings))
+def freshness_policy(bound: timedelta) -> FreshnessPolicy:
+    return FreshnessPolicy.time_window(fail_window=bound)
 
 
 def build_freshness_checks(
-    settings: PipelineSettings, reader: AssetsDefinition
+    bound: timedelta, reader: AssetsDefinition
 ) -> Sequence[AssetChecksDefinition]:
     # Dagster 1.13 marks the checks superseded by freshness policies, whose failures reach
     # no sensor in open source; the warning, on every load, only buried output.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return build_last_update_freshness_checks(
-            assets=[reader], lower_bound_delta=freshness_bound(settings)
-        )
+        return build_last_update_freshness_checks(assets=[reader], lower_bound_delta=bound)
 
 
 def build_freshness_sensor(checks: Sequence[AssetChecksDefinition]) -> SensorDefinition:

@@ -33,10 +33,8 @@ import orjson
 import polars as pl
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     ConfigurableResource,
-    DynamicPartitionsDefinition,
     MetadataValue,
     Output,
     ResourceParam,
@@ -44,14 +42,14 @@ from dagster import (
 )
 
 from clevertap_assets.assets.events import COLUMN_KEYS, known_column_names
-from clevertap_assets.assets.pipeline_events import pipeline_events
+from clevertap_assets.assets.pipeline_events import PipelineFacts, WebhookAsset
 from clevertap_assets.batch.spool import EventBatch, EventSpool
 from clevertap_assets.destinations.stats import EventTableStats
+from clevertap_assets.errors import SettingsError
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER
 from clevertap_assets.liveness import heartbeat
-from clevertap_assets.naming import WEBHOOK_TABLE, ColumnNames, table_name
-from clevertap_assets.settings import PipelineSettings, SettingsError
-from clevertap_assets.source.normalise import JSON_SECTIONS, NormaliseOptions, normalise_page
+from clevertap_assets.naming import ColumnNames
+from clevertap_assets.source.normalise import JSON_SECTIONS, normalise_page
 from clevertap_assets.webhooks.inbox import (
     InboxEntry,
     WebhookInbox,
@@ -75,14 +73,6 @@ class WebhookInboxResource(ConfigurableResource):
         return WebhookInbox(self.path)
 
 
-def webhook_asset_key(settings: PipelineSettings) -> AssetKey:
-    return AssetKey([settings.pipeline_slug, WEBHOOK_TABLE])
-
-
-def webhook_ranges(settings: PipelineSettings) -> DynamicPartitionsDefinition:
-    return DynamicPartitionsDefinition(name=f"{settings.pipeline_slug}_webhook_inbox_ranges")
-
-
 def range_key(first_id: int, last_id: int) -> str:
     return f"{first_id:0{_ID_DIGITS}d}-{last_id:0{_ID_DIGITS}d}"
 
@@ -102,27 +92,26 @@ def read_range(
     return inbox.read_first_copies(first_id, last_id, window)
 
 
-def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
-    key = webhook_asset_key(settings)
-    if key in {event.key for event in pipeline_events(settings)}:
+def build_webhook_asset(pipeline: PipelineFacts) -> AssetsDefinition:
+    webhook = pipeline.webhook
+    key, table = webhook.key, webhook.table
+    if key in {event.key for event in pipeline.events}:
         raise SettingsError(
-            f"an event in {settings.events_csv} would load into the webhook table "
-            f"{table_name(WEBHOOK_TABLE, settings.table_prefix)!r}; exclude it with "
-            "CLEVERTAP_EXCLUDE_EVENTS"
+            f"an event in {pipeline.events_csv} would load into the webhook table "
+            f"{table!r}; exclude it with CLEVERTAP_EXCLUDE_EVENTS"
         )
-    table = table_name(WEBHOOK_TABLE, settings.table_prefix)
 
     @asset(
         key=key,
         # A group of its own: `group:<pipeline>` then selects exactly the daily event assets,
         # which a `--partition-range` of days can materialize (webhook ranges are not days).
-        group_name=f"{settings.pipeline_slug}_webhooks",
+        group_name=webhook.group,
         description="CleverTap webhook payloads, one row per profile, by range of inbox ids.",
-        partitions_def=webhook_ranges(settings),
+        partitions_def=webhook.ranges,
         io_manager_key=WAREHOUSE_IO_MANAGER,
-        kinds={"clevertap", settings.destination},
+        kinds={"clevertap", pipeline.destination},
         metadata={
-            "schema": settings.warehouse_schema,
+            "schema": pipeline.schema,
             "table": table,
             "partition_expr": RANGE_COLUMN,
         },
@@ -137,10 +126,10 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
         first_id, last_id = parse_range_key(context.partition_key)
         with heartbeat(context.instance, context.run.run_id, context.log):
             entries, redeliveries = read_range(
-                webhook_inbox.open(), first_id, last_id, settings.redelivery_window
+                webhook_inbox.open(), first_id, last_id, webhook.redelivery_window
             )
-            names = known_column_names(context, warehouse_stats, settings, table, key)
-            batch, records = _load_batch(settings, context.partition_key, entries, names)
+            names = known_column_names(context, warehouse_stats, pipeline.schema, table, key)
+            batch, records = _load_batch(webhook, context.partition_key, entries, names)
             yield Output(
                 replace(batch, column_keys=names.record()),
                 metadata={
@@ -159,25 +148,16 @@ def build_webhook_asset(settings: PipelineSettings) -> AssetsDefinition:
 
 
 def _load_batch(
-    settings: PipelineSettings,
+    webhook: WebhookAsset,
     partition_key: str,
     entries: Sequence[InboxEntry],
     names: ColumnNames,
 ) -> tuple[EventBatch, int]:
-    options = NormaliseOptions(
-        event_name="webhook",
-        timezone=settings.timezone,
-        # JSON mode is applied while shaping (sections as JSON text), so the normaliser keeps
-        # the webhook's own columns in both modes.
-        auto_mapping=True,
-        max_record_bytes=settings.max_record_bytes,
-        max_row_bytes=settings.row_limit_bytes,
-    )
-    json_columns = frozenset() if settings.auto_mapping else _JSON_COLUMNS
+    json_columns = frozenset() if webhook.auto_mapping else _JSON_COLUMNS
     received = 0
     with EventSpool(event_name="webhook") as spool:
-        for records in _pages(entries, settings.auto_mapping):
-            page = normalise_page(records, options, names)
+        for records in _pages(entries, webhook.auto_mapping):
+            page = normalise_page(records, webhook.normalise, names)
             frame = page.frame.with_columns(pl.lit(partition_key).alias(RANGE_COLUMN))
             json_in_page = json_columns & set(frame.columns)
             json_columns_in_page = page.json_columns | json_in_page

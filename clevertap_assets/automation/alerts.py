@@ -36,7 +36,6 @@ from dagster import (
 )
 from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
 
-from clevertap_assets.assets.checks import event_check_keys
 from clevertap_assets.assets.pipeline_events import EventAsset
 from clevertap_assets.assets.reconciliation import GAPS
 from clevertap_assets.assets.refusals import latest_refusal
@@ -343,7 +342,7 @@ def build_alert_sensors(
     the UI."""
     names = {event.key: event.name for event in events}
     checks = [
-        *(check for event in events for check in event_check_keys(event.key)),
+        *(check for event in events for check in event.check_keys),
         *(spec.key for checks_def in freshness for spec in checks_def.check_specs),
     ]
     pipeline = settings.pipeline_name

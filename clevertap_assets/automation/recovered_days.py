@@ -23,7 +23,6 @@ from datetime import date
 
 from dagster import (
     AssetMaterialization,
-    AssetsDefinition,
     DagsterInstance,
     DefaultSensorStatus,
     MetadataValue,
@@ -32,18 +31,16 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    TimeWindowPartitionsDefinition,
     sensor,
 )
 
-from clevertap_assets.assets.events import PARTITION_ROW_COUNT
-from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.pipeline_events import EventAsset, PipelineFacts
 from clevertap_assets.assets.refusals import latest_refusal
 from clevertap_assets.automation.runs import unfinished_runs
 from clevertap_assets.automation.schedules import history_start
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.stats import EventTableStats
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.keys import PARTITION_ROW_COUNT
 
 RECOVERED = "recovered_from_warehouse"
 """Materialization metadata key: the table whose rows made the day count as loaded."""
@@ -65,9 +62,7 @@ def lacking_days(
 def recover_days(
     instance: DagsterInstance,
     warehouse_stats: EventTableStats,
-    settings: PipelineSettings,
-    partitions_def: TimeWindowPartitionsDefinition,
-    events: Sequence[EventAsset],
+    pipeline: PipelineFacts,
     today: date,
     counted_empty: Mapping[str, Mapping[str, float]],
     now: float,
@@ -80,15 +75,15 @@ def recover_days(
     An event some unfinished run writes, or whose latest materialization is a refusal, is
     left to its run or the schedule's probe; the instance is asked again after the count,
     so a run that committed its rows meanwhile records its own materialization."""
-    first = history_start(settings, partitions_def, today)
+    first = history_start(pipeline, today)
     busy = {
         key
-        for run in unfinished_runs(instance, [event.key for event in events])
+        for run in unfinished_runs(instance, [event.key for event in pipeline.events])
         for key in run.asset_selection or ()
     }
     recovered: list[AssetMaterialization] = []
     still_empty: dict[str, dict[str, float]] = {}
-    for event in events:
+    for event in pipeline.events:
         lacking = lacking_days(instance, event, first, today)
         if event.key in busy or not lacking or latest_refusal(instance, event.key) is not None:
             continue
@@ -101,11 +96,11 @@ def recover_days(
         uncounted = [day for day in lacking if day.isoformat() not in empty]
         if uncounted:
             counts = warehouse_stats.daily_row_counts(
-                settings.warehouse_schema, event.table, uncounted[0], uncounted[-1]
+                pipeline.schema, event.table, uncounted[0], uncounted[-1]
             )
             rows = {day: counts[day] for day in uncounted if counts.get(day)}
             empty |= {day.isoformat(): now for day in uncounted if day not in rows}
-            recovered += _still_lacking(instance, settings, event, rows)
+            recovered += _still_lacking(instance, pipeline.schema, event, rows)
         if empty:
             still_empty[name] = empty
     return recovered, still_empty
@@ -113,7 +108,7 @@ def recover_days(
 
 def _still_lacking(
     instance: DagsterInstance,
-    settings: PipelineSettings,
+    schema: str,
     event: EventAsset,
     rows: Mapping[date, int],
 ) -> list[AssetMaterialization]:
@@ -121,17 +116,15 @@ def _still_lacking(
         return []
     lacking = set(lacking_days(instance, event, min(rows), max(rows)))
     return [
-        recovered_day(settings, event, day, count)
+        recovered_day(schema, event, day, count)
         for day, count in sorted(rows.items())
         if day in lacking
     ]
 
 
-def recovered_day(
-    settings: PipelineSettings, event: EventAsset, day: date, rows: int
-) -> AssetMaterialization:
+def recovered_day(schema: str, event: EventAsset, day: date, rows: int) -> AssetMaterialization:
     """The day as loaded, its rows first, then where they were found."""
-    table = f"{settings.warehouse_schema}.{event.table}"
+    table = f"{schema}.{event.table}"
     metadata: Mapping[str, object] = {
         PARTITION_ROW_COUNT: rows,
         RECOVERED: MetadataValue.text(
@@ -157,18 +150,13 @@ def recovery_result(recovered: Sequence[AssetMaterialization], cursor: str) -> S
     return SensorResult(asset_events=recovered, skip_reason=SkipReason(reason), cursor=cursor)
 
 
-def build_recovered_days_sensor(
-    settings: PipelineSettings, reader: AssetsDefinition, events: Sequence[EventAsset]
-) -> SensorDefinition:
-    partitions_def = reader.partitions_def
-    assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
-
+def build_recovered_days_sensor(pipeline: PipelineFacts) -> SensorDefinition:
     @sensor(
         name="recovered_days_sensor",
         minimum_interval_seconds=RECOVERY_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            f"Records as materialized the days of the last {settings.history_days} that the "
+            f"Records as materialized the days of the last {pipeline.history_days} that the "
             "warehouse holds and this Dagster instance has no record of (a new or wiped "
             "instance): one row count per event table, nothing asked of CleverTap."
         ),
@@ -180,10 +168,8 @@ def build_recovered_days_sensor(
         recovered, counted_empty = recover_days(
             context.instance,
             warehouse_stats,
-            settings,
-            partitions_def,
-            events,
-            local_today(settings.timezone),
+            pipeline,
+            local_today(pipeline.timezone),
             counted_empty,
             time.time(),
         )

@@ -11,7 +11,8 @@ from datetime import date
 
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRequest, RunsFilter
 
-from clevertap_assets.assets.checks import event_check_keys
+from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.keys import BACKFILL_TAG
 from clevertap_assets.liveness import fail_silent_runs
 from clevertap_assets.run_tags import load_tags
 
@@ -24,8 +25,6 @@ IN_PROGRESS_STATUSES = [
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
-BACKFILL_TAG = "dagster/backfill"
-"""Dagster's tag on every run a backfill launches."""
 
 
 def in_progress_runs(
@@ -62,7 +61,7 @@ def assets_in_progress(instance: DagsterInstance, assets: Collection[AssetKey]) 
 
 
 def range_run_request(
-    keys: Sequence[AssetKey],
+    events: Sequence[EventAsset],
     first_day: date,
     last_day: date,
     run_key: str,
@@ -76,9 +75,10 @@ def range_run_request(
     launches nothing twice); a sensor's dedupes forever. The event and days tags tell the
     runs apart in the runs list, where every scheduled run otherwise shows the same job.
     """
+    keys = [event.key for event in events]
     return RunRequest(
         run_key=run_key,
-        asset_selection=list(keys),
-        asset_check_keys=[check for key in keys for check in event_check_keys(key)],
+        asset_selection=keys,
+        asset_check_keys=[check for event in events for check in event.check_keys],
         tags={**(tags or {}), **load_tags(keys, first_day, last_day)},
     )

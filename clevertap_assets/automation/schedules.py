@@ -14,13 +14,11 @@ runs at a higher priority and so waits for one backfill run at most.
 """
 
 import hashlib
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dagster import (
-    AssetKey,
     AssetsDefinition,
     AssetSelection,
     DagsterInstance,
@@ -30,18 +28,17 @@ from dagster import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
-    TimeWindowPartitionsDefinition,
     define_asset_job,
     schedule,
 )
 
-from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.pipeline_events import EventAsset, PipelineFacts
 from clevertap_assets.assets.refusals import latest_refusal, refused_days, source_digest
 from clevertap_assets.automation.runs import assets_in_progress, range_run_request
 from clevertap_assets.days import days_between
 from clevertap_assets.destinations.stats import EventTableStats
-from clevertap_assets.liveness import PRIORITY_TAG
-from clevertap_assets.settings import PipelineSettings, missing_credentials
+from clevertap_assets.keys import PRIORITY_TAG
+from clevertap_assets.settings import credential, missing_credentials
 
 TICK_PRIORITY = 10
 """Above a backfill's runs (priority 0): a tick waits for one backfill run at most."""
@@ -79,8 +76,7 @@ def contiguous_ranges(days: Iterable[date]) -> Iterator[tuple[date, date]]:
 def days_to_load(
     instance: DagsterInstance,
     warehouse_stats: EventTableStats,
-    settings: PipelineSettings,
-    partitions_def: TimeWindowPartitionsDefinition,
+    pipeline: PipelineFacts,
     event: EventAsset,
     today: date,
     source: str,
@@ -101,8 +97,8 @@ def days_to_load(
     if refusal is not None:
         now = datetime.now(UTC)
         return set() if refusal.holds(source, now) else {today}
-    window_start = history_start(settings, partitions_def, today)
-    recent_start = max(window_start, today - timedelta(days=settings.lookback_days))
+    window_start = history_start(pipeline, today)
+    recent_start = max(window_start, today - timedelta(days=pipeline.lookback_days))
     days = set(days_between(recent_start, today))
     materialized = instance.get_materialized_partitions(key)
     older_days = list(days_between(window_start, recent_start - timedelta(days=1)))
@@ -112,42 +108,38 @@ def days_to_load(
     )
     missing = {d for d in older_days if d.isoformat() not in loaded}
     if missing:
-        missing -= loaded_in_warehouse(warehouse_stats, settings, event, min(missing), max(missing))
+        missing -= loaded_in_warehouse(
+            warehouse_stats, pipeline.schema, event, min(missing), max(missing)
+        )
     return days | missing
 
 
-def history_start(
-    settings: PipelineSettings, partitions_def: TimeWindowPartitionsDefinition, today: date
-) -> date:
+def history_start(pipeline: PipelineFacts, today: date) -> date:
     """The first day of the history window the pipeline keeps loaded (to `today`): the last
     CLEVERTAP_HISTORY_DAYS days, none before the first partition."""
     return max(
-        today - timedelta(days=settings.history_days - 1),
-        partitions_def.start.astimezone(ZoneInfo(settings.timezone)).date(),
+        today - timedelta(days=pipeline.history_days - 1),
+        pipeline.partitions_def.start.astimezone(ZoneInfo(pipeline.timezone)).date(),
     )
 
 
 def loaded_in_warehouse(
     warehouse_stats: EventTableStats,
-    settings: PipelineSettings,
+    schema: str,
     event: EventAsset,
     first_day: date,
     last_day: date,
 ) -> set[date]:
     """Days with rows in the event's table: loaded by some run this instance does not know.
     A day that loaded empty has no rows and is asked for again, which costs one request."""
-    counts = warehouse_stats.daily_row_counts(
-        settings.warehouse_schema, event.table, first_day, last_day
-    )
+    counts = warehouse_stats.daily_row_counts(schema, event.table, first_day, last_day)
     return {day for day, rows in counts.items() if rows}
 
 
 def ingestion_run_requests(
     instance: DagsterInstance,
     warehouse_stats: EventTableStats,
-    settings: PipelineSettings,
-    reader: AssetsDefinition,
-    events: Sequence[EventAsset],
+    pipeline: PipelineFacts,
     now: datetime,
     source: str,
 ) -> list[RunRequest]:
@@ -155,30 +147,30 @@ def ingestion_run_requests(
     range; none for an event still in a tick's or sensor's run (a backfill's runs do not
     hold the schedule back) or refused by CleverTap. `source` is `refusals.source_digest` of
     the current account."""
-    partitions_def = reader.partitions_def
-    assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
-    today = now.astimezone(ZoneInfo(settings.timezone)).date()
-    busy = assets_in_progress(instance, [e.key for e in events])
-    by_range: dict[tuple[date, date], list[AssetKey]] = {}
-    for event in events:
+    today = now.astimezone(ZoneInfo(pipeline.timezone)).date()
+    busy = assets_in_progress(instance, [e.key for e in pipeline.events])
+    by_range: dict[tuple[date, date], list[EventAsset]] = {}
+    for event in pipeline.events:
         if event.key in busy:
             continue
-        days = days_to_load(
-            instance, warehouse_stats, settings, partitions_def, event, today, source
-        )
+        days = days_to_load(instance, warehouse_stats, pipeline, event, today, source)
         for days_range in contiguous_ranges(days):
-            by_range.setdefault(days_range, []).append(event.key)
+            by_range.setdefault(days_range, []).append(event)
     return [
         range_run_request(
-            keys, first, last, f"{first}:{last}:{_digest(keys)}", {PRIORITY_TAG: str(TICK_PRIORITY)}
+            events,
+            first,
+            last,
+            f"{first}:{last}:{_digest(events)}",
+            {PRIORITY_TAG: str(TICK_PRIORITY)},
         )
-        for (first, last), keys in sorted(by_range.items())
+        for (first, last), events in sorted(by_range.items())
     ]
 
 
-def _digest(keys: Sequence[AssetKey]) -> str:
+def _digest(events: Sequence[EventAsset]) -> str:
     """Names a set of events in a run key of bounded length."""
-    text = "\n".join(sorted(key.to_user_string() for key in keys))
+    text = "\n".join(sorted(event.key.to_user_string() for event in events))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -199,24 +191,24 @@ def refused_events(
 
 
 def build_ingestion_schedule(
-    settings: PipelineSettings, reader: AssetsDefinition, events: Sequence[EventAsset]
+    pipeline: PipelineFacts, reader: AssetsDefinition
 ) -> ScheduleDefinition:
     """RUNNING by default: a deployed pipeline ingests without anyone switching it on."""
 
     @schedule(
         name="ingestion_schedule",
-        cron_schedule=cron_for_interval(settings.ingestion_interval),
-        execution_timezone=settings.timezone,
+        cron_schedule=cron_for_interval(pipeline.ingestion_interval),
+        execution_timezone=pipeline.timezone,
         target=define_asset_job(
-            f"{settings.pipeline_slug}_ingestion",
+            f"{pipeline.slug}_ingestion",
             selection=AssetSelection.assets(reader),
             description="The events' new days, with their checks; one run per range of days.",
         ),
         default_status=DefaultScheduleStatus.RUNNING,
         description=(
-            f"Every {settings.ingestion_frequency}: today and the previous "
-            f"{settings.lookback_days} day(s) of each event, plus any day of the last "
-            f"{settings.history_days} never loaded."
+            f"Every {pipeline.ingestion_frequency}: today and the previous "
+            f"{pipeline.lookback_days} day(s) of each event, plus any day of the last "
+            f"{pipeline.history_days} never loaded."
         ),
     )
     def ingestion_schedule(
@@ -224,12 +216,10 @@ def build_ingestion_schedule(
     ) -> list[RunRequest] | SkipReason:
         if missing := missing_credentials():
             return SkipReason(f"{missing} (see .env.example)")
-        now = context.scheduled_execution_time or datetime.now(ZoneInfo(settings.timezone))
-        source = source_digest(os.environ["CLEVERTAP_ACCOUNT_ID"].strip(), settings.base_url)
-        requests = ingestion_run_requests(
-            context.instance, warehouse_stats, settings, reader, events, now, source
-        )
-        refused = refused_events(context.instance, events, source)
+        now = context.scheduled_execution_time or datetime.now(ZoneInfo(pipeline.timezone))
+        source = source_digest(credential("CLEVERTAP_ACCOUNT_ID"), pipeline.base_url)
+        requests = ingestion_run_requests(context.instance, warehouse_stats, pipeline, now, source)
+        refused = refused_events(context.instance, pipeline.events, source)
         note = f"not requested, CleverTap refuses to export them: {', '.join(refused)}"
         if refused:
             context.log.info(note)

@@ -31,7 +31,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 
 from dagster import (
-    AssetCheckKey,
     AssetKey,
     AssetRecordsFilter,
     AssetsDefinition,
@@ -39,6 +38,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    DynamicPartitionsDefinition,
     RunRecord,
     RunRequest,
     RunsFilter,
@@ -49,26 +49,24 @@ from dagster import (
     sensor,
 )
 
-from clevertap_assets.assets.checks import RECONCILIATION_CHECK, loaded_full_days
-from clevertap_assets.assets.pipeline_events import EventAsset
+from clevertap_assets.assets.checks import loaded_full_days
+from clevertap_assets.assets.pipeline_events import (
+    RECONCILIATION_CHECK,
+    EventAsset,
+    PipelineFacts,
+)
 from clevertap_assets.assets.reconciliation import (
     GAPS,
     RECONCILED_DAYS,
     DayCounts,
 )
 from clevertap_assets.assets.refusals import latest_refusal
-from clevertap_assets.assets.webhooks import (
-    WebhookInboxResource,
-    parse_range_key,
-    range_key,
-    webhook_ranges,
-)
+from clevertap_assets.assets.webhooks import WebhookInboxResource, parse_range_key, range_key
 from clevertap_assets.automation.runs import in_progress_runs, range_run_request
 from clevertap_assets.days import local_today
-from clevertap_assets.keys import EVENT_TAG, PARTITION_NAME_TAG
-from clevertap_assets.liveness import PRIORITY_TAG
+from clevertap_assets.keys import EVENT_TAG, PARTITION_NAME_TAG, PRIORITY_TAG
 from clevertap_assets.materializations import materialization_records
-from clevertap_assets.settings import PipelineSettings, missing_credentials
+from clevertap_assets.settings import missing_credentials
 from clevertap_assets.webhooks.inbox import WebhookInbox
 
 RECONCILE_COUNTS_TAG = "clevertap/reconcile_counts"
@@ -96,22 +94,18 @@ MAX_OPEN_RANGES = 16
 
 
 def reconciliation_result(
-    instance: DagsterInstance,
-    settings: PipelineSettings,
-    events: Sequence[EventAsset],
-    cursor: str | None,
-    now: float,
+    instance: DagsterInstance, pipeline: PipelineFacts, cursor: str | None, now: float
 ) -> SensorResult:
     """Re-runs of the gaps the latest counting run found (once per run: the cursor is the id
     of the run handled last), else a new counting run once the last is an hour old."""
-    latest = _latest_counting_run(instance, settings)
+    latest = _latest_counting_run(instance, pipeline.slug)
     if latest is not None and not latest.dagster_run.is_finished:
         return SensorResult(
             skip_reason=SkipReason(f"counting in run {latest.dagster_run.run_id}"), cursor=cursor
         )
     if latest is not None and latest.dagster_run.run_id != cursor:
         run_id = latest.dagster_run.run_id
-        reruns = list(gap_reruns(instance, events, run_id))
+        reruns = list(gap_reruns(instance, pipeline.events, run_id))
         reason = None if reruns else f"every day counted in run {run_id} matches CleverTap"
         return SensorResult(run_requests=reruns, skip_reason=reason, cursor=run_id)
     due = latest.create_timestamp.timestamp() + RECONCILE_INTERVAL_SECONDS if latest else now
@@ -121,11 +115,11 @@ def reconciliation_result(
             skip_reason=SkipReason(f"next count of CleverTap's days at {next_count:%H:%M} UTC"),
             cursor=cursor,
         )
-    today = local_today(settings.timezone)
-    loaded = [event for event in events if _is_comparable(instance, event, today)]
+    today = local_today(pipeline.timezone)
+    loaded = [event for event in pipeline.events if _is_comparable(instance, event, today)]
     if not loaded:
         return SensorResult(skip_reason=SkipReason("no full day loaded yet"), cursor=cursor)
-    return SensorResult(run_requests=[counting_request(settings, loaded, now)], cursor=cursor)
+    return SensorResult(run_requests=[counting_request(pipeline.slug, loaded, now)], cursor=cursor)
 
 
 def _is_comparable(instance: DagsterInstance, event: EventAsset, today: date) -> bool:
@@ -135,27 +129,23 @@ def _is_comparable(instance: DagsterInstance, event: EventAsset, today: date) ->
     return bool(loaded_full_days(instance, event.key, today))
 
 
-def counting_request(
-    settings: PipelineSettings, events: Sequence[EventAsset], now: float
-) -> RunRequest:
+def counting_request(pipeline_slug: str, events: Sequence[EventAsset], now: float) -> RunRequest:
     """A run of the events' reconciliation checks alone, each comparing the recent full days
     its event has loaded."""
     return RunRequest(
         run_key=f"reconcile-counts:{int(now // RECONCILE_INTERVAL_SECONDS)}",
         asset_selection=[],
-        asset_check_keys=[AssetCheckKey(event.key, RECONCILIATION_CHECK) for event in events],
+        asset_check_keys=[event.reconciliation_check for event in events],
         tags={
-            COUNTING_RUN_TAG: settings.pipeline_slug,
+            COUNTING_RUN_TAG: pipeline_slug,
             EVENT_TAG: f"{len(events)} events' counts",
             PRIORITY_TAG: str(RECONCILE_PRIORITY),
         },
     )
 
 
-def _latest_counting_run(instance: DagsterInstance, settings: PipelineSettings) -> RunRecord | None:
-    records = instance.get_run_records(
-        RunsFilter(tags={COUNTING_RUN_TAG: settings.pipeline_slug}), limit=1
-    )
+def _latest_counting_run(instance: DagsterInstance, pipeline_slug: str) -> RunRecord | None:
+    records = instance.get_run_records(RunsFilter(tags={COUNTING_RUN_TAG: pipeline_slug}), limit=1)
     return records[0] if records else None
 
 
@@ -178,7 +168,7 @@ def gap_reruns(
             f"{event.slug}={counts.warehouse}/{counts.clevertap}" for event, counts in differing
         )
         yield range_run_request(
-            [event.key for event, _ in differing],
+            [event for event, _ in differing],
             day,
             day,
             run_key=f"reconcile:{day}:{seen}",
@@ -190,7 +180,7 @@ def gap_reruns(
 
 
 def build_reconciliation_sensor(
-    settings: PipelineSettings, reader: AssetsDefinition, events: Sequence[EventAsset]
+    pipeline: PipelineFacts, reader: AssetsDefinition
 ) -> SensorDefinition:
     @sensor(
         name="reconciliation_sensor",
@@ -208,16 +198,13 @@ def build_reconciliation_sensor(
             return SensorResult(
                 skip_reason=SkipReason(f"{missing} (see .env.example)"), cursor=context.cursor
             )
-        return reconciliation_result(
-            context.instance, settings, events, context.cursor, time.time()
-        )
+        return reconciliation_result(context.instance, pipeline, context.cursor, time.time())
 
     return reconciliation_sensor
 
 
 def webhook_result(
     instance: DagsterInstance,
-    settings: PipelineSettings,
     webhook_asset: AssetsDefinition,
     inbox: WebhookInbox,
     now: float | None = None,
@@ -226,8 +213,8 @@ def webhook_result(
 ) -> SensorResult:
     """Retry the ranges not loaded (each once its backoff has passed), open one range over the
     entries after the newest unless `max_open` wait, and retire loaded ranges but `kept`."""
-    ranges_def = webhook_ranges(settings)
-    key = webhook_asset.key
+    ranges_def, key = webhook_asset.partitions_def, webhook_asset.key
+    assert isinstance(ranges_def, DynamicPartitionsDefinition)
     ranges = sorted(instance.get_dynamic_partitions(ranges_def.name))  # keys sort like ids
     loaded = materialized_ranges(instance, key, ranges)
     running = {run.tags.get(PARTITION_NAME_TAG) for run in in_progress_runs(instance, [key])}
@@ -301,9 +288,7 @@ def retry_at(instance: DagsterInstance, partition_key: str) -> float:
     return latest + backoff
 
 
-def build_webhook_inbox_sensor(
-    settings: PipelineSettings, webhook_asset: AssetsDefinition
-) -> SensorDefinition:
+def build_webhook_inbox_sensor(webhook_asset: AssetsDefinition) -> SensorDefinition:
     @sensor(
         name="webhook_inbox_sensor",
         target=webhook_asset,
@@ -314,6 +299,6 @@ def build_webhook_inbox_sensor(
     def webhook_inbox_sensor(
         context: SensorEvaluationContext, webhook_inbox: WebhookInboxResource
     ) -> SensorResult:
-        return webhook_result(context.instance, settings, webhook_asset, webhook_inbox.open())
+        return webhook_result(context.instance, webhook_asset, webhook_inbox.open())
 
     return webhook_inbox_sensor

@@ -26,10 +26,10 @@ from typing import Any, Protocol
 from clevertap_assets.batch.parse_processes import (
     SpooledWindowPage,
     parse_pool,
-    parse_processes,
     spool_raw_page,
     start_workers,
 )
+from clevertap_assets.batch.settings import parse_processes
 from clevertap_assets.batch.spool import EventBatch, EventSpool, SpoolStats
 from clevertap_assets.days import day_bounds, day_ranges
 from clevertap_assets.naming import ColumnNames

@@ -35,8 +35,6 @@ from clevertap_assets.source.normalise import (
 )
 from clevertap_assets.source.zone_check import OutsideReach, outside_reach
 
-PARSE_PROCESSES_ENV = "CLEVERTAP_PARSE_PROCESSES"
-DEFAULT_PARSE_PROCESSES = 1
 OWNER_CHECK_SECONDS = 1.0
 
 
@@ -63,23 +61,6 @@ class SpooledWindowPage:
     received: int
     outside_window: int
     outside: OutsideReach
-
-
-def parse_processes() -> int:
-    """`CLEVERTAP_PARSE_PROCESSES`, else `DEFAULT_PARSE_PROCESSES`.
-
-    One worker keeps up with what CleverTap's 3 request slots deliver at a second a request,
-    and each worker holds a page's memory while it parses; more workers only pay where
-    answers come faster than one can parse them (a CleverTap close by, the emulator)."""
-    configured = os.environ.get(PARSE_PROCESSES_ENV, "").strip()
-    if not configured:
-        return DEFAULT_PARSE_PROCESSES
-    if not configured.isdigit() or not 1 <= int(configured) <= 64:
-        raise ValueError(
-            f"{PARSE_PROCESSES_ENV}={configured!r} is not allowed: a whole number of worker "
-            f"processes from 1 to 64 (unset: {DEFAULT_PARSE_PROCESSES})"
-        )
-    return int(configured)
 
 
 def parse_pool(workers: int) -> ProcessPoolExecutor:

@@ -34,11 +34,11 @@ import pyarrow.parquet as pq
 
 from clevertap_assets.batch.kinds import Kind, kind_of, kind_of_polars, widen
 from clevertap_assets.batch.page_files import PageFiles, write_page_files
+from clevertap_assets.batch.settings import spool_root
 from clevertap_assets.naming import quote_identifier
 from clevertap_assets.source.normalise import NormalisedPage
 from clevertap_assets.source.zone_check import OutsideReach
 
-SPOOL_DIR_ENV = "CLEVERTAP_SPOOL_DIR"
 _FOLDER_PREFIX = "clevertap_spool_"
 _OWNER_LOCK = "owner.lock"
 _CREATION_LOCK = "spools.lock"
@@ -154,12 +154,6 @@ class EventBatch:
         if self.path is None:
             return pl.DataFrame()
         return pl.scan_parquet(self.path).head(rows).collect()
-
-
-def spool_root() -> Path:
-    """The one directory every spool folder of this host lives under."""
-    configured = os.environ.get(SPOOL_DIR_ENV)
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / "clevertap_assets"
 
 
 _owned: dict[Path, int] = {}

@@ -155,11 +155,6 @@ def load_metadata(batch: EventBatch, table_slice: TableSlice, change: SchemaChan
     }
 
 
-ROW_COUNT = "dagster/row_count"
-"""Dagster's standard key for a table's rows, which the catalog charts: the whole table as
-the load leaves it (each day's rows are `dagster/partition_row_count`, set by the asset)."""
-
-
 def batch_of_chunks(
     name: str, chunks: Iterable[pa.Table | pa.RecordBatch], json_columns: frozenset[str]
 ) -> EventBatch:

@@ -36,13 +36,13 @@ from dagster._core.storage.db_io_manager import TableSlice
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.common import (
-    ROW_COUNT,
     DestinationError,
     SchemaChange,
     batch_of_chunks,
     load_metadata,
     plan_schema_change,
 )
+from clevertap_assets.keys import ROW_COUNT
 from clevertap_assets.naming import agreed_names
 
 Staged = TypeVar("Staged")

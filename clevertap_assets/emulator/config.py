@@ -1,10 +1,16 @@
 """What shapes the emulator's answers: its data, the behaviour of the real service it copies,
 and the faults a test switches on; the switchable fields are named here once."""
 
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Literal
+
+from dotenv import load_dotenv
+
+from clevertap_assets.settings import read_event_names
 
 FAULT_FIELDS = frozenset(
     {
@@ -124,3 +130,17 @@ class EmulatorConfig:
     gate: InFlightGate | None = field(default=None, compare=False)
     # The same for counts requests; one gate in both fields counts both APIs together.
     counts_gate: InFlightGate | None = field(default=None, compare=False)
+
+
+def config_from_env(host: str, port: int, latency_seconds: float) -> EmulatorConfig:
+    """The project's time zone and events CSV (the environment, then `.env`), so the demo's
+    settings work against the emulator unchanged."""
+    load_dotenv(override=False)
+    csv_path = os.environ.get("CLEVERTAP_EVENTS_CSV")
+    return EmulatorConfig(
+        host=host,
+        port=port,
+        timezone=os.environ.get("CLEVERTAP_TIMEZONE") or "UTC",
+        events=read_event_names(Path(csv_path)) if csv_path else None,
+        delay_seconds=latency_seconds,
+    )

@@ -3,18 +3,15 @@ thread (tests, demo, benchmark) or the foreground (`clevertap-assets emulator`).
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from clevertap_assets.emulator.api import COUNTS_PATH, EVENTS_PATH, CleverTapApi
-from clevertap_assets.emulator.config import EmulatorConfig
+from clevertap_assets.emulator.config import EmulatorConfig, config_from_env
 from clevertap_assets.emulator.faults import Dropped, EmulatorError
-from clevertap_assets.settings import read_event_names
 
 log = logging.getLogger(__name__)
 
@@ -157,17 +154,7 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8765, latency_seconds: fl
     """`clevertap-assets emulator`: serve until Ctrl-C, in the project's time zone and with the
     project's events CSV, so the demo's settings work against it unchanged. `latency_seconds`
     is added to every request, as the live API's few hundred milliseconds per round trip."""
-    from dotenv import load_dotenv
-
-    load_dotenv(override=False)
-    csv_path = os.environ.get("CLEVERTAP_EVENTS_CSV")
-    config = EmulatorConfig(
-        host=host,
-        port=port,
-        timezone=os.environ.get("CLEVERTAP_TIMEZONE") or "UTC",
-        events=read_event_names(Path(csv_path)) if csv_path else None,
-        delay_seconds=latency_seconds,
-    )
+    config = config_from_env(host, port, latency_seconds)
     emulator = CleverTapEmulator(config)
     url = emulator.start()
     print(

@@ -29,7 +29,6 @@ receiver and Dagster run from the same directory or both set the variable.
 """
 
 import hashlib
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -41,7 +40,6 @@ from typing import Any
 
 import orjson
 
-DEFAULT_INBOX_PATH = Path(".dagster_home") / "webhook_inbox.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0
 
 _SCHEMA = """
@@ -90,11 +88,6 @@ class InboxEntry:
     id: int
     received_at: datetime
     body: bytes
-
-
-def inbox_path_from_env() -> Path:
-    """Where the receiver writes and the sensor reads: both must resolve to the same file."""
-    return Path(os.environ.get("WEBHOOK_INBOX_PATH") or DEFAULT_INBOX_PATH)
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import binascii
 import copy
 import hmac
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -42,9 +41,9 @@ from clevertap_assets.settings import SettingsError
 from clevertap_assets.webhooks.inbox import (
     PayloadError,
     WebhookInbox,
-    inbox_path_from_env,
     parse_payload,
 )
+from clevertap_assets.webhooks.settings import auth_from_env, inbox_path_from_env
 
 WEBHOOK_PATH = "/webhooks/clevertap"
 HEALTH_PATH = "/health"
@@ -97,12 +96,8 @@ class WebhookAuth:
 
     @classmethod
     def from_env(cls) -> "WebhookAuth":
-        return cls(
-            basic_user=os.environ.get("WEBHOOK_BASIC_USER") or None,
-            basic_password=os.environ.get("WEBHOOK_BASIC_PASSWORD") or None,
-            secret=os.environ.get("WEBHOOK_SECRET") or None,
-            secret_header=os.environ.get("WEBHOOK_SECRET_HEADER") or DEFAULT_SECRET_HEADER,
-        )
+        values = auth_from_env()
+        return cls(**{**values, "secret_header": values["secret_header"] or DEFAULT_SECRET_HEADER})
 
     @property
     def uses_basic(self) -> bool:

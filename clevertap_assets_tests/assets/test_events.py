@@ -15,8 +15,8 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, instance_for_
 
 from clevertap_assets.assets import refusals
 from clevertap_assets.assets.events import build_event_assets
-from clevertap_assets.assets.pipeline_events import pipeline_events
-from clevertap_assets.batch.spool import SPOOL_DIR_ENV
+from clevertap_assets.assets.pipeline_events import pipeline_facts
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
 from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
@@ -283,7 +283,7 @@ def test_each_clevertap_account_exports_in_its_own_pool(tmp_path, make_emulator)
     carries the passcode."""
     emulator = make_emulator()
     pipeline = make_pipeline(tmp_path, emulator, account_id="W9R-486-4W5Z")
-    reader = build_event_assets(pipeline.settings, pipeline_events(pipeline.settings))
+    reader = build_event_assets(pipeline_facts(pipeline.settings))
     pools = {reader.op.pool}
     assert pools == {"clevertap_api/W9R-486-4W5Z"}
     assert not any(emulator.config.passcode in pool for pool in pools)

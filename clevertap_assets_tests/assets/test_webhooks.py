@@ -20,10 +20,10 @@ from dagster import (
     materialize,
 )
 
+from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.assets.webhooks import (
     WebhookInboxResource,
     parse_range_key,
-    webhook_ranges,
 )
 from clevertap_assets.automation.sensors import webhook_result
 from clevertap_assets.definitions import build_webhook_definitions
@@ -75,7 +75,7 @@ def pipeline_with_inbox(tmp_path, emulator, **settings):
     pipeline = make_pipeline(tmp_path, emulator, **settings)
     warehouse = DuckDBEventIOManager(database=pipeline.settings.duckdb_path)
     definitions = Definitions.merge(
-        build_webhook_definitions(pipeline.settings, tmp_path / "inbox.sqlite3"),
+        build_webhook_definitions(pipeline_facts(pipeline.settings), tmp_path / "inbox.sqlite3"),
         Definitions(
             resources={
                 "warehouse_io_manager": warehouse,
@@ -264,15 +264,15 @@ def test_a_range_that_keeps_failing_is_retried_with_a_growing_backoff(tmp_path, 
         first = evaluate(defs, instance)
         (key,) = [r.partition_key for r in first.run_requests]
         assert not load(pipe, defs, instance, first, io_manager=CommitThenCrash)
-        retry = webhook_result(instance, pipe.settings, asset, inbox)  # first failure: at once
+        retry = webhook_result(instance, asset, inbox)  # first failure: at once
         assert [r.partition_key for r in retry.run_requests] == [key]
         assert not load(pipe, defs, instance, retry, io_manager=CommitThenCrash)
 
         failed_at = time.time()
-        held = webhook_result(instance, pipe.settings, asset, inbox, now=failed_at + 50)
+        held = webhook_result(instance, asset, inbox, now=failed_at + 50)
         assert not held.run_requests
         assert "1 failed range(s) wait for their retry" in held.skip_reason.skip_message
-        later = webhook_result(instance, pipe.settings, asset, inbox, now=failed_at + 61)
+        later = webhook_result(instance, asset, inbox, now=failed_at + 61)
         assert [r.partition_key for r in later.run_requests] == [key]
         assert load(pipe, defs, instance, later)
         assert rows(pipe, 'SELECT count(*) FROM "clevertap"."webhook_events"') == [(1,)]
@@ -302,10 +302,10 @@ def test_partitions_stay_bounded_and_every_payload_lands_once(tmp_path, emulator
     with pipeline_with_inbox(tmp_path, emulator) as (pipe, defs, instance):
         inbox = WebhookInbox(defs.resources["webhook_inbox"].path)
         (asset,) = defs.assets
-        name = webhook_ranges(pipe.settings).name
+        name = asset.partitions_def.name
 
         def tick(warehouse=DuckDBEventIOManager, now=None) -> SensorResult:
-            result = webhook_result(instance, pipe.settings, asset, inbox, now, kept=2, max_open=3)
+            result = webhook_result(instance, asset, inbox, now, kept=2, max_open=3)
             apply_partition_requests(instance, result)
             load(pipe, defs, instance, result, io_manager=warehouse)
             return result

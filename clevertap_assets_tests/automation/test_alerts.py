@@ -280,7 +280,11 @@ def test_an_event_older_than_the_bound_is_one_message_and_a_fresh_one_none(
         cursor = evaluate(definitions, "check_failure_alerts", instance, cursor).cursor
         assert endpoint.take() == []
 
-        later = datetime.now(UTC) + freshness_bound(pipeline.settings) + timedelta(minutes=5)
+        later = (
+            datetime.now(UTC)
+            + freshness_bound(pipeline.settings.ingestion_interval)
+            + timedelta(minutes=5)
+        )
         with freeze_time(later):
             run_freshness_check()
             endpoint.status = 503  # the webhook is down: nothing is lost, nothing sent twice

@@ -30,8 +30,9 @@ from dagster import (
     materialize,
 )
 
+from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.automation.sensors import webhook_result
-from clevertap_assets.batch.spool import SPOOL_DIR_ENV
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions, build_webhook_definitions
 from clevertap_assets.emulator import CleverTapEmulator
@@ -217,7 +218,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
     env = pipeline_env(pipeline, dagster_home, tmp_path)
     inbox = WebhookInbox(env["WEBHOOK_INBOX_PATH"])
-    definitions = build_webhook_definitions(pipeline.settings, inbox.path)
+    definitions = build_webhook_definitions(pipeline_facts(pipeline.settings), inbox.path)
     (webhook_asset,) = definitions.assets or []
     payloads = 300
     for n in range(payloads):
@@ -225,7 +226,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
         inbox.append(json.dumps({"targetId": 7, "profiles": profiles}).encode(), datetime.now(UTC))
 
     with DagsterInstance.from_config(str(dagster_home)) as instance:
-        first = webhook_result(instance, pipeline.settings, webhook_asset, inbox)
+        first = webhook_result(instance, webhook_asset, inbox)
         (request,) = first.run_requests
         apply_partition_requests(instance, first)
         selection = ["--select", webhook_asset.key.to_user_string()]
@@ -246,9 +247,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
         requests: list = []
         wait_for(
             lambda: bool(
-                requests.extend(
-                    webhook_result(instance, pipeline.settings, webhook_asset, inbox).run_requests
-                )
+                requests.extend(webhook_result(instance, webhook_asset, inbox).run_requests)
                 or requests
             ),
             "the range asked again",
@@ -263,7 +262,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
             resources={**(definitions.resources or {}), **build_resources(pipeline.settings)},
         )
         assert loaded.success
-        assert webhook_result(instance, pipeline.settings, webhook_asset, inbox).run_requests == []
+        assert webhook_result(instance, webhook_asset, inbox).run_requests == []
 
     with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
         rows, distinct = connection.execute(

@@ -17,12 +17,12 @@ from dagster import (
     materialize,
 )
 
-from clevertap_assets.assets.events import PARTITION_ROW_COUNT
-from clevertap_assets.assets.pipeline_events import pipeline_events
+from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.automation.recovered_days import RECOUNT_SECONDS, RECOVERED
 from clevertap_assets.automation.sensors import reconciliation_result
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
+from clevertap_assets.keys import PARTITION_ROW_COUNT
 from clevertap_assets.materializations import materialization_records
 from clevertap_assets_tests.daemon import execute, record_asset_events, run_range, tick
 from clevertap_assets_tests.harness import daily_rows, make_pipeline
@@ -93,9 +93,7 @@ def test_a_wiped_instance_learns_the_warehouses_days_once(tmp_path, make_emulato
         (next_tick,) = tick(definitions, wiped, timezone)
         yesterday = today - timedelta(days=1)
         assert run_range(next_tick) == (set(KEYS), yesterday.isoformat(), today.isoformat())
-        counting = reconciliation_result(
-            wiped, pipeline.settings, pipeline_events(pipeline.settings), None, 0.0
-        )
+        counting = reconciliation_result(wiped, pipeline_facts(pipeline.settings), None, 0.0)
         (request,) = counting.run_requests  # the recovered full days are compared
         assert {check.asset_key for check in request.asset_check_keys} == set(KEYS)
         freshness = [AssetCheckKey(key, "freshness_check") for key in KEYS]

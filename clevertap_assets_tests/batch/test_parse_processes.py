@@ -15,7 +15,6 @@ from polars.testing import assert_frame_equal
 from clevertap_assets.batch.parse_processes import (
     UnreadablePageError,
     parse_pool,
-    parse_processes,
     parse_raw_page,
     spool_raw_page,
     start_workers,
@@ -172,20 +171,6 @@ def test_workers_never_run_the_steps_main(tmp_path, started_as: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "{False}"  # no worker imported Dagster
     assert runs.read_text(encoding="utf-8").split() == ["__main__"]
-
-
-@pytest.mark.parametrize("value", ["0", "two", "-1", "65"])
-def test_a_bad_parse_processes_setting_is_one_clear_error(monkeypatch, value: str) -> None:
-    monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", value)
-    with pytest.raises(ValueError, match=rf"CLEVERTAP_PARSE_PROCESSES='{value}'.* from 1 to 64"):
-        parse_processes()
-
-
-def test_parse_processes_default_to_one_and_follow_the_setting(monkeypatch) -> None:
-    monkeypatch.delenv("CLEVERTAP_PARSE_PROCESSES", raising=False)
-    assert parse_processes() == 1
-    monkeypatch.setenv("CLEVERTAP_PARSE_PROCESSES", "3")
-    assert parse_processes() == 3
 
 
 def test_a_worker_writes_the_page_into_the_spool_and_sends_back_only_its_files(

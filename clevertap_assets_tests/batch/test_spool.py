@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.batch.spool import (
     _CREATION_LOCK,
-    SPOOL_DIR_ENV,
     EventSpool,
     remove_stale_spools,
 )

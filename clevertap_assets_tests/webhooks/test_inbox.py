@@ -11,14 +11,12 @@ import orjson
 import pytest
 
 from clevertap_assets.webhooks.inbox import (
-    DEFAULT_INBOX_PATH,
     InboxEntry,
     PayloadError,
     WebhookInbox,
     WebhookProfile,
     expand_entry,
     expand_payload,
-    inbox_path_from_env,
 )
 
 WRITERS = 4
@@ -107,13 +105,6 @@ def test_file_is_wal_and_extracted_fields_are_stored(inbox: WebhookInbox):
             " FROM webhook_inbox ORDER BY id"
         ).fetchall()
     assert rows == [("42", 0, 3, 41, 64), (None, 1, 0, 17, 64)]
-
-
-def test_path_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.delenv("WEBHOOK_INBOX_PATH", raising=False)
-    assert inbox_path_from_env() == DEFAULT_INBOX_PATH
-    monkeypatch.setenv("WEBHOOK_INBOX_PATH", str(tmp_path / "x.sqlite3"))
-    assert inbox_path_from_env() == tmp_path / "x.sqlite3"
 
 
 def test_a_new_object_sees_what_another_wrote(inbox: WebhookInbox):
