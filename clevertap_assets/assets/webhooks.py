@@ -1,26 +1,17 @@
 """`webhook_events`: the webhook inbox loaded into `<TABLE_PREFIX>_webhook_events`, exactly once.
 
-The asset is partitioned by ranges of inbox ids, one dynamic partition per range, named
-`<first id>-<last id>` (zero-padded, so keys sort like the ids). The ranges tile the id space
-without overlap: `webhook_inbox_sensor` starts each new range right after the newest one, and
-inbox ids only grow. Every row carries its range in `_inbox_range`, the partition column, so
-Dagster's IO manager loads a range the way it loads a day of events: it deletes the range's
-rows and inserts them again in one transaction. A range loaded twice (a retried run, a run
-that failed after its commit) therefore still holds each payload once, and a range is "done"
-exactly when Dagster has a materialization for its partition: no cursor outside the instance
-can disagree with what was loaded.
+Partitions are ranges of inbox ids, `<first id>-<last id>` zero-padded, tiling the id space
+without overlap (`webhook_inbox_sensor` opens each after the newest). Every row carries its
+range in `_inbox_range`, the partition column, so a range loads like a day of events (delete
+and insert in one transaction): loaded twice, it still holds each payload once, and a range is
+done exactly when Dagster has its materialization.
 
-A payload becomes one row per profile, shaped like an exported event record so the same
-normaliser applies the same AUTO_MAPPING rules: `profile` (every profile key but the two
-property sections), `event_props` (`event_properties`), `session_props`, plus `inbox_id`,
-`profile_index`, `target_id`, `payload_sha256` and `key_values`. `ts` is when the receiver
-stored the payload (a profile's own `ts`, if any, stays in `profile`). Because the inbox id
-and profile index are part of each record, the normaliser's `_record_id` is a stable key per
-(payload, profile). CleverTap re-sends a delivery whose 200 it did not see, and the inbox
-keeps both copies; a range loads only the first copy of a body (same `payload_sha256`)
-received within `WEBHOOK_REDELIVERY_MINUTES` (24 h), so a re-delivered payload lands once;
-CleverTap's payload has no event id, so two distinct deliveries with equal bodies within that
-window also land once (the README states the trade-off; 0 keeps every delivery).
+A payload becomes one row per profile, shaped like an exported record so the same normaliser
+and AUTO_MAPPING apply: `profile`, `event_props`, `session_props`, `inbox_id`, `profile_index`,
+`target_id`, `payload_sha256`, `key_values`; `ts` is when the receiver stored it. Inbox id and
+profile index make `_record_id` stable per (payload, profile). CleverTap's payload carries no
+event id, so a body equal to one received within `WEBHOOK_REDELIVERY_MINUTES` is taken for a
+re-delivery and loads once (0 keeps every delivery; the README states the trade-off).
 """
 
 import hashlib

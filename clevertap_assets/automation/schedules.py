@@ -1,4 +1,4 @@
-"""`ingestion_schedule`: Hevo's ingestion frequency, as one cron schedule over every event.
+"""`ingestion_schedule`: INGESTION_FREQUENCY as one cron schedule over every event.
 
 Each tick asks, per event, for today and the previous LOOKBACK_DAYS days (late events from
 offline devices land in days already loaded) plus every day of the history window that was
@@ -48,7 +48,7 @@ def cron_for_interval(interval: timedelta) -> str:
     """30 minutes, or every N whole hours on the hour (24h is midnight once a day).
 
     Cron counts hours within a day, so an N that does not divide 24 (5h) restarts at midnight:
-    00, 05, 10, 15, 20, then 00 again; Hevo's allowed values are kept, not its exact spacing.
+    00, 05, 10, 15, 20, then 00 again: every allowed frequency runs, at most that far apart.
     """
     minutes = int(interval.total_seconds()) // 60
     if minutes == 30:

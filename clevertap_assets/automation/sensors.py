@@ -1,29 +1,17 @@
 """The two sensors: reconciliation against CleverTap's counts, and draining the webhook inbox.
 
-`reconciliation_sensor` catches what the schedule cannot: the schedule reloads only the
-lookback days, so a day that CleverTap still changed afterwards (a device that was offline for
-a week) would stay short forever. Hourly, it launches a run of the
-`row_count_matches_clevertap` checks alone, over every event: the counting is a run's work,
-holding the account like any reader, so it takes as long as hundreds of events need, and one
-event's failed count is that event's verdict alone. On a later evaluation it reads that run's
-verdicts and re-runs each day with a gap (not a day still settling), one run per day with the
-events that differ. Each request's run key names the counts it saw, so a difference that a
-re-run cannot fix (records over the size limits are skipped by design) is not retried every
-hour.
+`reconciliation_sensor` catches days CleverTap changed after the lookback (a device offline
+for a week). Hourly it launches a run of the `row_count_matches_clevertap` checks alone,
+holding the account like any reader, so one event's failed count is its own verdict; a later
+evaluation reads that run's verdicts and re-runs each day with a gap (not one still settling).
+Run keys name the counts seen, so a difference no re-run can fix is not retried every hour.
 
-`webhook_inbox_sensor` turns new inbox entries into ranges of the `webhook_events` asset (see
-assets/webhooks.py for why a range is loaded exactly once). The ranges it has created, stored
-by the instance as dynamic partitions, are its cursor: each new range starts after the newest
-one, and a range without a materialization and without a run in progress (its run failed, or
-the daemon stopped before launching it) is requested again. A new sensor, a restarted daemon
-or a lost cursor therefore neither skips nor reloads an entry.
-
-The partitions stay bounded however long webhooks arrive: a loaded range is never loaded
-again, so all but the newest `RANGES_KEPT` loaded ranges are deleted as partitions (their rows
-stay in the table, their materializations with first and last inbox id in the asset's
-history), and no new range is opened while `MAX_OPEN_RANGES` wait to be loaded (the entries
-wait in the inbox, and the next range takes up to `ENTRIES_PER_RANGE` of them). The newest
-range always stays: it is the cursor.
+`webhook_inbox_sensor` turns new inbox entries into ranges of `webhook_events`. The ranges,
+stored by the instance as dynamic partitions, are its cursor: each opens after the newest, and
+a range with neither a materialization nor a run in progress is requested again, so a lost
+cursor neither skips nor reloads an entry. Loaded ranges beyond the newest `RANGES_KEPT` are
+deleted as partitions (rows and materializations stay), and no range opens while
+`MAX_OPEN_RANGES` wait; the newest range always stays, being the cursor.
 """
 
 import time
