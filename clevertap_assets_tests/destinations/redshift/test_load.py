@@ -1,0 +1,88 @@
+"""The column map stored with Redshift's tables (`_clevertap_columns`): colliding keys keep
+their columns across a wiped instance and between two loads at once (`column_map_cases`), on
+the PostgreSQL double (SERIALIZABLE, as provisioned clusters run), through the multi-row
+INSERTs and through S3 and COPY alike."""
+
+from datetime import date
+
+import pytest
+
+from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
+from clevertap_assets.emulator.config import InFlightGate
+from clevertap_assets_tests.column_map_cases import (
+    PLAIN_COLUMN,
+    assert_each_key_in_its_column,
+    assert_stored,
+    colliding_pipeline,
+    load_then_load_on_a_wiped_instance,
+    overlapping_loads,
+)
+from clevertap_assets_tests.redshift_s3_copy import staged_resources
+from clevertap_assets_tests.redshift_warehouse import Warehouse
+
+PATHS = ("insert", "s3_copy")
+
+
+def resources_for(path: str, warehouse: Warehouse, request: pytest.FixtureRequest) -> dict:
+    """The INSERT path's resources, or the S3 staging path's (COPY emulated, `recorder`)."""
+    if path == "insert":
+        return warehouse.resources()
+    request.getfixturevalue("recorder")
+    return staged_resources(warehouse, request.getfixturevalue("bucket"))
+
+
+def held_values(warehouse: Warehouse) -> dict[str, set[tuple[date, object]]]:
+    """Each `event_props__ct_source*` column of `charged` and its distinct (day, value)."""
+    names = [
+        name
+        for (name,) in warehouse.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'clevertap' AND table_name = 'charged'"
+        )
+        if name.startswith(PLAIN_COLUMN)
+    ]
+    return {
+        name: set(
+            warehouse.query(
+                f'SELECT DISTINCT CAST(event_time AS DATE), "{name}" FROM clevertap.charged'
+            )
+        )
+        for name in names
+    }
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
+    tmp_path, make_emulator, warehouse, request, path
+):
+    """The second load's instance knows nothing and sees `@ct'\\source ✓` first; the map
+    stored with the tables keeps `CT Source` in the plain column."""
+    resources = resources_for(path, warehouse, request)
+    pipeline = colliding_pipeline(tmp_path, make_emulator, destination="redshift")
+
+    def load(pipeline, first, last):
+        return pipeline.load(first, last, **resources)
+
+    first, today = load_then_load_on_a_wiped_instance(pipeline, load)
+    source, at = assert_each_key_in_its_column(held_values(warehouse), today)
+    assert source == PLAIN_COLUMN
+    assert_stored(RedshiftEventStats(connection=warehouse.connection()), "clevertap", source, at)
+    assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, today)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_its_column(
+    tmp_path, make_emulator, warehouse, request, path
+):
+    """Both runs name the keys before either claims a column: the first claim to commit
+    owns the plain column, and the other load moves its batch to the stored names before
+    it uploads or inserts."""
+    resources = resources_for(path, warehouse, request)
+    gate = InFlightGate(count=2, timeout_seconds=120)
+    pipeline = colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="redshift")
+
+    def load(pipeline, first, last):
+        return pipeline.load(first, last, **resources)
+
+    _, today = overlapping_loads(pipeline, load, gate)
+    assert_each_key_in_its_column(held_values(warehouse), today)
