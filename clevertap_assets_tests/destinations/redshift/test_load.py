@@ -9,14 +9,7 @@ import pytest
 
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
 from clevertap_assets.emulator.config import InFlightGate
-from clevertap_assets_tests.column_map_cases import (
-    PLAIN_COLUMN,
-    assert_each_key_in_its_column,
-    assert_stored,
-    colliding_pipeline,
-    load_then_load_on_a_wiped_instance,
-    overlapping_loads,
-)
+from clevertap_assets_tests import column_map_cases as cases
 from clevertap_assets_tests.redshift_s3_copy import staged_resources
 from clevertap_assets_tests.redshift_warehouse import Warehouse
 
@@ -39,7 +32,7 @@ def held_values(warehouse: Warehouse) -> dict[str, set[tuple[date, object]]]:
             "SELECT column_name FROM information_schema.columns "
             "WHERE table_schema = 'clevertap' AND table_name = 'charged'"
         )
-        if name.startswith(PLAIN_COLUMN)
+        if name.startswith(cases.PLAIN_COLUMN)
     ]
     return {
         name: set(
@@ -58,15 +51,17 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
     """The second load's instance knows nothing and sees `@ct'\\source ✓` first; the map
     stored with the tables keeps `CT Source` in the plain column."""
     resources = resources_for(path, warehouse, request)
-    pipeline = colliding_pipeline(tmp_path, make_emulator, destination="redshift")
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, destination="redshift")
 
     def load(pipeline, first, last):
         return pipeline.load(first, last, **resources)
 
-    first, today = load_then_load_on_a_wiped_instance(pipeline, load)
-    source, at = assert_each_key_in_its_column(held_values(warehouse), today)
-    assert source == PLAIN_COLUMN
-    assert_stored(RedshiftEventStats(connection=warehouse.connection()), "clevertap", source, at)
+    first, today = cases.load_then_load_on_a_wiped_instance(pipeline, load)
+    source, at = cases.assert_each_key_in_its_column(held_values(warehouse), today)
+    assert source == cases.PLAIN_COLUMN
+    cases.assert_stored(
+        RedshiftEventStats(connection=warehouse.connection()), "clevertap", source, at
+    )
     assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, today)
 
 
@@ -79,10 +74,10 @@ def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_it
     it uploads or inserts."""
     resources = resources_for(path, warehouse, request)
     gate = InFlightGate(count=2, timeout_seconds=120)
-    pipeline = colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="redshift")
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="redshift")
 
     def load(pipeline, first, last):
         return pipeline.load(first, last, **resources)
 
-    _, today = overlapping_loads(pipeline, load, gate)
-    assert_each_key_in_its_column(held_values(warehouse), today)
+    _, today = cases.overlapping_loads(pipeline, load, gate)
+    cases.assert_each_key_in_its_column(held_values(warehouse), today)

@@ -8,14 +8,7 @@ from dagster import build_resources
 
 from clevertap_assets.destinations.snowflake.resources import build_snowflake_resources
 from clevertap_assets.emulator.config import InFlightGate
-from clevertap_assets_tests.column_map_cases import (
-    PLAIN_COLUMN,
-    assert_each_key_in_its_column,
-    assert_stored,
-    colliding_pipeline,
-    load_then_load_on_a_wiped_instance,
-    overlapping_loads,
-)
+from clevertap_assets_tests import column_map_cases as cases
 from clevertap_assets_tests.fake_snowflake import load, query
 
 
@@ -43,12 +36,12 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
     """The second load's instance knows nothing and sees `@ct'\\source ✓` first; the map
     stored with the tables (quotes, backslash and all, as the runs read it back) keeps
     `CT Source` in the plain column."""
-    pipeline = colliding_pipeline(tmp_path, make_emulator, destination="snowflake")
-    first, today = load_then_load_on_a_wiped_instance(pipeline, load)
-    source, at = assert_each_key_in_its_column(held_values(), today)
-    assert source == PLAIN_COLUMN.upper()
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, destination="snowflake")
+    first, today = cases.load_then_load_on_a_wiped_instance(pipeline, load)
+    source, at = cases.assert_each_key_in_its_column(held_values(), today)
+    assert source == cases.PLAIN_COLUMN.upper()
     with build_resources(build_snowflake_resources(pipeline.settings)) as resources:
-        assert_stored(resources.warehouse_stats, "clevertap", PLAIN_COLUMN, at.lower())
+        cases.assert_stored(resources.warehouse_stats, "clevertap", cases.PLAIN_COLUMN, at.lower())
     assert dict(
         query('SELECT CAST(EVENT_TIME AS DATE), COUNT(*) FROM "CLEVERTAP"."CHARGED" GROUP BY 1')
     ) == pipeline.truth("Charged", first, today)
@@ -60,9 +53,9 @@ def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_it
     """Both runs name the keys before either claims a column: the first claim to commit
     owns the plain column, and the other load moves its batch to the stored names."""
     gate = InFlightGate(count=2, timeout_seconds=120)
-    pipeline = colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="snowflake")
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="snowflake")
     # fakesnow creates a connection's schema on connect, unguarded: two first connections at
     # once race there (Snowflake itself creates nothing on connect).
     query("CREATE SCHEMA IF NOT EXISTS ANALYTICS.CLEVERTAP")
-    _, today = overlapping_loads(pipeline, load, gate)
-    assert_each_key_in_its_column(held_values(), today)
+    _, today = cases.overlapping_loads(pipeline, load, gate)
+    cases.assert_each_key_in_its_column(held_values(), today)
