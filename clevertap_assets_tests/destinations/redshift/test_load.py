@@ -5,6 +5,7 @@ INSERTs and through S3 and COPY alike."""
 
 from datetime import date
 
+import psycopg
 import pytest
 
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
@@ -65,14 +66,27 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
     assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, today)
 
 
+@pytest.mark.parametrize("isolation", ["serializable", "snapshot"])
 @pytest.mark.parametrize("path", PATHS)
 def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_its_column(
-    tmp_path, make_emulator, warehouse, request, path
+    tmp_path, make_emulator, warehouse, request, monkeypatch, path, isolation
 ):
-    """Both runs name the keys before either claims a column: the first claim to commit
-    owns the plain column, and the other load moves its batch to the stored names before
-    it uploads or inserts."""
+    """Both runs name the keys before either claims a column, and their claims overlap
+    (`ClaimRendezvous`): the first claim to commit owns the plain column, and the other load
+    moves its batch to the stored names before it uploads or inserts. Under snapshot
+    isolation two claims that only insert would not conflict: the state table's LOCK is
+    what orders them."""
+    if isolation == "snapshot":
+        warehouse.use_snapshot_isolation()
     resources = resources_for(path, warehouse, request)
+    rendezvous = cases.ClaimRendezvous()
+    execute = psycopg.Connection.execute
+
+    def meeting(self, query, *args, **kwargs):
+        rendezvous.meet(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", meeting)
     gate = InFlightGate(count=2, timeout_seconds=120)
     pipeline = cases.colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="redshift")
 

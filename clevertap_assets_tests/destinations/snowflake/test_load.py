@@ -9,7 +9,7 @@ from dagster import build_resources
 from clevertap_assets.destinations.snowflake.resources import build_snowflake_resources
 from clevertap_assets.emulator.config import InFlightGate
 from clevertap_assets_tests import column_map_cases as cases
-from clevertap_assets_tests.fake_snowflake import load, query
+from clevertap_assets_tests.fake_snowflake import fakesnow, load, query
 
 
 def held_values() -> dict[str, set[tuple[date, object]]]:
@@ -48,10 +48,19 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
 
 
 def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_its_column(
-    tmp_path, make_emulator, fake_snowflake
+    tmp_path, make_emulator, fake_snowflake, monkeypatch
 ):
-    """Both runs name the keys before either claims a column: the first claim to commit
-    owns the plain column, and the other load moves its batch to the stored names."""
+    """Both runs name the keys before either claims a column, and their claims overlap
+    (`ClaimRendezvous`): the first claim to commit owns the plain column, and the other load
+    moves its batch to the stored names."""
+    rendezvous = cases.ClaimRendezvous()
+    execute = fakesnow.cursor.FakeSnowflakeCursor.execute
+
+    def meeting(self, command, *args, **kwargs):
+        rendezvous.meet(command)
+        return execute(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(fakesnow.cursor.FakeSnowflakeCursor, "execute", meeting)
     gate = InFlightGate(count=2, timeout_seconds=120)
     pipeline = cases.colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="snowflake")
     # fakesnow creates a connection's schema on connect, unguarded: two first connections at
