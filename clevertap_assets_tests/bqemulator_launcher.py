@@ -12,33 +12,22 @@ what real BigQuery does, so the product's BigQuery SQL and API calls run unchang
 - a table made by SQL (`CREATE OR REPLACE TABLE ... AS SELECT`) reports its JSON columns as
   JSON, as BigQuery's does; the emulator reported them as STRING;
 - a multi-statement query binds the job's named query parameters, as BigQuery's scripts
-  do (scheduled queries' `@run_time`); the emulator bound them for single statements only;
-- transactions conflict as BigQuery's: "if a transaction mutates (updates or deletes) rows
-  in a table, then other transactions ... that mutate rows in the same table cannot run
-  concurrently. Conflicting transactions are cancelled"
-  (https://cloud.google.com/bigquery/docs/transactions#transaction_concurrency); the
-  emulator ran them side by side, each seeing the other's uncommitted rows. A transaction's
-  UPDATE, DELETE or MERGE of a table another open transaction mutated fails it with
-  BigQuery's message. (Its reads still see others' uncommitted rows: snapshot isolation
-  is not emulated.)
+  do (scheduled queries' `@run_time`); the emulator bound them for single statements only.
 """
 
 import contextvars
 import sys
 
-import sqlglot
 from bqemulator.catalog import ddl_sync
 from bqemulator.catalog.duckdb_repository import DuckDBCatalogRepository
 from bqemulator.catalog.memory_repository import MemoryCatalogRepository
 from bqemulator.catalog.models import TableMeta, TableSchema
 from bqemulator.cli import main
-from bqemulator.domain.errors import InvalidQueryError
 from bqemulator.jobs import executor
 from bqemulator.scripting import interpreter
 from bqemulator.storage.engine import DuckDBEngine
 from bqemulator.storage.sql_identifiers import quoted_table_ref
 from bqemulator.storage.type_map import bq_schema_to_duckdb_columns
-from sqlglot import exp
 
 DuckDBEngine._load_spatial = lambda self: None
 DuckDBEngine._load_format_extensions = lambda self: None
@@ -108,41 +97,6 @@ def _bind_script_parameters(sql: str, query_parameters=None):
 
 executor._run_query_body = _run_query_body_with_parameters
 interpreter.bind_parameters = _bind_script_parameters
-
-_MUTATING = (exp.Update, exp.Delete, exp.Merge)
-_mutated_by: dict[str, object] = {}
-"""Each table an open transaction mutated, and that transaction (its script's interpreter)."""
-_snapshot_dml_targets = interpreter.ScriptInterpreter._snapshot_dml_targets
-_drop_txn_snapshots = interpreter.ScriptInterpreter._drop_txn_snapshots
-_restore_txn_snapshots = interpreter.ScriptInterpreter._restore_txn_snapshots
-
-
-async def _conflicting_dml(self, sql: str) -> None:
-    """Called for each DML statement inside a transaction, before it runs."""
-    if self._active_txn is not None and isinstance(
-        sqlglot.parse_one(sql, read="bigquery"), _MUTATING
-    ):
-        for target in interpreter._dml_targets(sql, self._project_id):
-            holder = _mutated_by.setdefault(target, self)
-            if holder is not self:
-                raise InvalidQueryError(
-                    f"Transaction is aborted due to concurrent update against table {target}"
-                )
-    await _snapshot_dml_targets(self, sql)
-
-
-def _ending(end):
-    async def ended(self) -> None:
-        for target in [t for t, holder in _mutated_by.items() if holder is self]:
-            del _mutated_by[target]
-        await end(self)
-
-    return ended
-
-
-interpreter.ScriptInterpreter._snapshot_dml_targets = _conflicting_dml
-interpreter.ScriptInterpreter._drop_txn_snapshots = _ending(_drop_txn_snapshots)
-interpreter.ScriptInterpreter._restore_txn_snapshots = _ending(_restore_txn_snapshots)
 
 if __name__ == "__main__":
     sys.argv = ["bqemulator", "start", *sys.argv[1:]]

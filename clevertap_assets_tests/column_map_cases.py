@@ -70,19 +70,20 @@ def overlapping_loads(pipeline: Pipeline, load: Load, gate: InFlightGate) -> tup
 
 
 class ClaimRendezvous:
-    """Holds each load's claim (its INSERT into the state table) until the other load's claim
-    is there too, or `seconds` pass, so the two claims overlap whatever the threads' timing.
-    Loads that serialise their claims meet here in turn: the second is still waiting for the
-    first's hold, so the first goes on after the wait, and the second finds the meeting over.
-    Loads that did not would both be let go here, each claiming from the map as it was before
-    either, and one column would get two owners."""
+    """Holds each load's claim (the statement, or BigQuery's script, that inserts into the
+    state table) until the other load's claim is there too, or `seconds` pass, so the two
+    claims overlap whatever the threads' timing. Loads that serialise their claims meet here
+    in turn: the second is still waiting for the first's hold, so the first goes on after the
+    wait, and the second finds the meeting over. Loads that did not would both be let go
+    here, each claiming from the map as it was before either, and one column would get two
+    owners."""
 
     def __init__(self, seconds: float = 5) -> None:
         self._barrier = threading.Barrier(2, timeout=seconds)
 
     def meet(self, sql: str) -> None:
         """Called with every statement a load sends; waits at a claim."""
-        if sql.lstrip().upper().startswith("INSERT") and " AS claim " in sql:
+        if " AS claim " in sql:
             with suppress(threading.BrokenBarrierError):
                 self._barrier.wait()
 

@@ -1,13 +1,24 @@
 """The column map stored with BigQuery's tables (`_clevertap_columns`): colliding keys keep
 their columns across a wiped instance and between two loads at once (`column_map_cases`), on
-bqemulator with BigQuery's conflicts between transactions (`bqemulator_launcher`)."""
+bqemulator.
+
+What bqemulator cannot show: it runs a script's statements without yielding to another job,
+so two claims never overlap there, and its transactions read other jobs' uncommitted rows
+(no snapshot isolation). BigQuery cancels one of two transactions that update the same rows
+(https://cloud.google.com/bigquery/docs/transactions#transaction_concurrency); that answer
+is given here by the client (`test_a_claim_cancelled_for_a_concurrent_one_is_run_again`),
+with the concurrent claim committed first, as BigQuery's winner would have."""
 
 from datetime import date
 
 import pytest
+from google.api_core.exceptions import BadRequest
+from google.cloud import bigquery
 
+from clevertap_assets.days import local_today
 from clevertap_assets.destinations.bigquery.resources import build_bigquery_resources
 from clevertap_assets.destinations.bigquery.stats import BigQueryEventStats
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.emulator.config import InFlightGate
 from clevertap_assets_tests import column_map_cases as cases
 from clevertap_assets_tests.bigquery_emulator import BigQueryEmulator
@@ -54,11 +65,19 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
 
 
 def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_its_column(
-    tmp_path, make_emulator, bigquery_emulator
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
 ):
-    """Both runs name the keys before either claims a column: the claims' transactions
-    conflict on the lock row, the cancelled one runs again and reads the other's columns,
-    and its load moves its batch to the stored names."""
+    """Both runs name the keys before either claims a column, and their claim scripts are
+    sent together (`ClaimRendezvous`): the first claim to commit owns the plain column, and
+    the other load moves its batch to the stored names."""
+    rendezvous = cases.ClaimRendezvous()
+    run_query = bigquery.Client.query
+
+    def meeting(self, query, *args, **kwargs):
+        rendezvous.meet(query)
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", meeting)
     gate = InFlightGate(count=2, timeout_seconds=120)
     dataset = bigquery_emulator.new_dataset()
     pipeline = cases.colliding_pipeline(
@@ -66,3 +85,43 @@ def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_it
     )
     _, today = cases.overlapping_loads(pipeline, load, gate)
     cases.assert_each_key_in_its_column(held_values(bigquery_emulator, pipeline), today)
+
+
+def test_a_claim_cancelled_for_a_concurrent_one_is_run_again(
+    tmp_path, make_emulator, bigquery_emulator, monkeypatch
+):
+    """Today's run names `@ct'\\source ✓` first. Its claim meets a concurrent one that gives
+    the plain column to `CT Source`: BigQuery cancels this transaction, the load runs the
+    claim again, reads the winner's column and moves its own key to the hashed one."""
+    dataset = bigquery_emulator.new_dataset()
+    pipeline = cases.colliding_pipeline(
+        tmp_path, make_emulator, destination="bigquery", bigquery_dataset=dataset
+    )
+    today = local_today(pipeline.settings.timezone)
+    state = f"`{bigquery_emulator.project}.{dataset}.{COLUMN_MAP_TABLE}`"
+    winner = (
+        f"CREATE SCHEMA IF NOT EXISTS `{bigquery_emulator.project}.{dataset}`;\n"
+        f"CREATE TABLE {state} (table_name STRING, column_name STRING, key_path STRING);\n"
+        f"INSERT INTO {state} VALUES ('charged', '{cases.PLAIN_COLUMN}', "
+        """'["event_props","CT Source"]')"""
+    )
+    claims: list[str] = []
+    run_query = bigquery.Client.query
+
+    def concurrent_first(self, query, *args, **kwargs):
+        if " AS claim " in query:
+            claims.append(query)
+            if len(claims) == 1:
+                bigquery_emulator.query(winner)
+                raise BadRequest(
+                    f"Transaction is aborted due to concurrent update against table {state}"
+                )
+        return run_query(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", concurrent_first)
+    assert load(pipeline, today, today).success
+    assert len(claims) >= 2
+    held = held_values(bigquery_emulator, pipeline)
+    at = next(name for name, pairs in held.items() if (today, cases.AT_VALUE) in pairs)
+    assert at != cases.PLAIN_COLUMN
+    assert {value for _, value in held[cases.PLAIN_COLUMN]} <= cases.SOURCES
