@@ -117,3 +117,11 @@ def bigquery_emulator_fixture(
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def bigquery_env(monkeypatch: pytest.MonkeyPatch, bigquery_emulator: BigQueryEmulator) -> None:
+    """The BIGQUERY_* variables a user sets, for the emulator's project, and no credentials."""
+    monkeypatch.setenv("BIGQUERY_PROJECT", bigquery_emulator.project)
+    for name in ("BIGQUERY_LOCATION", "BIGQUERY_GCP_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)

@@ -10,9 +10,12 @@ what real BigQuery does, so the product's BigQuery SQL and API calls run unchang
   appends columns adds them to the stored table too, as BigQuery's does; the emulator only
   updated its catalog;
 - a table made by SQL (`CREATE OR REPLACE TABLE ... AS SELECT`) reports its JSON columns as
-  JSON, as BigQuery's does; the emulator reported them as STRING.
+  JSON, as BigQuery's does; the emulator reported them as STRING;
+- a multi-statement query binds the job's named query parameters, as BigQuery's scripts
+  do (scheduled queries' `@run_time`); the emulator bound them for single statements only.
 """
 
+import contextvars
 import sys
 
 from bqemulator.catalog import ddl_sync
@@ -20,6 +23,8 @@ from bqemulator.catalog.duckdb_repository import DuckDBCatalogRepository
 from bqemulator.catalog.memory_repository import MemoryCatalogRepository
 from bqemulator.catalog.models import TableMeta, TableSchema
 from bqemulator.cli import main
+from bqemulator.jobs import executor
+from bqemulator.scripting import interpreter
 from bqemulator.storage.engine import DuckDBEngine
 from bqemulator.storage.sql_identifiers import quoted_table_ref
 from bqemulator.storage.type_map import bq_schema_to_duckdb_columns
@@ -71,6 +76,27 @@ def _introspect_schema_with_json(project_id: str, dataset_id: str, table_id: str
 for repository in (MemoryCatalogRepository, DuckDBCatalogRepository):
     repository.update_table = _adding_columns(repository.update_table)
 ddl_sync._introspect_schema = _introspect_schema_with_json
+
+_QUERY_PARAMETERS = contextvars.ContextVar("query_parameters", default=None)
+_run_query_body = executor._run_query_body
+_bind_parameters = interpreter.bind_parameters
+
+
+async def _run_query_body_with_parameters(**kwargs):
+    token = _QUERY_PARAMETERS.set(kwargs["query_params"])
+    try:
+        return await _run_query_body(**kwargs)
+    finally:
+        _QUERY_PARAMETERS.reset(token)
+
+
+def _bind_script_parameters(sql: str, query_parameters=None):
+    """A script's statement is bound with the job's parameters (the interpreter passes none)."""
+    return _bind_parameters(sql, query_parameters or _QUERY_PARAMETERS.get())
+
+
+executor._run_query_body = _run_query_body_with_parameters
+interpreter.bind_parameters = _bind_script_parameters
 
 if __name__ == "__main__":
     sys.argv = ["bqemulator", "start", *sys.argv[1:]]

@@ -62,6 +62,17 @@ class Warehouse:
                 f'ALTER DATABASE "{self.database}" SET redshift.enable_large_strings_opt_in = on'
             )
 
+    def use_snapshot_isolation(self) -> None:
+        """Transactions as Redshift Serverless and newer provisioned clusters run them
+        (SNAPSHOT: https://docs.aws.amazon.com/redshift/latest/dg/c_serial_isolation.html), in
+        PostgreSQL's spelling (REPEATABLE READ is snapshot isolation); the database is
+        SERIALIZABLE otherwise, as older clusters."""
+        with psycopg.connect(self.server.conninfo(self.database), autocommit=True) as connection:
+            connection.execute(
+                f'ALTER DATABASE "{self.database}" SET default_transaction_isolation = '
+                "'repeatable read'"
+            )
+
     def columns(self, table: str) -> dict[str, str]:
         rows = self.query(
             "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns "

@@ -58,7 +58,7 @@ from clevertap_assets.keys import (
 )
 from clevertap_assets.liveness import account_lease, heartbeat
 from clevertap_assets.materializations import materialization_records
-from clevertap_assets.naming import ColumnNames, merged_records
+from clevertap_assets.naming import ColumnNames
 from clevertap_assets.run_tags import tag_own_run
 from clevertap_assets.source.client import CleverTapResource
 from clevertap_assets.source.regions import base_url_for
@@ -231,11 +231,12 @@ def known_column_names(
     table: str,
     key: AssetKey,
 ) -> ColumnNames:
-    """The columns the table's keys own, as stored with the tables; the instance's record
-    fills in for a table loaded before the map was stored there, and the first load stores
-    it."""
+    """The columns the table's keys own, as stored with the tables
+    (`destinations.column_map`). Only a table with no stored map yet (loaded before its
+    destination stored one) is named from the instance's record, which its first load then
+    stores: from then on the map is read from the warehouse alone."""
     stored = warehouse_stats.column_keys(schema, table)
-    return ColumnNames(merged_records(stored, recorded_column_keys(context, key)))
+    return ColumnNames(stored or recorded_column_keys(context, key))
 
 
 def recorded_column_keys(context: AssetExecutionContext, key: AssetKey) -> dict[str, list[str]]:

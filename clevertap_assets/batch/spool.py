@@ -127,8 +127,10 @@ class EventBatch:
             remove_spool_folder(self.path.parent)
 
     def renamed(self, names: Mapping[str, str]) -> "EventBatch":
-        """The batch with columns renamed (`names`: old to new, absent names stay); the file
-        is rewritten in chunks, in place, only when a name of the file changes."""
+        """The batch with columns renamed (`names`: old to new, absent names stay). Only when
+        a name of the file changes is it rewritten, in chunks, to a file beside it (removed
+        with it by `discard`): this batch stays as it was, so a load that runs again (Redshift
+        retries one that met a concurrent load) renames the same file the same way."""
         renamed = replace(
             self,
             json_columns=frozenset(names.get(name, name) for name in self.json_columns),
@@ -147,8 +149,7 @@ class EventBatch:
             with pq.ParquetWriter(rewritten, schema, compression=BATCH_COMPRESSION) as writer:
                 for chunk in source.iter_batches(batch_size=LOAD_CHUNK_ROWS):
                     writer.write_batch(chunk.rename_columns(schema.names))
-        rewritten.replace(self.path)
-        return renamed
+        return replace(renamed, path=rewritten)
 
     def preview(self, rows: int = 5) -> pl.DataFrame:
         if self.path is None:

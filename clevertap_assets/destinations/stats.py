@@ -84,12 +84,18 @@ class SqlEventTableStats(EventTableStats):
         rows = self._ask_over_days(DUPLICATE_RECORD_IDS, schema, table, first_day, last_day)
         return int(rows[0][0]) if rows else 0
 
+    def stored_table_name(self, table: str) -> str:
+        """The table's name as its loads store it in the column map (as the destination
+        spells the table: Snowflake in upper case, Redshift in lower case)."""
+        return table
+
     def column_keys(self, schema: str, table: str) -> dict[str, list[str]]:
         with self.open_session() as session:
             state = self.table_reference(session, schema, COLUMN_MAP_TABLE)
             if state is None:
                 return {}
-            return column_map(self.fetch(session, stored_columns_sql(state, table), {}))
+            sql = stored_columns_sql(state, self.stored_table_name(table))
+            return column_map(self.fetch(session, sql, {}))
 
     def _ask_over_days(
         self, sql: str, schema: str, table: str, first_day: date, last_day: date

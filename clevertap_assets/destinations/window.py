@@ -10,11 +10,11 @@ fixed inside `DbIOManager`, so it is not used: every client's `delete_table_slic
 nothing (`HandlerReplacesWindow`), and every type handler, for event batches and DataFrames
 alike, calls `replace_window`, which runs one destination's `WindowLoad` steps in this order:
 
-0. `stored_columns`, `store_columns`: the batch moved to the columns stored for its keys,
-   and the columns it introduces stored (`destinations.column_map`), where a destination
-   keeps that map; the hold that makes a window's replacement exactly-once makes the first
-   load to commit a column its owner. Then `begin`: work on the batch that needs no hold on the table (Redshift's S3 upload), so
-   a load that locks its table in `existing` holds the lock only for the statements below.
+0. `claim_columns`: the columns the batch's keys were given claimed in the schema's stored
+   map (`destinations.column_map`), serialised so the first load to commit a column owns it,
+   and the batch moved to the stored names (`agreed_columns`). Then `begin`: work on the
+   batch that needs no hold on the table (Redshift's S3 upload), so a load that locks its
+   table in `existing` holds the lock only for the statements below.
 1. `existing`, then `prepare`: create or evolve the table. Additive only (new columns, wider
    types), so the previous rows stay readable if the run stops here, on warehouses where DDL
    commits alone.
@@ -35,6 +35,7 @@ from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.destinations.column_map import CLAIM_ROUNDS, COLUMN_MAP_TABLE
 from clevertap_assets.destinations.common import (
     DestinationError,
     SchemaChange,
@@ -60,14 +61,13 @@ class WindowLoad(ABC, Generic[Staged]):
         """The batch's columns as the table will name them."""
         return batch.columns()
 
-    def stored_columns(self, table_slice: TableSlice) -> dict[str, list[str]] | None:
-        """The schema's stored column map for the table (`destinations.column_map`), read
-        within the load's hold on the table, the state table made if missing; None where
-        this destination keeps no map with its tables."""
-        return None
-
-    def store_columns(self, table_slice: TableSlice, added: Mapping[str, Sequence[str]]) -> None:
-        """Add the columns this load introduces to the stored map, in the load's transaction."""
+    @abstractmethod
+    def claim_columns(
+        self, table_slice: TableSlice, claims: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[str]]:
+        """Claim the columns (column to key path) in the schema's stored map and return the
+        table's map afterwards (`column_map.claim_columns`), serialised with every other
+        load's claim; the state table made if missing."""
 
     def begin(
         self, table_slice: TableSlice, batch: EventBatch, incoming: Mapping[str, Kind]
@@ -131,15 +131,27 @@ def replace_window(load: WindowLoad, table_slice: TableSlice, batch: EventBatch)
 
 
 def agreed_columns(load: WindowLoad, table_slice: TableSlice, batch: EventBatch) -> EventBatch:
-    """The batch renamed to the columns stored for its keys (`naming.agreed_names`), the
-    columns it introduces stored: the first load to commit a column keeps it."""
-    stored = load.stored_columns(table_slice)
-    if stored is None or not batch.column_keys:
+    """The batch renamed to the columns stored for its keys (`naming.agreed_names`), once
+    they are claimed: a key another load gave a column keeps it, and a name another key took
+    meanwhile is given up for the hashed one, claimed in a further round."""
+    keys = batch.column_keys
+    if not keys:
         return batch
-    agreed = batch.renamed(agreed_names(stored, batch.column_keys))
-    added = {column: path for column, path in agreed.column_keys.items() if column not in stored}
-    load.store_columns(table_slice, added)
-    return agreed
+    claims = {column: list(path) for column, path in keys.items()}
+    for _ in range(CLAIM_ROUNDS):
+        stored = load.claim_columns(table_slice, claims)
+        names = agreed_names(stored, keys)
+        claims = {
+            names[column]: list(path)
+            for column, path in keys.items()
+            if stored.get(names[column]) != list(path)
+        }
+        if not claims:
+            return batch.renamed(names)
+    raise DestinationError(
+        f"table {table_slice.schema}.{table_slice.table}: the columns {sorted(claims)} are "
+        f"held in {COLUMN_MAP_TABLE} by other key paths"
+    )
 
 
 def batch_targets(table: Mapping[str, Kind], incoming: Mapping[str, Kind]) -> dict[str, Kind]:

@@ -518,6 +518,33 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(tmp_path, make_
     assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, today)
 
 
+def test_a_table_loaded_before_its_map_was_stored_is_named_from_the_instance_once(
+    tmp_path, make_emulator
+):
+    """A table whose map is only in the instance (loaded before its destination stored one;
+    emptied here): the next run names its keys from the instance's record, so `CT Source`
+    keeps the plain column though `@ct_source` is seen first, and that load stores the map."""
+    today = local_today("UTC")
+    emulator = make_emulator(
+        events=["Charged"], extra_event_props={"@ct_source": "at"}, extra_event_props_from=today
+    )
+    pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
+    plain = "event_props__ct_source"
+    with instance_for_test() as instance:
+        load_range(
+            pipeline, emulator, instance, today - timedelta(days=1), today - timedelta(days=1)
+        )
+        with duckdb.connect(pipeline.settings.duckdb_path) as connection:
+            connection.execute(f"DELETE FROM clevertap.{COLUMN_MAP_TABLE}")
+        load_range(pipeline, emulator, instance, today, today)
+    values = query(pipeline, f"SELECT DISTINCT {plain} FROM clevertap.charged")
+    assert {value for (value,) in values} <= {"Mobile", "API", "Web"}
+    stored = query(pipeline, f"SELECT column_name, key_path FROM clevertap.{COLUMN_MAP_TABLE}")
+    by_path = {tuple(orjson.loads(path)): column for column, path in stored}
+    assert by_path[("event_props", "CT Source")] == plain
+    assert by_path[("event_props", "@ct_source")].startswith(plain + "_")
+
+
 def test_unreadable_counts_make_the_reconciliation_a_warning_not_a_failed_load(
     tmp_path, make_emulator
 ):

@@ -35,6 +35,7 @@ from clevertap_assets.destinations.bigquery.load import BigQueryWindowLoad
 from clevertap_assets.destinations.bigquery.resources import build_bigquery_resources
 from clevertap_assets.destinations.bigquery.settings import BigQuerySettings
 from clevertap_assets.destinations.bigquery.stats import BigQueryEventStats
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.destinations.window import replace_window
 from clevertap_assets.naming import slug
 from clevertap_assets.settings import SettingsError
@@ -51,6 +52,8 @@ from clevertap_assets_tests.harness import (
     recent_days,
 )
 from clevertap_assets_tests.sql_grammar import parsed
+
+pytestmark = pytest.mark.usefixtures("bigquery_env")
 
 TABLES = ("app_launched", "product_viewed", "charged")
 STANDARD = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
@@ -152,13 +155,6 @@ def sent(monkeypatch: pytest.MonkeyPatch, strict_bigquery: StrictBigQuery) -> li
     return queries
 
 
-@pytest.fixture(autouse=True)
-def bigquery_env(monkeypatch: pytest.MonkeyPatch, bigquery_emulator: BigQueryEmulator) -> None:
-    monkeypatch.setenv("BIGQUERY_PROJECT", bigquery_emulator.project)
-    for name in ("BIGQUERY_LOCATION", "BIGQUERY_GCP_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def bigquery_pipeline(tmp_path, emulator, bq: BigQueryEmulator, **settings) -> Pipeline:
     return make_pipeline(
         tmp_path, emulator, destination="bigquery", bigquery_dataset=bq.new_dataset(), **settings
@@ -217,7 +213,7 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
         assert daily_rows(bq, pipeline, table) == truth
         assert stats.daily_row_counts(schema, table, first, last) == truth
         assert stats.duplicate_record_ids(schema, table, first, last) == 0
-    assert tables(bq, pipeline) == set(TABLES)  # no staging table left behind
+    assert tables(bq, pipeline) == {*TABLES, COLUMN_MAP_TABLE}  # no staging table left behind
     kinds = columns(bq, pipeline, "charged")
     assert (kinds["event_time"], kinds["event_time_utc"], kinds["_loaded_at"]) == (
         "DATETIME",
@@ -310,7 +306,7 @@ def test_a_merge_that_fails_in_bigquery_leaves_the_previous_rows(
     result = load(pipeline, first, last)
     assert not result.success
     assert record_ids(bq, pipeline, "charged") == before
-    assert tables(bq, pipeline) == {"charged"}  # the staging table is dropped on failure too
+    assert tables(bq, pipeline) == {"charged", COLUMN_MAP_TABLE}  # no staging table either
 
 
 def test_table_prefix_and_hostile_event_names_get_their_own_tables(
@@ -324,7 +320,7 @@ def test_table_prefix_and_hostile_event_names_get_their_own_tables(
     )
     first, last = recent_days(pipeline.settings, 1)
     assert load(pipeline, first, last).success
-    assert tables(bq, pipeline) == {"ct_app_launched", "ct_x_drop_table_y"}
+    assert tables(bq, pipeline) == {"ct_app_launched", "ct_x_drop_table_y", COLUMN_MAP_TABLE}
     assert daily_rows(bq, pipeline, "ct_x_drop_table_y") == pipeline.truth(hostile, first, last)
     sql = f"SELECT DISTINCT event_name FROM {name(bq, pipeline, 'ct_x_drop_table_y')}"
     assert bq.query(sql) == [(hostile,)]
@@ -583,7 +579,7 @@ def test_first_loads_at_the_same_moment_create_one_dataset_and_one_table(
 
     with ThreadPoolExecutor(len(runs)) as overlapping:
         assert list(overlapping.map(run, runs)) == [True] * len(runs)
-    assert tables(bq, pipeline) == {slug(event) for event in events}
+    assert tables(bq, pipeline) == {*map(slug, events), COLUMN_MAP_TABLE}
     for event in events:
         assert daily_rows(bq, pipeline, slug(event)) == pipeline.truth(event, first, last)
         assert duplicates(bq, pipeline, slug(event)) == 0
@@ -788,7 +784,7 @@ def test_a_merge_that_loses_to_a_concurrent_one_is_run_again(
     assert len(merges) == 3
     assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
     assert duplicates(bq, pipeline, "charged") == 0
-    assert tables(bq, pipeline) == {"charged"}
+    assert tables(bq, pipeline) == {"charged", COLUMN_MAP_TABLE}
 
 
 def test_json_numbers_are_never_rounded_in_the_merge(

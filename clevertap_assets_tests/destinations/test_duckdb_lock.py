@@ -39,6 +39,7 @@ from clevertap_assets.destinations.duckdb.stats import DuckDBEventStats
 from clevertap_assets.emulator import InFlightGate
 from clevertap_assets.keys import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from clevertap_assets.settings import load_settings
+from clevertap_assets_tests.column_map_cases import assert_each_key_in_its_column
 from clevertap_assets_tests.harness import Pipeline, daily_rows, recent_days, write_events_csv
 
 pytestmark = pytest.mark.topology
@@ -248,17 +249,12 @@ def test_overlapping_runs_seeing_colliding_keys_in_either_order_keep_each_in_its
         held = {
             name: set(
                 connection.execute(
-                    f"SELECT DISTINCT CAST(event_time AS DATE) = current_date, {name} "
-                    "FROM clevertap.charged"
+                    f"SELECT DISTINCT CAST(event_time AS DATE), {name} FROM clevertap.charged"
                 ).fetchall()
             )
             for name in names
         }
-    (at_column,) = [name for name in names if (True, "at") in held[name]]
-    (source_column,) = [name for name in names if name != at_column]
-    assert held[at_column] == {(False, None), (True, "at")}
-    assert {value for _, value in held[source_column]} <= {"Mobile", "API", "Web"}
-    assert {late for late, _ in held[source_column]} == {False, True}
+    assert_each_key_in_its_column(held, today)
     assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", yesterday, today)
 
 

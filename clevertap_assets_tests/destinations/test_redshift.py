@@ -16,6 +16,7 @@ from dagster import AssetKey, EnvVar
 from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.destinations.common import DestinationError
 from clevertap_assets.destinations.redshift import load as redshift_load
 from clevertap_assets.destinations.redshift.check import check_redshift_destination
@@ -152,7 +153,8 @@ def test_a_load_killed_after_the_delete_and_schema_change_rolls_back(
     execute = psycopg.Connection.execute
 
     def dies_at_the_second_insert(self, query, *args, **kwargs):
-        statements.append(str(query).split(" ", 1)[0])
+        if COLUMN_MAP_TABLE not in str(query):  # the column claim's own transaction
+            statements.append(str(query).split(" ", 1)[0])
         if statements.count("INSERT") == 2:
             raise RuntimeError("worker killed")
         return execute(self, query, *args, **kwargs)
@@ -186,7 +188,11 @@ def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(
     tables = warehouse.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'ct_schema'"
     )
-    assert {name for (name,) in tables} == {"ct_app_launched", "ct_x_drop_table_y"}
+    assert {name for (name,) in tables} == {
+        "ct_app_launched",
+        "ct_x_drop_table_y",
+        COLUMN_MAP_TABLE,
+    }
     assert warehouse.daily_rows("ct_x_drop_table_y", "ct_schema") == pipeline.truth(
         hostile, first, last
     )
@@ -505,9 +511,8 @@ def test_iam_authentication_logs_in_with_temporary_credentials_never_shown(
     result = pipeline.load(first, last, **build_redshift_resources(pipeline.settings))
     assert result.success
     assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
-    assert warehouse.query("SELECT tableowner FROM pg_tables WHERE schemaname = 'clevertap'") == [
-        ("IAM:loader",)
-    ]
+    owners = "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'clevertap'"
+    assert warehouse.query(owners) == [("IAM:loader",)]
     told = "".join(repr(event) for event in result.all_events)
     assert redshift_api and not any(password in told for password in redshift_api)
 

@@ -19,6 +19,7 @@ import pytest
 from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.destinations.redshift.client import RedshiftConnection, RedshiftDbClient
 from clevertap_assets.naming import slug
 from clevertap_assets_tests.harness import load_command, write_events_csv
@@ -132,7 +133,9 @@ def test_first_load_of_four_events_beside_an_overlapping_load_is_exact_and_a_rer
         "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 2",
     )
     assert tables == sorted(
-        (("clevertap_raw", f"ct_{slug(event)}") for event in EVENTS), key=lambda row: row[1]
+        [("clevertap_raw", COLUMN_MAP_TABLE)]
+        + [("clevertap_raw", f"ct_{slug(event)}") for event in EVENTS],
+        key=lambda row: row[1],
     )
 
     def contents() -> dict[str, tuple]:

@@ -5,25 +5,19 @@ DuckDB, so the same statements production sends run here; outcomes are asserted 
 querying the fake warehouse directly.
 """
 
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from functools import partialmethod
 
 import duckdb
 import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 import snowflake.connector
-import sqlglot
 from dagster import AssetIn, DailyPartitionsDefinition, asset, build_resources, materialize
-from snowflake.connector import pandas_tools
-from sqlglot import exp
 
 from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.destinations.column_map import COLUMN_MAP_TABLE
 from clevertap_assets.destinations.snowflake import dialect as snowflake_dialect
 from clevertap_assets.destinations.snowflake import load as snowflake_load
 from clevertap_assets.destinations.snowflake.check import check_snowflake_destination
@@ -31,6 +25,15 @@ from clevertap_assets.destinations.snowflake.io_manager import SnowflakeEventIOM
 from clevertap_assets.destinations.snowflake.resources import build_snowflake_resources
 from clevertap_assets.destinations.snowflake.settings import SnowflakeSettings
 from clevertap_assets.settings import SettingsError
+from clevertap_assets_tests.fake_snowflake import (
+    DATABASE,
+    ENV,
+    MAX_IDENTIFIER_CHARACTERS,
+    PASSWORD,
+    fakesnow,
+    load,
+    query,
+)
 from clevertap_assets_tests.harness import (
     EVENTS,
     assert_partitions_describe_their_days,
@@ -39,116 +42,9 @@ from clevertap_assets_tests.harness import (
 )
 from clevertap_assets_tests.sql_grammar import parsed
 
-try:
-    import fakesnow
-except ImportError:  # pragma: no cover - the message is the point
-    pytest.fail(
-        "fakesnow is required for the Snowflake tests: .venv/bin/pip install 'fakesnow==0.12.1'",
-        pytrace=False,
-    )
-
-PASSWORD = "pw-5ecr3t-never-logged"
-DATABASE = "ANALYTICS"
-ENV = {
-    "SNOWFLAKE_ACCOUNT": "fake-account",
-    "SNOWFLAKE_USER": "loader",
-    "SNOWFLAKE_PASSWORD": PASSWORD,
-    "SNOWFLAKE_DATABASE": DATABASE.lower(),
-    "SNOWFLAKE_WAREHOUSE": "loading",
-    "SNOWFLAKE_ROLE": "clevertap_loader",
-}
 TABLES = ("APP_LAUNCHED", "PRODUCT_VIEWED", "CHARGED")
 LONG_KEY = "Very Long Property " * 16 + "End"
 """A property whose column name is cut to Snowflake's 255 characters."""
-
-
-ACCOUNT_TIMEZONE = "America/Los_Angeles"
-"""Snowflake's default TIMEZONE (https://docs.snowflake.com/en/sql-reference/parameters#timezone)."""
-MAX_IDENTIFIER_CHARACTERS = 255
-"""https://docs.snowflake.com/en/sql-reference/identifiers-syntax: at most 255 characters."""
-MAX_VALUE_BYTES = 134_217_728
-"""A VARCHAR value holds at most 134,217,728 bytes
-(https://docs.snowflake.com/en/sql-reference/data-types-text), a VARIANT 128 MB
-(https://docs.snowflake.com/en/sql-reference/data-types-semistructured)."""
-_SET_TIMEZONE = re.compile(r"^\s*ALTER\s+SESSION\s+SET\s+TIMEZONE\s*=\s*'([^']+)'\s*$", re.I)
-_PARAMETER = re.compile(r"%(\(\w+\))?s")
-_WRITES = (exp.Insert, exp.Update, exp.Copy)
-
-
-@dataclass
-class StrictSnowflake:
-    """What fakesnow lets through and Snowflake does not, refused or recorded per statement:
-    identifiers over Snowflake's length are refused; each session starts in the account's
-    TIMEZONE and `ALTER SESSION SET TIMEZONE` changes it, and every write records the zone
-    its session was in, the offset Snowflake gives a `TIMESTAMP_TZ` that arrives without one."""
-
-    write_zones: dict[str, set[str]] = field(default_factory=dict)
-
-    def check(self, cursor, command: str) -> bool:
-        """False for a statement answered here (the session's time zone)."""
-        if match := _SET_TIMEZONE.match(command):
-            cursor._conn.clevertap_timezone = match.group(1)
-            return False
-        tree = sqlglot.parse_one(_PARAMETER.sub("NULL", command), read="snowflake")
-        for identifier in tree.find_all(exp.Identifier):
-            if len(identifier.name) > MAX_IDENTIFIER_CHARACTERS:
-                raise snowflake.connector.errors.ProgrammingError(
-                    f"identifier {identifier.name[:40]}... is {len(identifier.name)} characters, "
-                    f"over Snowflake's {MAX_IDENTIFIER_CHARACTERS}"
-                )
-        if isinstance(tree, _WRITES) and (table := tree.find(exp.Table)):
-            zone = getattr(cursor._conn, "clevertap_timezone", ACCOUNT_TIMEZONE)
-            self.write_zones.setdefault(table.name, set()).add(zone)
-        return True
-
-
-@pytest.fixture
-def fake_snowflake(monkeypatch: pytest.MonkeyPatch) -> Iterator[StrictSnowflake]:
-    """A fresh fake warehouse, reached through the same environment variables as production,
-    as strict as `StrictSnowflake` makes it."""
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    strict = StrictSnowflake()
-    execute = fakesnow.cursor.FakeSnowflakeCursor.execute
-
-    def checked(self, command, *args, **kwargs):
-        if not strict.check(self, command):
-            return self
-        return execute(self, command, *args, **kwargs)
-
-    monkeypatch.setattr(fakesnow.cursor.FakeSnowflakeCursor, "execute", checked)
-    targets = ["dagster_snowflake_pandas.snowflake_pandas_type_handler.write_pandas"]
-    with fakesnow.patch(extra_targets=targets):
-        fake_write = pandas_tools.write_pandas
-
-        def sized_write(connection, frame, *args, **kwargs):
-            refuse_values_over_snowflakes_size(frame)
-            return fake_write(connection, frame, *args, **kwargs)
-
-        pandas_tools.write_pandas = sized_write
-        try:
-            yield strict
-        finally:
-            pandas_tools.write_pandas = fake_write
-
-
-def refuse_values_over_snowflakes_size(frame: pd.DataFrame) -> None:
-    """Snowflake refuses a value over `MAX_VALUE_BYTES`; fakesnow stores it."""
-    for name in frame.columns:
-        values = pa.array(frame[name])
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            largest = pc.max(pc.binary_length(values)).as_py() or 0
-            if largest > MAX_VALUE_BYTES:
-                raise snowflake.connector.errors.ProgrammingError(
-                    f"String of {largest} bytes in {name} is too long and would be truncated"
-                )
-
-
-def query(sql: str, params: tuple = ()) -> list[tuple]:
-    with snowflake.connector.connect(
-        account="fake-account", user="loader", password=PASSWORD, database=DATABASE
-    ) as connection:
-        return connection.cursor().execute(sql, params).fetchall()
 
 
 def daily_rows(table: str, schema: str = "CLEVERTAP") -> dict:
@@ -174,11 +70,6 @@ def long_columns() -> list[str]:
 
 def snowflake_pipeline(tmp_path, emulator, **settings):
     return make_pipeline(tmp_path, emulator, destination="snowflake", **settings)
-
-
-def load(pipeline, first, last):
-    """A run with the resources production builds from the environment."""
-    return pipeline.load(first, last, **build_snowflake_resources(pipeline.settings))
 
 
 def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
@@ -312,7 +203,11 @@ def test_table_prefix_and_hostile_event_names(tmp_path, make_emulator, fake_snow
     tables = query(
         "SELECT TABLE_NAME FROM ANALYTICS.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = 'CLEVERTAP'"
     )
-    assert {name for (name,) in tables} == {"CT_APP_LAUNCHED", "CT_X_DROP_TABLE_Y"}
+    assert {name for (name,) in tables} == {
+        "CT_APP_LAUNCHED",
+        "CT_X_DROP_TABLE_Y",
+        COLUMN_MAP_TABLE.upper(),
+    }
     assert daily_rows("CT_X_DROP_TABLE_Y") == pipeline.truth(hostile, first, last)
     assert query('SELECT DISTINCT EVENT_NAME FROM "CLEVERTAP"."CT_X_DROP_TABLE_Y"') == [(hostile,)]
 
@@ -641,13 +536,15 @@ def test_a_programmatic_access_token_logs_in_in_place_of_a_password(
         logins.append(kwargs)
         return connect(*args, **kwargs)
 
-    monkeypatch.setattr(snowflake.connector, "connect", recorded)
     pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"])
     resources = build_snowflake_resources(pipeline.settings)
     assert token not in repr(resources)
     assert "SNOWFLAKE_TOKEN" in repr(resources["warehouse_io_manager"])
     first, last = recent_days(pipeline.settings, 2)
-    result = load(pipeline, first, last)
+    # Undone before `fake_snowflake` ends its patch, which it would otherwise outlive.
+    with monkeypatch.context() as patch:
+        patch.setattr(snowflake.connector, "connect", recorded)
+        result = load(pipeline, first, last)
     assert result.success
     assert token not in "".join(repr(event) for event in result.all_events)
     assert logins and all(login.get("password") == token for login in logins)

@@ -17,7 +17,7 @@ it anyway.
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from dagster._core.storage.db_io_manager import TableSlice
@@ -41,6 +41,15 @@ from clevertap_assets.destinations.bigquery.dialect import (
     staged_kind,
     widened,
 )
+from clevertap_assets.destinations.column_map import (
+    COLUMN_MAP_TABLE,
+    CREATE_COLUMN_MAP,
+    claim_parameters,
+    claim_sql,
+    column_map,
+    lock_row_sql,
+    stored_columns_sql,
+)
 from clevertap_assets.destinations.common import (
     LOAD_ATTEMPTS,
     SchemaChange,
@@ -58,7 +67,8 @@ from clevertap_assets.naming import (
 
 STAGING_TTL = timedelta(days=1)
 CONCURRENT_UPDATE = "due to concurrent update"
-"""In BigQuery's message `Could not serialize access to table <t> due to concurrent update`."""
+"""In BigQuery's messages `Could not serialize access to table <t> due to concurrent update`
+and `Transaction is aborted due to concurrent update against table <t>`."""
 
 
 class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
@@ -72,6 +82,32 @@ class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
 
     def named(self, batch: EventBatch) -> EventBatch:
         return with_bigquery_names(batch)
+
+    def claim_columns(
+        self, table_slice: TableSlice, claims: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[str]]:
+        """One script: the state table and the table's lock row made if missing, then one
+        transaction that updates the lock row before it claims. BigQuery's transactions
+        read a snapshot and "if a transaction mutates (updates or deletes) rows in a table,
+        then other transactions ... that mutate rows in the same table cannot run
+        concurrently. Conflicting transactions are cancelled"
+        (https://cloud.google.com/bigquery/docs/transactions#transaction_concurrency): two
+        claims at once both update the lock row, so one is cancelled and `run_dml` runs it
+        again, when it reads the other's columns. Inserts alone would not conflict. Column
+        names and key paths are query parameters."""
+        state = table_sql(table_slice, COLUMN_MAP_TABLE)
+        add_lock_row, take_lock_row = lock_row_sql(state, table_slice.table)
+        statements = [CREATE_COLUMN_MAP.format(state=state, text="STRING"), add_lock_row]
+        if claims:
+            claim = claim_sql(state, table_slice.table, len(claims), lambda n: f"@{n}", "STRING")
+            statements += ["BEGIN TRANSACTION", take_lock_row, claim, "COMMIT TRANSACTION"]
+        statements.append(stored_columns_sql(state, table_slice.table))
+        parameters = [
+            bigquery.ScalarQueryParameter(name, "STRING", value)
+            for name, value in claim_parameters(claims).items()
+        ]
+        config = bigquery.QueryJobConfig(query_parameters=parameters)
+        return column_map(run_dml(self._client, ";\n".join(statements), config))
 
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
         self._table = existing_table(self._client, table_slice)
@@ -159,20 +195,31 @@ class BigQueryWindowLoad(WindowLoad[bigquery.Table]):
         return row["n"]
 
 
-def run_dml(client: bigquery.Client, statement: str) -> None:
-    """Run a DML statement, again after a pause when a concurrent one on the same table made
-    it fail: BigQuery retries conflicting mutating DML a few times itself, then fails it
-    (https://cloud.google.com/bigquery/docs/data-manipulation-language#dml_statement_conflicts).
-    A statement is atomic, so running it again is exact; after `LOAD_ATTEMPTS` the error
-    stands."""
-    for attempt in range(1, LOAD_ATTEMPTS + 1):
+def run_dml(
+    client: bigquery.Client, statement: str, config: bigquery.QueryJobConfig | None = None
+) -> list[tuple]:
+    """Run a DML statement (or a script that is one transaction), again after a pause when a
+    concurrent one on the same table made it fail: BigQuery retries conflicting mutating DML
+    a few times itself, then fails it
+    (https://cloud.google.com/bigquery/docs/data-manipulation-language#dml_statement_conflicts),
+    and cancels a transaction that conflicts with another
+    (https://cloud.google.com/bigquery/docs/transactions#transaction_concurrency). A
+    statement or transaction is atomic, so running it again is exact; after `LOAD_ATTEMPTS`
+    the error stands. The rows of its (last) statement."""
+    for attempt in range(1, LOAD_ATTEMPTS):
         try:
-            client.query(statement).result()
-            return
+            return _rows(client, statement, config)
         except GoogleAPICallError as error:
-            if attempt == LOAD_ATTEMPTS or not is_concurrent_update(error):
+            if not is_concurrent_update(error):
                 raise
             time.sleep(retry_pause(attempt))
+    return _rows(client, statement, config)
+
+
+def _rows(
+    client: bigquery.Client, statement: str, config: bigquery.QueryJobConfig | None
+) -> list[tuple]:
+    return [tuple(row.values()) for row in client.query(statement, config).result()]
 
 
 def is_concurrent_update(error: GoogleAPICallError) -> bool:

@@ -14,9 +14,7 @@ from clevertap_assets.batch.spool import EventBatch
 from clevertap_assets.destinations.column_map import (
     COLUMN_MAP_TABLE,
     CREATE_COLUMN_MAP,
-    column_map,
-    store_columns,
-    stored_columns_sql,
+    claim_columns,
 )
 from clevertap_assets.destinations.common import SchemaChange, window_where
 from clevertap_assets.destinations.duckdb.client import (
@@ -37,18 +35,19 @@ class DuckDBWindowLoad(WindowLoad[EventBatch]):
         self._exists = False
         self._width = 0
 
-    def stored_columns(self, table_slice: TableSlice) -> dict[str, list[str]]:
-        """The file's one writer holds it for the whole load, so nothing changes the map
-        between this read and the commit."""
+    def claim_columns(
+        self, table_slice: TableSlice, claims: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[str]]:
+        """In the load's transaction: the file's one writer holds it for the whole load, so
+        nothing changes the map between the claim and the commit."""
         state = _column_map_name(table_slice)
         self._connection.execute(CREATE_COLUMN_MAP.format(state=state, text="VARCHAR"))
-        sql = stored_columns_sql(state, table_slice.table)
-        return column_map(self._connection.execute(sql).fetchall())
-
-    def store_columns(self, table_slice: TableSlice, added: Mapping[str, Sequence[str]]) -> None:
-        store_columns(
-            self._connection.execute, _column_map_name(table_slice), table_slice.table, added
+        return claim_columns(
+            self._run, state, table_slice.table, claims, lambda name: f"${name}", "VARCHAR"
         )
+
+    def _run(self, sql: str, parameters: Mapping[str, str]) -> list[tuple]:
+        return self._connection.execute(sql, dict(parameters) or None).fetchall()
 
     def existing(self, table_slice: TableSlice) -> dict[str, Kind]:
         columns = existing_columns(self._connection, table_slice)

@@ -8,7 +8,7 @@ bounded size, read chunk by chunk from the batch's Parquet file; or, with an S3 
 through S3 and `COPY` into a staging table (`staging`).
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import psycopg
 import pyarrow as pa
@@ -16,6 +16,11 @@ from dagster._core.storage.db_io_manager import TableSlice
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import EventBatch
+from clevertap_assets.destinations.column_map import (
+    COLUMN_MAP_TABLE,
+    CREATE_COLUMN_MAP,
+    claim_columns,
+)
 from clevertap_assets.destinations.common import (
     SchemaChange,
     plan_schema_change,
@@ -67,6 +72,30 @@ class RedshiftWindowLoad(WindowLoad[EventBatch | StagedRows]):
         self.fitted = FitCounts()
         self.json_bytes = MAX_JSON_BYTES
         self._uploaded: UploadedRows | None = None
+
+    def claim_columns(
+        self, table_slice: TableSlice, claims: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[str]]:
+        """In a transaction of its own, before the upload and the load's: `LOCK` of the state
+        table first, before anything reads (as `existing` locks the event table), so a
+        concurrent claim waits for this one's COMMIT and then reads its columns. A claim
+        holds the state table for a few statements only, not for the whole load. Two first
+        loads creating the state table at once conflict in the catalog; the IO manager runs
+        the load again, as for the event table."""
+        state = target_name(table_slice._replace(table=COLUMN_MAP_TABLE))
+        text = self._dialect.column_type(Kind.TEXT)
+        self._connection.execute(CREATE_COLUMN_MAP.format(state=state, text=text))
+        self._connection.commit()
+        self._connection.execute(f"LOCK TABLE {state}")
+        stored = claim_columns(
+            self._run, state, table_slice.table, claims, lambda n: f"%({n})s", text
+        )
+        self._connection.commit()
+        return stored
+
+    def _run(self, sql: str, parameters: Mapping[str, str]) -> list[tuple]:
+        cursor = self._connection.execute(sql, dict(parameters) or None)
+        return cursor.fetchall() if cursor.description else []
 
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
         return {

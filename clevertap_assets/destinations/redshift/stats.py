@@ -31,6 +31,9 @@ class RedshiftEventStats(ConfigurableResource, SqlEventTableStats):
             return None
         return target_name(table_slice)
 
+    def stored_table_name(self, table: str) -> str:
+        return table.lower()
+
     def day_parameter(self, name: str) -> str:
         return f"%({name})t"
 

@@ -18,7 +18,7 @@ creates) commits the open transaction first, so the steps are:
    back, so readers see the old rows of those days or the new ones, never neither.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -29,6 +29,12 @@ from snowflake.connector.cursor import SnowflakeCursor
 
 from clevertap_assets.batch.kinds import Kind
 from clevertap_assets.batch.spool import LOAD_CHUNK_ROWS, EventBatch
+from clevertap_assets.destinations.column_map import (
+    COLUMN_MAP_TABLE,
+    CREATE_COLUMN_MAP,
+    claim_columns,
+    lock_row_sql,
+)
 from clevertap_assets.destinations.common import (
     SchemaChange,
     qualified_name,
@@ -63,6 +69,34 @@ class SnowflakeWindowLoad(WindowLoad[str]):
         self._incoming: dict[str, Kind] = {}
         self._kinds: dict[str, Kind] = {}
         self._targets: dict[str, Kind] = {}
+
+    def claim_columns(
+        self, table_slice: TableSlice, claims: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[str]]:
+        """In a transaction of its own, before the DDL that would commit it: its first
+        statement updates the table's lock row, and an UPDATE holds the state table's lock
+        until the COMMIT, so a concurrent claim waits and then reads this one's columns
+        (https://docs.snowflake.com/en/sql-reference/transactions#resource-locking; each
+        statement sees what was committed before it began, read committed). Parameters are
+        bound by the connector, which escapes quotes and backslashes as Snowflake reads them."""
+        state = qualified_name(table_slice._replace(table=COLUMN_MAP_TABLE.upper()))
+        add_lock_row, take_lock_row = lock_row_sql(state, table_slice.table)
+        self._cursor.execute(CREATE_COLUMN_MAP.format(state=state, text="VARCHAR"))
+        self._cursor.execute(add_lock_row)
+        self._cursor.execute("BEGIN")
+        try:
+            self._cursor.execute(take_lock_row)
+            stored = claim_columns(
+                self._run, state, table_slice.table, claims, lambda n: f"%({n})s", "VARCHAR"
+            )
+        except BaseException:
+            self._cursor.execute("ROLLBACK")
+            raise
+        self._cursor.execute("COMMIT")
+        return stored
+
+    def _run(self, sql: str, parameters: Mapping[str, str]) -> list[tuple]:
+        return self._cursor.execute(sql, dict(parameters) or None).fetchall()
 
     def incoming(self, batch: EventBatch) -> dict[str, Kind]:
         self._incoming = {snowflake_column(name): kind for name, kind in batch.columns().items()}

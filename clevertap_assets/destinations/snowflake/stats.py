@@ -29,6 +29,9 @@ class SnowflakeEventStats(ConfigurableResource, SqlEventTableStats):
         table_slice = upper_case(TableSlice(table=table, schema=schema, database=database))
         return qualified_name(table_slice) if existing_columns(session, table_slice) else None
 
+    def stored_table_name(self, table: str) -> str:
+        return table.upper()
+
     def day_parameter(self, name: str) -> str:
         return f"%({name})s"
 
