@@ -23,6 +23,9 @@ from dagster import (
 
 from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.duckdb.settings import DuckDBSettings
+from clevertap_assets.destinations.registry import warehouse_for
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days
 from clevertap_assets.settings import PipelineSettings, load_settings
@@ -62,6 +65,18 @@ class Pipeline:
     settings: PipelineSettings
     emulator: CleverTapEmulator
 
+    @property
+    def warehouse(self) -> Warehouse:
+        """The destination's settings as the definitions read them (its variables are set
+        like a user's: `DUCKDB_PATH` per test by conftest, the others by each test)."""
+        return warehouse_for(self.settings)
+
+    @property
+    def duckdb_path(self) -> str:
+        settings = self.warehouse.settings
+        assert isinstance(settings, DuckDBSettings), "not a DuckDB pipeline"
+        return settings.path
+
     def load(self, first_day: date, last_day: date, **resources: object) -> ExecuteInProcessResult:
         return load_days(
             self.settings,
@@ -93,7 +108,6 @@ def make_pipeline(
     values = {
         "events_csv": csv,
         "api_url": emulator.url,
-        "duckdb_path": str(tmp_path / "warehouse.duckdb"),
         "timezone": emulator.config.timezone,
         "history_days": 7,
         **settings,
@@ -103,7 +117,7 @@ def make_pipeline(
 
 def daily_rows(pipeline: Pipeline, table: str) -> dict[date, int]:
     """Rows per day of an event table in the pipeline's DuckDB file (opened read-only)."""
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         rows = connection.execute(
             f'SELECT CAST(event_time AS DATE), count(*) FROM "clevertap"."{table}" GROUP BY 1'
         ).fetchall()
@@ -166,7 +180,7 @@ def pipeline_env(pipeline: Pipeline, home: Path, tmp_path: Path) -> dict[str, st
         "CLEVERTAP_EVENTS_CSV": str(settings.events_csv),
         "CLEVERTAP_TIMEZONE": settings.timezone,
         "CLEVERTAP_HISTORY_DAYS": str(settings.history_days),
-        "DUCKDB_PATH": settings.duckdb_path,
+        "DUCKDB_PATH": pipeline.duckdb_path,
         "WEBHOOK_INBOX_PATH": str(tmp_path / "inbox.sqlite3"),
         SPOOL_DIR_ENV: str(tmp_path / "spools"),
     }
