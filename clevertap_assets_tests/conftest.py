@@ -56,8 +56,8 @@ def session_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 @pytest.fixture(autouse=True)
 def duckdb_file_per_test(tmp_path: Path) -> Iterator[None]:
     """Each test's DuckDB warehouse is `warehouse.duckdb` in its own `tmp_path`, named by
-    `DUCKDB_PATH` as a user names it, instead of a file in the working folder. A test that
-    sets the variable wins."""
+    `DUCKDB_PATH` as a user names it, instead of a file in the working folder; whatever a
+    test sets it to (`harness.make_pipeline` does) is undone after it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
         yield

@@ -23,7 +23,6 @@ from dagster import (
 
 from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.destinations.duckdb.settings import DuckDBSettings
 from clevertap_assets.destinations.registry import warehouse_for
 from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.emulator import CleverTapEmulator
@@ -64,18 +63,14 @@ def fast_clevertap(emulator: CleverTapEmulator, **overrides: object) -> CleverTa
 class Pipeline:
     settings: PipelineSettings
     emulator: CleverTapEmulator
+    duckdb_path: str
+    """Its DuckDB file, `DUCKDB_PATH` in the environment its processes get."""
 
     @property
     def warehouse(self) -> Warehouse:
-        """The destination's settings as the definitions read them (its variables are set
-        like a user's: `DUCKDB_PATH` per test by conftest, the others by each test)."""
+        """The destination's settings as the definitions read them: from the environment,
+        as a user sets them (`DUCKDB_PATH` by `make_pipeline`, the others by each test)."""
         return warehouse_for(self.settings)
-
-    @property
-    def duckdb_path(self) -> str:
-        settings = self.warehouse.settings
-        assert isinstance(settings, DuckDBSettings), "not a DuckDB pipeline"
-        return settings.path
 
     def load(self, first_day: date, last_day: date, **resources: object) -> ExecuteInProcessResult:
         return load_days(
@@ -112,7 +107,9 @@ def make_pipeline(
         "history_days": 7,
         **settings,
     }
-    return Pipeline(load_settings(**values), emulator)
+    # The definitions read it as a user's variable; conftest restores it after the test.
+    duckdb_path = os.environ["DUCKDB_PATH"] = str(tmp_path / "warehouse.duckdb")
+    return Pipeline(load_settings(**values), emulator, duckdb_path)
 
 
 def daily_rows(pipeline: Pipeline, table: str) -> dict[date, int]:

@@ -86,7 +86,7 @@ def pipeline_in_environment(tmp_path, emulator, monkeypatch) -> Pipeline:
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    return Pipeline(load_settings(), emulator)
+    return Pipeline(load_settings(), emulator, environment["DUCKDB_PATH"])
 
 
 @dataclass
