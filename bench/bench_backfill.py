@@ -158,11 +158,11 @@ def run_pipeline(
     warnings.filterwarnings("ignore", category=BetaWarning)
     csv = workdir / "events.csv"
     csv.write_text(f'Event Name,Event Type\n"{event}",Custom\n', encoding="utf-8")
+    os.environ["DUCKDB_PATH"] = str(workdir / "warehouse.duckdb")
     settings = load_settings(
         events_csv=csv,
         api_url=served.url,
         destination="duckdb",
-        duckdb_path=str(workdir / "warehouse.duckdb"),
         timezone="UTC",
         history_days=days,
     )

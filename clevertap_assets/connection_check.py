@@ -16,7 +16,8 @@ from pydantic import Field
 
 from clevertap_assets.batch.parse_processes import parse_raw_page
 from clevertap_assets.days import day_bounds, local_today
-from clevertap_assets.destinations.registry import destination_for
+from clevertap_assets.destinations.registry import destination_for, warehouse_for
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.settings import (
     CREDENTIAL_VARIABLES,
     PipelineSettings,
@@ -27,6 +28,7 @@ from clevertap_assets.settings import (
 )
 from clevertap_assets.source.api import CleverTapError, ExportNotAllowedError
 from clevertap_assets.source.client import CleverTapResource
+from clevertap_assets.source.normalise import NormaliseOptions
 from clevertap_assets.source.zone_check import zone_mismatch
 
 # Enough to prove records come back without pulling a full 5000-record page.
@@ -79,6 +81,8 @@ class CheckState:
     build_definitions: Callable[[PipelineSettings], dg.Definitions] | None = None
     """What the code location loads (the CLI passes it; inside Dagster it has loaded already)."""
     settings: PipelineSettings | None = None
+    warehouse: Warehouse | None = None
+    """The chosen destination's settings, read with the pipeline's."""
     credentials: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,7 +92,7 @@ CheckStep = Callable[[CheckState], None]
 def check_settings(state: CheckState) -> None:
     """Settings first: every later step needs the region, events and time zone."""
     settings = load_settings()
-    state.settings = settings
+    state.settings, state.warehouse = settings, warehouse_for(settings)
     if state.build_definitions is not None:
         try:
             dg.Definitions.validate_loadable(state.build_definitions(settings))
@@ -116,6 +120,7 @@ def check_clevertap(state: CheckState) -> None:
     Notification events are refused by design, so they are noted and the next event is tried.
     """
     settings, day = _require(state.settings, "settings"), _require(state.report.day, "day")
+    warehouse = _require(state.warehouse, "settings")
     if not settings.event_names:
         raise CheckFailed(
             f"no events selected: {settings.events_csv} minus CLEVERTAP_EXCLUDE_EVENTS is empty"
@@ -130,7 +135,10 @@ def check_clevertap(state: CheckState) -> None:
                 continue
             state.report.event_tested = event_name
             state.report.records_in_first_page = _check_time_zone(
-                settings, event_name, day, first_page
+                settings.normalise_options(event_name, warehouse.row_limit_bytes),
+                settings.timezone,
+                day,
+                first_page,
             )
             return
     raise CheckFailed(
@@ -138,20 +146,19 @@ def check_clevertap(state: CheckState) -> None:
     )
 
 
-def _check_time_zone(settings: PipelineSettings, event_name: str, day: date, page: bytes) -> int:
+def _check_time_zone(options: NormaliseOptions, timezone: str, day: date, page: bytes) -> int:
     """The page's records, read as a run reads them: a share of them outside the day means
     CLEVERTAP_TIMEZONE is not the project's zone (visible with epoch `ts` only: a 14-digit
     `ts` is the project's local time, always inside its day). Returns the records read."""
-    options = settings.normalise_options(event_name)
     window = day_bounds(day, day)
     parsed = parse_raw_page(page, options, window)
     mismatch = zone_mismatch(
-        event_name,
+        options.event_name,
         (day, day),
         parsed.received,
         parsed.outside_window,
         parsed.outside,
-        settings.timezone,
+        timezone,
     )
     if mismatch is not None:
         raise CheckFailed(mismatch)
@@ -161,8 +168,9 @@ def _check_time_zone(settings: PipelineSettings, event_name: str, day: date, pag
 def check_warehouse(state: CheckState) -> None:
     """The destination too: reachable, authenticated, schema ready."""
     settings = _require(state.settings, "settings")
+    warehouse = _require(state.warehouse, "settings")
     try:
-        state.report.destination = destination_for(settings).check(settings)
+        state.report.destination = destination_for(settings).check(warehouse)
     except SettingsError:
         raise
     except Exception as exc:

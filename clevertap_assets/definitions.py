@@ -21,14 +21,10 @@ from clevertap_assets.automation.sensors import (
     build_webhook_inbox_sensor,
 )
 from clevertap_assets.connection_check import connection_check_job
+from clevertap_assets.destinations.registry import refuse_run_local_warehouse
 from clevertap_assets.keys import WEBHOOK_INBOX
 from clevertap_assets.resources import build_resources
-from clevertap_assets.settings import (
-    PipelineSettings,
-    instance_run_launcher,
-    load_settings,
-    refuse_run_local_warehouse,
-)
+from clevertap_assets.settings import PipelineSettings, instance_run_launcher, load_settings
 from clevertap_assets.webhooks.settings import inbox_path_from_env
 
 

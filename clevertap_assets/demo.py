@@ -15,6 +15,7 @@ from dagster import BetaWarning
 from clevertap_assets.assets.pipeline_events import pipeline_events
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.duckdb.lock import connect_when_unlocked
+from clevertap_assets.destinations.registry import warehouse_for
 from clevertap_assets.emulator import CleverTapEmulator, EmulatorConfig
 from clevertap_assets.headless import load_days
 from clevertap_assets.naming import quote_identifier
@@ -28,10 +29,10 @@ def run_demo(days: int | None, duckdb_path: str) -> int:
     with CleverTapEmulator(config) as emulator:
         os.environ["CLEVERTAP_ACCOUNT_ID"] = config.account_id
         os.environ["CLEVERTAP_PASSCODE"] = config.passcode
+        os.environ["DUCKDB_PATH"] = duckdb_path
         settings = load_settings(
             api_url=emulator.url,
             destination="duckdb",
-            duckdb_path=duckdb_path,
             history_days=days or base.history_days,
         )
         Path(duckdb_path).unlink(missing_ok=True)
@@ -42,7 +43,7 @@ def run_demo(days: int | None, duckdb_path: str) -> int:
         days = history_days(settings)
         if not load_days(settings, days[0], days[-1], log_level="WARNING").success:
             return 1
-        summary = daily_summary(settings)
+        summary = daily_summary(settings, duckdb_path)
         truth = pl.DataFrame(
             [
                 {"day": day, "event": name, "truth": emulator.true_count(name, day)}
@@ -59,22 +60,23 @@ def history_days(settings: PipelineSettings) -> list:
     return list(days_between(today - timedelta(days=settings.history_days - 1), today))
 
 
-def daily_summary(settings: PipelineSettings) -> pl.DataFrame:
-    """Rows per event and local day, read back from DuckDB."""
+def daily_summary(settings: PipelineSettings, duckdb_path: str) -> pl.DataFrame:
+    """Rows per event and local day, read back from the DuckDB file."""
     frames = []
-    connection = connect_when_unlocked(settings.duckdb_path, read_only=True, config={})
+    schema = warehouse_for(settings).schema
+    connection = connect_when_unlocked(duckdb_path, read_only=True, config={})
     with connection:
         present = {
             name
             for (name,) in connection.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
-                [settings.warehouse_schema],
+                [schema],
             ).fetchall()
         }
         for event in pipeline_events(settings):
             if event.table not in present:
                 continue
-            table = f"{quote_identifier(settings.warehouse_schema)}.{quote_identifier(event.table)}"
+            table = f"{quote_identifier(schema)}.{quote_identifier(event.table)}"
             rows = connection.execute(
                 f"SELECT CAST(event_time AS DATE) AS day, ? AS event, count(*) AS rows "
                 f"FROM {table} GROUP BY 1",

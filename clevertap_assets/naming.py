@@ -86,13 +86,6 @@ _HASH_CHARACTERS = 8
 WEBHOOK_TABLE = "webhook_events"
 """The webhook asset's table (before the prefix)."""
 
-TABLE_NAME_BYTES = {
-    "snowflake": SNOWFLAKE_IDENTIFIER_BYTES,
-    "bigquery": BIGQUERY_TABLE_BYTES,
-    "redshift": REDSHIFT_IDENTIFIER_BYTES,
-}
-"""The longest table name each destination takes, in UTF-8 bytes (DuckDB sets none)."""
-
 
 def destination_column(name: str, rules: ColumnRules) -> str:
     """A column name the destination stores exactly as given, so the same property always

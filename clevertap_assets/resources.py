@@ -6,7 +6,7 @@ name, never its value, in the UI.
 
 from dagster import EnvVar
 
-from clevertap_assets.destinations.registry import destination_for
+from clevertap_assets.destinations.registry import destination_for, warehouse_for
 from clevertap_assets.keys import CLEVERTAP
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.client import CleverTapResource
@@ -24,5 +24,5 @@ def build_clevertap_resource(settings: PipelineSettings) -> CleverTapResource:
 def build_resources(settings: PipelineSettings) -> dict[str, object]:
     return {
         CLEVERTAP: build_clevertap_resource(settings),
-        **destination_for(settings).build_resources(settings),
+        **destination_for(settings).build_resources(warehouse_for(settings)),
     }

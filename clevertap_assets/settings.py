@@ -9,13 +9,13 @@ resources take them through `EnvVar`, so they are resolved only inside runs and 
 import codecs
 import csv
 import io
-import math
 import os
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import load_dotenv
@@ -24,19 +24,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clevertap_assets.days import local_today
 from clevertap_assets.errors import SettingsError
-from clevertap_assets.naming import (
-    TABLE_NAME_BYTES,
-    WEBHOOK_TABLE,
-    event_slugs,
-    is_valid_table_prefix,
-    slug,
-    table_name,
-)
+from clevertap_assets.naming import event_slugs, is_valid_table_prefix, slug
 from clevertap_assets.source.normalise import NormaliseOptions
 from clevertap_assets.source.regions import base_url_for, normalise_region
 
 DESTINATION_NAMES = ("duckdb", "snowflake", "bigquery", "redshift")
-"""The warehouses `DESTINATION` may name; `destinations.registry` has a subpackage for each."""
+"""The warehouses `DESTINATION` may name; `destinations.registry` has a subpackage for each,
+whose own settings hold everything else about it (its schema, its limits)."""
 INGESTION_FREQUENCIES = "30m, or a whole number of hours from 1h to 24h"
 _FREQUENCY = re.compile(r"^\s*(\d+)\s*(m|min|h|hr|hours?)\s*$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -130,10 +124,6 @@ def _is_owner(owner: str) -> bool:
     return bool(_EMAIL.match(owner)) or (owner.startswith("team:") and len(owner) > 5)
 
 
-def _utf8_length(name: str) -> int:
-    return len(name.encode())
-
-
 def _csv_text(path: Path) -> str:
     """The file as text: UTF-8 (with or without a BOM) or UTF-16 with its BOM, which is what
     spreadsheet tools write for "Unicode text"; anything else is one clear sentence."""
@@ -146,21 +136,6 @@ def _csv_text(path: Path) -> str:
             f"CLEVERTAP_EVENTS_CSV={str(path)!r} is neither UTF-8 nor UTF-16 with a byte-order "
             f"mark (byte {exc.start} cannot be read as {encoding}); save it as 'CSV UTF-8'"
         ) from None
-
-
-DESTINATION_MAX_ROW_BYTES = {
-    "bigquery": 50 * 1024 * 1024,
-    "redshift": 16 * 1024 * 1024,
-    "snowflake": 128 * 1024 * 1024,
-}
-"""BigQuery: keep Parquet rows to 50 MB
-(https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet); Redshift: one SQL
-statement, hence one inserted row, is at most 16 MB
-(https://docs.aws.amazon.com/redshift/latest/dg/amazon-redshift-limits.html); Snowflake: a
-VARCHAR value holds at most 134,217,728 bytes
-(https://docs.snowflake.com/en/sql-reference/data-types-text) and a VARIANT 128 MB
-(https://docs.snowflake.com/en/sql-reference/data-types-semistructured), and no value is
-larger than its row, so MAX_ROW_BYTES raised past them stops there."""
 
 
 class PipelineSettings(BaseSettings):
@@ -187,11 +162,6 @@ class PipelineSettings(BaseSettings):
     app_fields: bool = Field(True, validation_alias="CLEVERTAP_APP_FIELDS")
     ingestion_frequency: str = Field("6h", validation_alias="INGESTION_FREQUENCY")
     destination: str = Field("duckdb", validation_alias="DESTINATION")
-    duckdb_path: str = Field("warehouse.duckdb", validation_alias="DUCKDB_PATH")
-    duckdb_schema: str | None = Field(None, validation_alias="DUCKDB_SCHEMA")
-    snowflake_schema: str | None = Field(None, validation_alias="SNOWFLAKE_SCHEMA")
-    bigquery_dataset: str | None = Field(None, validation_alias="BIGQUERY_DATASET")
-    redshift_schema: str | None = Field(None, validation_alias="REDSHIFT_SCHEMA")
     max_record_bytes: int = Field(128 * 1024 * 1024, ge=1, validation_alias="MAX_RECORD_BYTES")
     max_row_bytes: int = Field(100 * 1024 * 1024, ge=1, validation_alias="MAX_ROW_BYTES")
     # CleverTap's webhook payload carries no event id and no request id header is documented:
@@ -384,36 +354,6 @@ class PipelineSettings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _table_name_length(self) -> "PipelineSettings":
-        """Every table, with the prefix, within the destination's limit, checked before a run
-        (the webhook table and every event's)."""
-        limit = TABLE_NAME_BYTES.get(self.destination)
-        if limit is None:
-            return self
-        slugs = [WEBHOOK_TABLE, *(self.event_slugs[name] for name in self.event_names)]
-        longest = max((table_name(s, self.table_prefix) for s in slugs), key=_utf8_length)
-        if _utf8_length(longest) > limit:
-            shown = longest if len(longest) <= 60 else longest[:57] + "..."
-            raise SettingsError(
-                f"TABLE_PREFIX ({len(self.table_prefix)} characters) makes table {shown!r} "
-                f"{_utf8_length(longest)} bytes long, over {self.destination}'s limit of "
-                f"{limit} bytes; shorten the prefix"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _duckdb_catalog(self) -> "PipelineSettings":
-        """DuckDB names a database file's catalog after its stem; a schema of the same name
-        makes every `schema.table` ambiguous, so refuse it here rather than in a run."""
-        catalog = Path(self.duckdb_path).stem
-        if self.destination == "duckdb" and catalog == self.warehouse_schema:
-            raise SettingsError(
-                f"DUCKDB_PATH={self.duckdb_path!r} names the DuckDB catalog {catalog!r}, the same "
-                f"as the schema {self.warehouse_schema!r}; rename the file or set DUCKDB_SCHEMA"
-            )
-        return self
-
     @cached_property
     def exported_events(self) -> dict[str, EventExport]:
         return {event.name: event for event in read_events_csv(self.events_csv)}
@@ -444,37 +384,20 @@ class PipelineSettings(BaseSettings):
         excluded = set(self.excluded_event_names)
         return [name for name in self.all_event_names if name not in excluded]
 
-    def normalise_options(self, event_name: str) -> NormaliseOptions:
-        """How an event's records become rows, as runs and the connection check read them."""
+    def normalise_options(self, event_name: str, row_limit_bytes: int) -> NormaliseOptions:
+        """How an event's records become rows, as runs and the connection check read them;
+        `row_limit_bytes` is MAX_ROW_BYTES as the destination lowers it (`Warehouse`)."""
         return NormaliseOptions(
             event_name=event_name,
             timezone=self.timezone,
             auto_mapping=self.auto_mapping,
             max_record_bytes=self.max_record_bytes,
-            max_row_bytes=self.row_limit_bytes,
+            max_row_bytes=row_limit_bytes,
         )
 
     @property
     def pipeline_slug(self) -> str:
         return slug(self.pipeline_name)
-
-    @property
-    def row_limit_bytes(self) -> int:
-        """MAX_ROW_BYTES, lowered to what the destination takes in one row: a larger row is
-        skipped and counted, never left to fail the whole load."""
-        return min(self.max_row_bytes, DESTINATION_MAX_ROW_BYTES.get(self.destination, math.inf))
-
-    @property
-    def warehouse_schema(self) -> str:
-        """The schema (dataset) the event tables go to; by default named after the pipeline,
-        so two pipelines can share one warehouse."""
-        configured = {
-            "duckdb": self.duckdb_schema,
-            "snowflake": self.snowflake_schema,
-            "bigquery": self.bigquery_dataset,
-            "redshift": self.redshift_schema,
-        }[self.destination]
-        return configured or self.pipeline_slug
 
     @property
     def redelivery_window(self) -> timedelta:
@@ -515,23 +438,31 @@ def credential(name: str) -> str:
 
 
 def load_settings(**overrides: object) -> PipelineSettings:
+    """The pipeline's settings from the environment (and `.env`), checked (`read_settings`)."""
+    return read_settings(PipelineSettings, **overrides)
+
+
+Model = TypeVar("Model", bound=BaseSettings)
+
+
+def read_settings(model: type[Model], **overrides: object) -> Model:
     """Read the environment (and `.env`) into settings, turning pydantic's report into one line
     per bad setting that names the variable, so users never see validator internals."""
     load_dotenv(override=False)
     try:
-        return PipelineSettings(**overrides)
+        return model(**overrides)
     except ValidationError as exc:
-        raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
+        raise SettingsError("; ".join(_describe(model, e) for e in exc.errors())) from None
 
 
-def _describe(error: dict) -> str:
+def _describe(model: type[BaseSettings], error: dict) -> str:
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, SettingsError):
         return str(cause)
     if not error["loc"]:  # a check across settings: its input is every setting, never shown
         return f"settings: {error['msg']}"
     name = str(error["loc"][0])
-    field = PipelineSettings.model_fields.get(name)
+    field = model.model_fields.get(name)
     variable = field.validation_alias if field and field.validation_alias else name
     return f"{variable}={error.get('input')!r}: {error['msg']}"
 
@@ -566,13 +497,6 @@ def dagster_home() -> str | None:
     return os.environ.get("DAGSTER_HOME") or None
 
 
-# Run launchers that start every run in a container or pod of its own: whatever a run writes
-# to its local disk goes when the run ends.
-RUN_PER_CONTAINER_LAUNCHERS = frozenset(
-    {"K8sRunLauncher", "CeleryK8sRunLauncher", "DockerRunLauncher", "EcsRunLauncher"}
-)
-
-
 def instance_run_launcher() -> str | None:
     """The run launcher class of `$DAGSTER_HOME`'s instance, read from its configuration
     without starting the launcher (the K8s one needs a cluster to start); None without a home
@@ -584,16 +508,3 @@ def instance_run_launcher() -> str | None:
         return None
     launcher = InstanceRef.from_dir(home).run_launcher_data
     return launcher.class_name if launcher else None
-
-
-def refuse_run_local_warehouse(settings: PipelineSettings, run_launcher: str | None) -> None:
-    """A DuckDB file written inside a run's own pod or container is gone when the run ends,
-    while the run reports success: refuse that pairing before anything runs."""
-    if settings.destination == "duckdb" and run_launcher in RUN_PER_CONTAINER_LAUNCHERS:
-        raise SettingsError(
-            f"DESTINATION='duckdb' cannot load under this instance's {run_launcher}: it runs "
-            f"every run in a pod or container of its own, and DUCKDB_PATH="
-            f"{settings.duckdb_path!r} would go with it, so every load would be lost; use "
-            "DESTINATION=snowflake, bigquery or redshift, or DuckDB on an instance whose runs "
-            "share the code server's disk (the default run launcher, as in Docker Compose)"
-        )

@@ -121,7 +121,9 @@ def bigquery_emulator_fixture(
 
 @pytest.fixture
 def bigquery_env(monkeypatch: pytest.MonkeyPatch, bigquery_emulator: BigQueryEmulator) -> None:
-    """The BIGQUERY_* variables a user sets, for the emulator's project, and no credentials."""
+    """The BIGQUERY_* variables a user sets, for the emulator's project and a dataset of the
+    test's own, and no credentials."""
     monkeypatch.setenv("BIGQUERY_PROJECT", bigquery_emulator.project)
+    monkeypatch.setenv("BIGQUERY_DATASET", bigquery_emulator.new_dataset())
     for name in ("BIGQUERY_LOCATION", "BIGQUERY_GCP_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)

@@ -1,6 +1,7 @@
 """Shared pytest fixtures. Each block is owned by one module's tests; add new blocks below."""
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,20 @@ def session_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 
 
 # --- end of the spool directory ----------------------------------------------------------
+
+
+# --- The DuckDB file (owner: clevertap_assets/destinations/duckdb/settings.py) -----------
+@pytest.fixture(autouse=True)
+def duckdb_file_per_test(tmp_path: Path) -> Iterator[None]:
+    """Each test's DuckDB warehouse is `warehouse.duckdb` in its own `tmp_path`, named by
+    `DUCKDB_PATH` as a user names it, instead of a file in the working folder; whatever a
+    test sets it to (`harness.make_pipeline` does) is undone after it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+        yield
+
+
+# --- end of the DuckDB file --------------------------------------------------------------
 
 
 # --- Test selection (owner: bin/test --fast) ---------------------------------------------

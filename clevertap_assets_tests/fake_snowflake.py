@@ -202,7 +202,7 @@ def refuse_values_over_snowflakes_size(frame: pd.DataFrame) -> None:
 
 def load(pipeline: Pipeline, first: date, last: date) -> ExecuteInProcessResult:
     """A run with the resources production builds from the environment."""
-    return pipeline.load(first, last, **build_snowflake_resources(pipeline.settings))
+    return pipeline.load(first, last, **build_snowflake_resources(pipeline.warehouse))
 
 
 def query(sql: str, params: tuple = ()) -> list[tuple]:

@@ -23,6 +23,8 @@ from dagster import (
 
 from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
+from clevertap_assets.destinations.registry import warehouse_for
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days
 from clevertap_assets.settings import PipelineSettings, load_settings
@@ -61,6 +63,14 @@ def fast_clevertap(emulator: CleverTapEmulator, **overrides: object) -> CleverTa
 class Pipeline:
     settings: PipelineSettings
     emulator: CleverTapEmulator
+    duckdb_path: str
+    """Its DuckDB file, `DUCKDB_PATH` in the environment its processes get."""
+
+    @property
+    def warehouse(self) -> Warehouse:
+        """The destination's settings as the definitions read them: from the environment,
+        as a user sets them (`DUCKDB_PATH` by `make_pipeline`, the others by each test)."""
+        return warehouse_for(self.settings)
 
     def load(self, first_day: date, last_day: date, **resources: object) -> ExecuteInProcessResult:
         return load_days(
@@ -93,17 +103,18 @@ def make_pipeline(
     values = {
         "events_csv": csv,
         "api_url": emulator.url,
-        "duckdb_path": str(tmp_path / "warehouse.duckdb"),
         "timezone": emulator.config.timezone,
         "history_days": 7,
         **settings,
     }
-    return Pipeline(load_settings(**values), emulator)
+    # The definitions read it as a user's variable; conftest restores it after the test.
+    duckdb_path = os.environ["DUCKDB_PATH"] = str(tmp_path / "warehouse.duckdb")
+    return Pipeline(load_settings(**values), emulator, duckdb_path)
 
 
 def daily_rows(pipeline: Pipeline, table: str) -> dict[date, int]:
     """Rows per day of an event table in the pipeline's DuckDB file (opened read-only)."""
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         rows = connection.execute(
             f'SELECT CAST(event_time AS DATE), count(*) FROM "clevertap"."{table}" GROUP BY 1'
         ).fetchall()
@@ -166,7 +177,7 @@ def pipeline_env(pipeline: Pipeline, home: Path, tmp_path: Path) -> dict[str, st
         "CLEVERTAP_EVENTS_CSV": str(settings.events_csv),
         "CLEVERTAP_TIMEZONE": settings.timezone,
         "CLEVERTAP_HISTORY_DAYS": str(settings.history_days),
-        "DUCKDB_PATH": settings.duckdb_path,
+        "DUCKDB_PATH": pipeline.duckdb_path,
         "WEBHOOK_INBOX_PATH": str(tmp_path / "inbox.sqlite3"),
         SPOOL_DIR_ENV: str(tmp_path / "spools"),
     }

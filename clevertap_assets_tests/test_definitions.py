@@ -49,7 +49,6 @@ def test_every_selected_event_is_an_asset_with_its_checks(tmp_path):
         exclude_events="Notification Sent",
         pipeline_name="Growth App",
         table_prefix="ct",
-        duckdb_path=str(tmp_path / "w.duckdb"),
     )
     defs = build_code_location(settings)
     Definitions.validate_loadable(defs)
@@ -129,7 +128,7 @@ def test_the_readmes_headless_loads_take_every_event_or_a_selection(tmp_path, ma
 
 
 def tables(pipeline) -> set[str]:
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         return {
             n
             for (n,) in connection.sql(

@@ -6,11 +6,9 @@ import pytest
 from clevertap_assets.settings import (
     SettingsError,
     base_url_for,
-    instance_run_launcher,
     load_settings,
     parse_ingestion_frequency,
     read_event_names,
-    refuse_run_local_warehouse,
 )
 
 
@@ -35,7 +33,7 @@ def test_defaults_are_the_documented_ones(events_csv: Path):
     assert settings.ingestion_interval == timedelta(hours=6)
     assert settings.destination == "duckdb"
     assert settings.auto_mapping is True
-    assert (settings.pipeline_slug, settings.warehouse_schema) == ("clevertap", "clevertap")
+    assert settings.pipeline_slug == "clevertap"
 
 
 def test_environment_variables_are_read(events_csv: Path, monkeypatch: pytest.MonkeyPatch):
@@ -87,10 +85,6 @@ def test_api_url_overrides_the_region_host():
         ({"history_days": 0}, "CLEVERTAP_HISTORY_DAYS=0"),
         ({"start_date": "2026-13-01"}, "CLEVERTAP_START_DATE='2026-13-01'"),
         ({"start_date": "2999-01-01"}, "CLEVERTAP_START_DATE='2999-01-01' is after today"),
-        (
-            {"duckdb_path": "data/clevertap.duckdb"},
-            "names the DuckDB catalog 'clevertap', the same",
-        ),
     ],
 )
 def test_bad_values_get_one_clear_error(events_csv: Path, values: dict, message: str):
@@ -163,94 +157,6 @@ def test_refused_ingestion_frequencies_list_what_is_allowed(value: str):
         f"INGESTION_FREQUENCY={value!r} is not allowed; "
         "use 30m, or a whole number of hours from 1h to 24h"
     )
-
-
-@pytest.mark.parametrize(
-    ("destination", "limit"),
-    [
-        ("duckdb", 100 * 2**20),
-        ("snowflake", 100 * 2**20),
-        ("bigquery", 50 * 2**20),
-        ("redshift", 16 * 2**20),
-    ],
-)
-def test_rows_are_capped_at_what_the_destination_takes(events_csv: Path, destination, limit):
-    settings = load_settings(events_csv=events_csv, destination=destination)
-    assert settings.row_limit_bytes == limit
-    smaller = load_settings(events_csv=events_csv, destination=destination, max_row_bytes=1000)
-    assert smaller.row_limit_bytes == 1000
-
-
-@pytest.mark.parametrize(
-    ("destination", "limit"),
-    [("duckdb", 200 * 2**20), ("snowflake", 128 * 2**20), ("bigquery", 50 * 2**20)],
-)
-def test_a_raised_row_limit_stops_at_the_largest_value_the_destination_stores(
-    events_csv: Path, destination, limit
-):
-    """Snowflake's VARCHAR and VARIANT hold 128 MB a value
-    (https://docs.snowflake.com/en/sql-reference/data-types-text,
-    https://docs.snowflake.com/en/sql-reference/data-types-semistructured): a row over it is
-    skipped and counted rather than failing the load, whatever MAX_ROW_BYTES says."""
-    raised = load_settings(
-        events_csv=events_csv, destination=destination, max_row_bytes=200 * 2**20
-    )
-    assert raised.row_limit_bytes == limit
-
-
-@pytest.mark.parametrize(("destination", "limit"), [("redshift", 127), ("snowflake", 255)])
-def test_table_prefix_is_checked_against_the_destinations_table_name_limit(
-    events_csv: Path, destination: str, limit: int
-):
-    """Redshift: 127 bytes (https://docs.aws.amazon.com/redshift/latest/dg/r_names.html);
-    Snowflake: 255 (https://docs.snowflake.com/en/sql-reference/identifiers-syntax)."""
-    fits = "p" * (limit - len("_webhook_events"))
-    assert load_settings(events_csv=events_csv, destination=destination, table_prefix=fits)
-    message = settings_error(events_csv=events_csv, destination=destination, table_prefix="p" * 300)
-    assert message == (
-        f"TABLE_PREFIX (300 characters) makes table '{'p' * 57}...' 315 bytes long, "
-        f"over {destination}'s limit of {limit} bytes; shorten the prefix"
-    )
-    assert load_settings(events_csv=events_csv, table_prefix="p" * 300)  # DuckDB sets no limit
-
-
-K8S_INSTANCE = """
-run_launcher:
-  module: dagster_k8s
-  class: K8sRunLauncher
-  config:
-    instance_config_map: dagster-instance
-    service_account_name: dagster
-    job_image: registry.example.com/clevertap-assets:0.1.0
-"""
-
-
-def test_duckdb_is_refused_where_each_run_has_a_pod_of_its_own(
-    events_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """The launcher is read from the instance's own dagster.yaml, as the Helm chart writes it;
-    a server warehouse loads there, and DuckDB stays allowed where runs share the disk."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(K8S_INSTANCE)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    launcher = instance_run_launcher()
-    assert launcher == "K8sRunLauncher"
-
-    with pytest.raises(SettingsError) as raised:
-        refuse_run_local_warehouse(load_settings(events_csv=events_csv), launcher)
-    assert str(raised.value).startswith(
-        "DESTINATION='duckdb' cannot load under this instance's K8sRunLauncher"
-    )
-    assert "DESTINATION=snowflake, bigquery or redshift" in str(raised.value)
-    warehouse = load_settings(events_csv=events_csv, destination="redshift")
-    refuse_run_local_warehouse(warehouse, launcher)
-
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    assert instance_run_launcher() == "DefaultRunLauncher"
-    refuse_run_local_warehouse(load_settings(events_csv=events_csv), instance_run_launcher())
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
-    assert instance_run_launcher() is None
 
 
 def test_bad_email_alert_settings_name_the_setting_and_never_show_the_password(events_csv):

@@ -2,7 +2,8 @@
 table, checks and how its records become rows, and what the events share (schema,
 partitions, pool, freshness bound, the webhook asset's key and table). The assets, checks,
 schedule, sensors and catalog take these values; only this module, the resources and the
-alerts read the settings."""
+alerts read the settings. The schema and the row limit are the chosen destination's
+(`destinations.registry.warehouse_for`)."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +12,8 @@ from dagster import AssetCheckKey, AssetKey, DailyPartitionsDefinition, DynamicP
 
 from clevertap_assets.assets.freshness import freshness_bound
 from clevertap_assets.assets.partitions import daily_partitions
+from clevertap_assets.destinations.registry import warehouse_for
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.keys import clevertap_pool
 from clevertap_assets.naming import WEBHOOK_TABLE, table_name
 from clevertap_assets.settings import PipelineSettings
@@ -93,6 +96,10 @@ class PipelineFacts:
 
 def pipeline_events(settings: PipelineSettings) -> list[EventAsset]:
     """The selected events, as assets `[<pipeline slug>, <event slug>]`."""
+    return _events(settings, warehouse_for(settings))
+
+
+def _events(settings: PipelineSettings, warehouse: Warehouse) -> list[EventAsset]:
     slugs = settings.event_slugs
     exported = settings.exported_events
     return [
@@ -103,7 +110,7 @@ def pipeline_events(settings: PipelineSettings) -> list[EventAsset]:
             table=table_name(slugs[name], settings.table_prefix),
             event_type=exported[name].event_type,
             description=exported[name].description,
-            normalise=settings.normalise_options(name),
+            normalise=settings.normalise_options(name, warehouse.row_limit_bytes),
         )
         for name in settings.event_names
     ]
@@ -111,12 +118,13 @@ def pipeline_events(settings: PipelineSettings) -> list[EventAsset]:
 
 def pipeline_facts(settings: PipelineSettings) -> PipelineFacts:
     """The facts every builder of the definitions takes, derived here once."""
-    events = tuple(pipeline_events(settings))
+    warehouse = warehouse_for(settings)
+    events = tuple(_events(settings, warehouse))
     return PipelineFacts(
         name=settings.pipeline_name,
         slug=settings.pipeline_slug,
         destination=settings.destination,
-        schema=settings.warehouse_schema,
+        schema=warehouse.schema,
         owners=tuple(settings.owners),
         timezone=settings.timezone,
         history_days=settings.history_days,
@@ -146,7 +154,7 @@ def pipeline_facts(settings: PipelineSettings) -> PipelineFacts:
                 timezone=settings.timezone,
                 auto_mapping=True,
                 max_record_bytes=settings.max_record_bytes,
-                max_row_bytes=settings.row_limit_bytes,
+                max_row_bytes=warehouse.row_limit_bytes,
             ),
         ),
     )

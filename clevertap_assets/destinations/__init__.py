@@ -4,6 +4,7 @@ The settings name them (`settings.DESTINATION_NAMES`) and `destinations.registry
 one's subpackage when it is chosen.
 
 Every subpackage has the same parts: `settings` (its environment variables, under its own
-prefix), `client`, `load` and `io_manager` (connection, window load, type handlers), `stats`
-(the shared SQL of `destinations.stats`), `check` and `resources`.
+prefix: its schema, its connection, its limits, a `destinations.settings.DestinationSettings`),
+`client`, `load` and `io_manager` (connection, window load, type handlers), `stats` (the
+shared SQL of `destinations.stats`), `check` and `resources`.
 """

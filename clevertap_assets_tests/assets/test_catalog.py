@@ -23,7 +23,6 @@ def test_an_event_is_described_by_its_export_and_its_days_by_their_own_figures(t
     settings = load_settings(
         events_csv=tmp_path / "events.csv",
         api_url=emulator.url,
-        duckdb_path=str(tmp_path / "warehouse.duckdb"),
         history_days=7,
         asset_owners="data@example.com, team:growth",
     )

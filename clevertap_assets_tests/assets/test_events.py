@@ -33,7 +33,7 @@ from clevertap_assets_tests.harness import (
 
 
 def query(pipeline, sql: str) -> list[tuple]:
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         return connection.execute(sql).fetchall()
 
 
@@ -138,6 +138,7 @@ def test_each_days_own_figures_lead_its_stored_metadata(tmp_path, make_emulator)
 
 _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
     """
+    import os
     import sys
     from datetime import date
 
@@ -148,9 +149,8 @@ _RUN_IN_ITS_OWN_PROCESS = textwrap.dedent(
     from clevertap_assets.source.client import CleverTapResource
 
     url, account, passcode, csv, duckdb_path, timezone, first, last = sys.argv[1:]
-    settings = load_settings(
-        events_csv=csv, api_url=url, duckdb_path=duckdb_path, timezone=timezone, history_days=7
-    )
+    os.environ["DUCKDB_PATH"] = duckdb_path
+    settings = load_settings(events_csv=csv, api_url=url, timezone=timezone, history_days=7)
     clevertap = CleverTapResource(account_id=account, passcode=passcode, api_url=url, batch_size=40)
     print("ready", flush=True)
     sys.stdin.readline()  # every run starts reading together
@@ -207,7 +207,7 @@ def test_runs_in_separate_pid_namespaces_with_separate_disks_read_an_account_thr
                     "unshare", "--pid", "--fork", "--mount-proc",
                     sys.executable, "-c", _RUN_IN_ITS_OWN_PROCESS,
                     emulator.url, config.account_id, config.passcode,
-                    str(pipeline.settings.events_csv), pipeline.settings.duckdb_path,
+                    str(pipeline.settings.events_csv), pipeline.duckdb_path,
                     config.timezone, first.isoformat(), last.isoformat(),
                 ],
                 stdin=subprocess.PIPE,
@@ -585,7 +585,7 @@ def failed_load(pipeline, first: date, last: date, **resources: object) -> str:
 
 def tables(pipeline) -> set[str]:
     """The warehouse's tables; none before its file exists."""
-    if not os.path.exists(pipeline.settings.duckdb_path):
+    if not os.path.exists(pipeline.duckdb_path):
         return set()
     return {name for (name,) in query(pipeline, "SELECT table_name FROM information_schema.tables")}
 

@@ -23,17 +23,12 @@ webhook URL and SMTP password are secrets that stay in the settings."""
 
 def _settings(tmp_path, **overrides):
     (tmp_path / "events.csv").write_text("Event Name\nCharged\nApp Launched\n", encoding="utf-8")
-    return load_settings(
-        events_csv=tmp_path / "events.csv",
-        duckdb_path=str(tmp_path / "warehouse.duckdb"),
-        **overrides,
-    )
+    return load_settings(events_csv=tmp_path / "events.csv", **overrides)
 
 
-def test_each_event_carries_its_key_table_checks_and_limits(tmp_path):
-    pipeline = pipeline_facts(
-        _settings(tmp_path, table_prefix="ho", max_row_bytes=1000, duckdb_schema="raw")
-    )
+def test_each_event_carries_its_key_table_checks_and_limits(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUCKDB_SCHEMA", "raw")
+    pipeline = pipeline_facts(_settings(tmp_path, table_prefix="ho", max_row_bytes=1000))
     charged = pipeline.events[0]
     assert (charged.name, charged.key, charged.table) == (
         "Charged",

@@ -73,13 +73,13 @@ def payload(n: int, profiles: int) -> dict:
 @contextmanager
 def pipeline_with_inbox(tmp_path, emulator, **settings):
     pipeline = make_pipeline(tmp_path, emulator, **settings)
-    warehouse = DuckDBEventIOManager(database=pipeline.settings.duckdb_path)
+    warehouse = DuckDBEventIOManager(database=pipeline.duckdb_path)
     definitions = Definitions.merge(
         build_webhook_definitions(pipeline_facts(pipeline.settings), tmp_path / "inbox.sqlite3"),
         Definitions(
             resources={
                 "warehouse_io_manager": warehouse,
-                "warehouse_stats": DuckDBEventStats(database=pipeline.settings.duckdb_path),
+                "warehouse_stats": DuckDBEventStats(database=pipeline.duckdb_path),
             }
         ),
     )
@@ -97,7 +97,7 @@ def evaluate(definitions, instance: DagsterInstance) -> SensorResult:
 
 def load(pipeline, definitions, instance, result: SensorResult, io_manager=DuckDBEventIOManager):
     """Run every requested range as the daemon would; True when all succeeded."""
-    warehouse = io_manager(database=pipeline.settings.duckdb_path)
+    warehouse = io_manager(database=pipeline.duckdb_path)
     outcomes = [
         materialize(
             definitions.assets,
@@ -112,7 +112,7 @@ def load(pipeline, definitions, instance, result: SensorResult, io_manager=DuckD
 
 
 def rows(pipeline, sql: str) -> list[tuple]:
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         return connection.execute(sql).fetchall()
 
 

@@ -234,7 +234,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
         # The warehouse file's write lock, held here, keeps the run waiting in its load
         # (beating) until it is killed: it never finishes before the kill on a fast machine.
         with (
-            duckdb.connect(pipeline.settings.duckdb_path),
+            duckdb.connect(pipeline.duckdb_path),
             headless_process(env, *command) as process,
         ):
             wait_for(lambda: beating_run(instance) is not None, "beating run", process)
@@ -264,7 +264,7 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
         assert loaded.success
         assert webhook_result(instance, webhook_asset, inbox).run_requests == []
 
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         rows, distinct = connection.execute(
             "SELECT count(*), count(DISTINCT (inbox_id, profile_index)) "
             "FROM clevertap.webhook_events"

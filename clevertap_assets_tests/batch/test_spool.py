@@ -115,7 +115,7 @@ def test_a_load_that_fails_before_the_io_manager_writes_leaves_no_folder(
     handed over, and its folder still goes with the failed step."""
     monkeypatch.setenv(SPOOL_DIR_ENV, str(tmp_path / "spools"))
     pipeline = make_pipeline(tmp_path, emulator, events=["Charged"])
-    with duckdb.connect(pipeline.settings.duckdb_path) as connection:
+    with duckdb.connect(pipeline.duckdb_path) as connection:
         connection.execute("CREATE SCHEMA clevertap; CREATE TABLE clevertap.charged (x INTEGER)")
     first, last = recent_days(pipeline.settings, 2)
     result = pipeline.load(first, last)

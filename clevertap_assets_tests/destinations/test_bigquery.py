@@ -156,17 +156,16 @@ def sent(monkeypatch: pytest.MonkeyPatch, strict_bigquery: StrictBigQuery) -> li
 
 
 def bigquery_pipeline(tmp_path, emulator, bq: BigQueryEmulator, **settings) -> Pipeline:
-    return make_pipeline(
-        tmp_path, emulator, destination="bigquery", bigquery_dataset=bq.new_dataset(), **settings
-    )
+    """A pipeline loading into the test's dataset of `bq` (`bigquery_env`)."""
+    return make_pipeline(tmp_path, emulator, destination="bigquery", **settings)
 
 
 def load(pipeline: Pipeline, first, last):
-    return pipeline.load(first, last, **build_bigquery_resources(pipeline.settings))
+    return pipeline.load(first, last, **build_bigquery_resources(pipeline.warehouse))
 
 
 def name(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> str:
-    return f"`{bq.project}.{pipeline.settings.warehouse_schema}.{table}`"
+    return f"`{bq.project}.{pipeline.warehouse.schema}.{table}`"
 
 
 def daily_rows(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> dict:
@@ -186,12 +185,12 @@ def duplicates(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> int:
 
 def columns(bq: BigQueryEmulator, pipeline: Pipeline, table: str) -> dict[str, str]:
     """Standard SQL type names (the API may answer with the legacy ones)."""
-    schema = bq.client().get_table(f"{bq.project}.{pipeline.settings.warehouse_schema}.{table}")
+    schema = bq.client().get_table(f"{bq.project}.{pipeline.warehouse.schema}.{table}")
     return {field.name: STANDARD.get(field.field_type, field.field_type) for field in schema.schema}
 
 
 def tables(bq: BigQueryEmulator, pipeline: Pipeline) -> set[str]:
-    dataset = f"{bq.project}.{pipeline.settings.warehouse_schema}"
+    dataset = f"{bq.project}.{pipeline.warehouse.schema}"
     return {table.table_id for table in bq.client().list_tables(dataset)}
 
 
@@ -207,7 +206,7 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
     result = load(pipeline, first, last)
     assert result.success
     stats = BigQueryEventStats(project=bq.project)
-    schema = pipeline.settings.warehouse_schema
+    schema = pipeline.warehouse.schema
     for event, table in zip(EVENTS, TABLES, strict=True):
         truth = pipeline.truth(event, first, last)
         assert daily_rows(bq, pipeline, table) == truth
@@ -242,7 +241,7 @@ def test_each_partition_carries_its_days_rows_and_the_tables(
     result = load(pipeline, first, last)
     assert result.success
     truth = pipeline.truth("Charged", first, last)
-    table_name = f"{bq.project}.{pipeline.settings.warehouse_schema}.charged"
+    table_name = f"{bq.project}.{pipeline.warehouse.schema}.charged"
     assert_partitions_describe_their_days(result, "charged", truth, table_name)
 
 
@@ -397,7 +396,7 @@ def test_missing_settings_give_one_clear_error(
     monkeypatch.delenv("BIGQUERY_PROJECT")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
     with pytest.raises(SettingsError) as error:
-        build_bigquery_resources(pipeline.settings)
+        build_bigquery_resources(pipeline.warehouse)
     message = str(error.value)
     assert "BIGQUERY_PROJECT is not set" in message
     assert "GOOGLE_APPLICATION_CREDENTIALS=" in message and "no such file" in message
@@ -419,7 +418,7 @@ def test_the_service_account_key_never_shows(
     bq = bigquery_emulator
     pipeline = bigquery_pipeline(tmp_path, make_emulator(), bq, events=["Charged"])
     first, last = recent_days(pipeline.settings, 1)
-    resources = build_bigquery_resources(pipeline.settings)
+    resources = build_bigquery_resources(pipeline.warehouse)
     result = pipeline.load(first, last, **resources)
     assert result.success
     assert daily_rows(bq, pipeline, "charged") == pipeline.truth("Charged", first, last)
@@ -429,6 +428,8 @@ def test_the_service_account_key_never_shows(
         repr(resources),
         [str(event) for event in result.all_events],
         pipeline.settings.model_dump(),
+        repr(pipeline.warehouse),
+        pipeline.warehouse.settings.model_dump(),
     ]
     assert secret not in str(shown)
     assert key.decode()[:40] not in str(shown)
@@ -444,17 +445,17 @@ def test_the_connection_check_creates_the_dataset_and_names_the_problem(
     tmp_path, make_emulator, bigquery_emulator, monkeypatch
 ):
     pipeline = bigquery_pipeline(tmp_path, make_emulator(), bigquery_emulator)
-    dataset = pipeline.settings.warehouse_schema
-    assert "created" in check_bigquery_destination(pipeline.settings)
-    assert dataset in check_bigquery_destination(pipeline.settings)
-    assert "present" in check_bigquery_destination(pipeline.settings)
+    dataset = pipeline.warehouse.schema
+    assert "created" in check_bigquery_destination(pipeline.warehouse)
+    assert dataset in check_bigquery_destination(pipeline.warehouse)
+    assert "present" in check_bigquery_destination(pipeline.warehouse)
 
     def no_credentials(*_, **__):
         raise DefaultCredentialsError("none found")
 
     monkeypatch.setattr("google.auth.default", no_credentials)
     with pytest.raises(ConnectionError, match="no usable Google credentials"):
-        check_bigquery_destination(pipeline.settings)
+        check_bigquery_destination(pipeline.warehouse)
 
 
 def test_a_downstream_asset_can_read_an_event_table_back_as_a_batch(
@@ -466,9 +467,7 @@ def test_a_downstream_asset_can_read_an_event_table_back_as_a_batch(
     )
     first, last = recent_days(pipeline.settings, 2)
     assert load(pipeline, first, last).success
-    table_slice = TableSlice(
-        table="charged", schema=pipeline.settings.warehouse_schema, database=bq.project
-    )
+    table_slice = TableSlice(table="charged", schema=pipeline.warehouse.schema, database=bq.project)
     batch = EventBatchBigQueryTypeHandler().load_input(None, table_slice, bq.client())
     try:
         assert batch.rows == sum(pipeline.truth("Charged", first, last).values())
@@ -549,7 +548,7 @@ def test_the_files_handed_to_bigquery_are_what_its_parquet_loads_take(
     for file in handed_to_bigquery:
         assert file["codecs"] <= BIGQUERY_CODECS
         assert all(BIGQUERY_COLUMN.match(column) for column in file["columns"])
-        assert 0 < file["max_row_bytes"] <= pipeline.settings.row_limit_bytes == 50 * 2**20
+        assert 0 < file["max_row_bytes"] <= pipeline.warehouse.row_limit_bytes == 50 * 2**20
 
 
 def test_first_loads_at_the_same_moment_create_one_dataset_and_one_table(
@@ -568,13 +567,7 @@ def test_first_loads_at_the_same_moment_create_one_dataset_and_one_table(
         event, day_from, day_to = event_and_days
         folder = tmp_path / f"{slug(event)}_{day_from}"
         folder.mkdir()
-        one_event = make_pipeline(
-            folder,
-            emulator,
-            events=[event],
-            destination="bigquery",
-            bigquery_dataset=pipeline.settings.warehouse_schema,
-        )
+        one_event = make_pipeline(folder, emulator, events=[event], destination="bigquery")
         return load(one_event, day_from, day_to).success
 
     with ThreadPoolExecutor(len(runs)) as overlapping:
@@ -632,7 +625,7 @@ def test_widening_keeps_the_owners_clustering_labels_descriptions_and_policy_tag
     first, last = recent_days(pipeline.settings, 2)
     with_coupon = make_emulator(extra_event_props={"Coupon": 10})
     assert load(replace(pipeline, emulator=with_coupon), first, first).success
-    table_id = f"{bq.project}.{pipeline.settings.warehouse_schema}.product_viewed"
+    table_id = f"{bq.project}.{pipeline.warehouse.schema}.product_viewed"
     table = bq.client().get_table(table_id)
     table.clustering_fields = ["event_name"]
     table.labels = {"owner": "growth"}
@@ -749,7 +742,7 @@ def test_a_table_that_requires_a_partition_filter_keeps_loading_widening_and_che
     assert daily_rows(bq, pipeline, "charged") == truth
     strict_bigquery.require_filter["charged"] = "event_time"
     stats = BigQueryEventStats(project=bq.project)
-    schema = pipeline.settings.warehouse_schema
+    schema = pipeline.warehouse.schema
     assert stats.duplicate_record_ids(schema, "charged", first, last) == 0
     assert stats.daily_row_counts(schema, "charged", first, last) == truth
 

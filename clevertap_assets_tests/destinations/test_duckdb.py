@@ -30,10 +30,10 @@ def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emu
     pipeline = make_pipeline(tmp_path, make_emulator(duplicate_share=0.3), events=["Charged"])
     first, last = recent_days(pipeline.settings, 2)
     assert pipeline.load(first, last).success
-    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    stats = DuckDBEventStats(database=pipeline.duckdb_path)
     assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
 
-    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+    with duckdb.connect(pipeline.duckdb_path, config=CONNECTION_CONFIG) as connection:
         connection.execute(
             "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
             "WHERE CAST(event_time AS DATE) = ? LIMIT 3",
@@ -62,13 +62,13 @@ def test_the_duplicate_check_reads_only_the_days_it_is_given(tmp_path, make_emul
     pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"])
     first, last = recent_days(pipeline.settings, 3)
     assert pipeline.load(first, last).success
-    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+    with duckdb.connect(pipeline.duckdb_path, config=CONNECTION_CONFIG) as connection:
         connection.execute(
             "INSERT INTO clevertap.charged SELECT * FROM clevertap.charged "
             "WHERE CAST(event_time AS DATE) = ? LIMIT 2",
             [first],
         )
-    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    stats = DuckDBEventStats(database=pipeline.duckdb_path)
     assert stats.duplicate_record_ids("clevertap", "charged", first + timedelta(days=1), last) == 0
     assert stats.duplicate_record_ids("clevertap", "charged", first, first) == 2
 
@@ -89,10 +89,10 @@ def test_a_wide_event_loads_where_the_memory_cap_alone_would_fail(tmp_path, make
     first, last = recent_days(pipeline.settings, 2)
     result = pipeline.load(first, last)
     assert result.success
-    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    stats = DuckDBEventStats(database=pipeline.duckdb_path)
     counts = stats.daily_row_counts("clevertap", "product_viewed", first, last)
     assert counts == pipeline.truth("Product Viewed", first, last)
-    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+    with duckdb.connect(pipeline.duckdb_path, config=CONNECTION_CONFIG) as connection:
         (limit,) = connection.execute("SELECT current_setting('memory_limit')").fetchone()
     assert limit == "61.0 MiB"  # 64 MB: the wide insert's cap was not left behind
 
@@ -143,7 +143,7 @@ def test_a_table_prefix_changed_only_in_case_keeps_loading_the_same_table(tmp_pa
         "row_count_matches_clevertap": True,
         "no_duplicate_record_ids": True,
     }
-    with duckdb.connect(upper.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(upper.duckdb_path, read_only=True) as connection:
         tables = connection.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'clevertap'"
         ).fetchall()
@@ -184,16 +184,16 @@ def test_a_60_mb_record_loads_where_the_memory_cap_alone_would_fail(tmp_path, ma
     pipeline.emulator.set_data(oversize_records={("Charged", day): size for day in (first, last)})
     result = pipeline.load(first, last)
     assert result.success
-    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    stats = DuckDBEventStats(database=pipeline.duckdb_path)
     assert stats.daily_row_counts("clevertap", "charged", first, last) == pipeline.truth(
         "Charged", first, last
     )
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         lengths = connection.execute(
             'SELECT length(event_props__large_blob) FROM "clevertap"."charged" '
             "WHERE event_props__large_blob IS NOT NULL"
         ).fetchall()
     assert lengths == [(size,), (size,)]
-    with duckdb.connect(pipeline.settings.duckdb_path, config=CONNECTION_CONFIG) as connection:
+    with duckdb.connect(pipeline.duckdb_path, config=CONNECTION_CONFIG) as connection:
         (limit,) = connection.execute("SELECT current_setting('memory_limit')").fetchone()
     assert limit == "61.0 MiB"

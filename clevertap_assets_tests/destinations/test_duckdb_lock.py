@@ -87,7 +87,7 @@ def pipeline_in_environment(tmp_path, emulator, monkeypatch) -> Pipeline:
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    return Pipeline(load_settings(), emulator)
+    return Pipeline(load_settings(), emulator, environment["DUCKDB_PATH"])
 
 
 @dataclass
@@ -179,7 +179,7 @@ def test_checks_wait_for_a_load_in_another_process_and_pass(pipeline):
     assert pipeline.load(first, last).success
     with (
         instance_for_test() as instance,
-        writer_holding(pipeline.settings.duckdb_path) as (_, release),
+        writer_holding(pipeline.duckdb_path) as (_, release),
         run_workers(1) as runner,
     ):
         run = runner.submit(run_in_processes, instance.get_ref(), first, last, False)
@@ -206,7 +206,7 @@ def test_a_load_and_its_checks_run_green_beside_another_runs_checks(pipeline):
     assert [outcome.failures for outcome in outcomes] == [{}, {}]
     assert all(outcome.success for outcome in outcomes)
     assert daily_rows(pipeline, "charged") == pipeline.truth("Charged", first, last)
-    stats = DuckDBEventStats(database=pipeline.settings.duckdb_path)
+    stats = DuckDBEventStats(database=pipeline.duckdb_path)
     assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
 
 
@@ -238,7 +238,7 @@ def test_overlapping_runs_seeing_colliding_keys_in_either_order_keep_each_in_its
         outcomes = [run.result(timeout=240) for run in runs]
     assert gate.filled
     assert [outcome.failures for outcome in outcomes] == [{}, {}]
-    with duckdb.connect(pipeline.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(pipeline.duckdb_path, read_only=True) as connection:
         names = [
             name
             for (name,) in connection.execute(
@@ -261,7 +261,7 @@ def test_overlapping_runs_seeing_colliding_keys_in_either_order_keep_each_in_its
 def test_a_reader_gives_up_after_its_wait_with_a_message_naming_the_file_and_holder(pipeline):
     first, last = recent_days(pipeline.settings, 1)
     assert pipeline.load(first, last).success
-    path = pipeline.settings.duckdb_path
+    path = pipeline.duckdb_path
     stats = DuckDBEventStats(database=path, lock_timeout_seconds=1)
     with writer_holding(path) as (writer, _), pytest.raises(DuckDBLockTimeout) as gave_up:
         stats.duplicate_record_ids("clevertap", "charged", first, last)

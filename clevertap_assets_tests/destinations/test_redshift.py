@@ -171,8 +171,9 @@ def test_a_load_killed_after_the_delete_and_schema_change_rolls_back(
 
 
 def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(
-    tmp_path, make_emulator, warehouse
+    tmp_path, make_emulator, warehouse, monkeypatch
 ):
+    monkeypatch.setenv("REDSHIFT_SCHEMA", "ct_schema")
     hostile = 'x"; drop table y; --'
     events = ["App Launched", hostile]
     pipeline = make_pipeline(
@@ -181,7 +182,6 @@ def test_table_prefix_and_hostile_event_names_get_their_own_quoted_tables(
         events=events,
         table_prefix="ct",
         destination="redshift",
-        redshift_schema="ct_schema",
     )
     first, last = recent_days(pipeline.settings, 1)
     assert pipeline.load(first, last, **warehouse.resources()).success
@@ -357,9 +357,9 @@ def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(monkey
 def test_missing_settings_name_every_variable(tmp_path, emulator, monkeypatch):
     for name in ("REDSHIFT_HOST", "REDSHIFT_DATABASE", "REDSHIFT_USER", "REDSHIFT_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
+    destination = make_pipeline(tmp_path, emulator, destination="redshift").warehouse
     with pytest.raises(SettingsError) as caught:
-        build_redshift_resources(settings)
+        build_redshift_resources(destination)
     for name in ("REDSHIFT_HOST", "REDSHIFT_DATABASE", "REDSHIFT_USER", "REDSHIFT_PASSWORD"):
         assert name in str(caught.value)
     monkeypatch.setenv("REDSHIFT_HOST", "h")
@@ -368,13 +368,13 @@ def test_missing_settings_name_every_variable(tmp_path, emulator, monkeypatch):
     monkeypatch.setenv("REDSHIFT_PASSWORD", "p")
     monkeypatch.setenv("REDSHIFT_PORT", "54x9")
     with pytest.raises(SettingsError, match="REDSHIFT_PORT='54x9'"):
-        build_redshift_resources(settings)
+        build_redshift_resources(destination)
 
 
 def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulator, warehouse):
-    settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
+    destination = make_pipeline(tmp_path, emulator, destination="redshift").warehouse
     password = warehouse.server.password
-    resources = build_redshift_resources(settings)
+    resources = build_redshift_resources(destination)
     assert password not in repr(resources)
     assert password not in repr(warehouse.connection())
 
@@ -383,14 +383,14 @@ def test_connection_check_and_builder_keep_the_password_secret(tmp_path, emulato
         "schema 'clevertap' ready"
     )
     # A cluster that did not opt in to large strings is named with the setting.
-    assert check_redshift_destination(settings) == (
+    assert check_redshift_destination(destination) == (
         f"{ready}; JSON values over 65,535 bytes will be stored as NULL: "
         "Redshift's JSON_PARSE takes at most 65,535 bytes unless the cluster sets "
         "enable_large_strings_opt_in (in its parameter group, or the workgroup's "
         "configuration; a provisioned cluster needs a reboot)"
     )
     warehouse.opt_in_to_large_strings()
-    assert check_redshift_destination(settings) == ready
+    assert check_redshift_destination(destination) == ready
     assert warehouse.query(
         "SELECT 1 FROM information_schema.schemata WHERE schema_name = 'clevertap'"
     )
@@ -508,7 +508,7 @@ def test_iam_authentication_logs_in_with_temporary_credentials_never_shown(
     monkeypatch.setenv("REDSHIFT_IAM_CLUSTER_ID", "analytics")
     pipeline = make_pipeline(tmp_path, make_emulator(), events=["Charged"], destination="redshift")
     first, last = recent_days(pipeline.settings, 2)
-    result = pipeline.load(first, last, **build_redshift_resources(pipeline.settings))
+    result = pipeline.load(first, last, **build_redshift_resources(pipeline.warehouse))
     assert result.success
     assert warehouse.daily_rows("charged") == pipeline.truth("Charged", first, last)
     owners = "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'clevertap'"
@@ -518,7 +518,7 @@ def test_iam_authentication_logs_in_with_temporary_credentials_never_shown(
 
     monkeypatch.setenv("REDSHIFT_IAM_CLUSTER_ID", "no-such-cluster")
     with pytest.raises(DestinationError, match="REDSHIFT_IAM_CLUSTER_ID=no-such-cluster"):
-        check_redshift_destination(pipeline.settings)
+        check_redshift_destination(pipeline.warehouse)
     monkeypatch.setenv("REDSHIFT_PASSWORD", "p")
     with pytest.raises(SettingsError, match=r"only one of .*REDSHIFT_IAM_CLUSTER_ID"):
-        build_redshift_resources(pipeline.settings)
+        build_redshift_resources(pipeline.warehouse)

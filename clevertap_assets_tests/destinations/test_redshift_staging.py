@@ -198,8 +198,8 @@ def test_every_statement_of_both_paths_is_redshift_sql(
 
 
 def test_staging_settings_name_what_is_wrong(tmp_path, emulator, warehouse, monkeypatch):
-    settings = make_pipeline(tmp_path, emulator, destination="redshift").settings
-    resources = build_redshift_resources(settings)
+    destination = make_pipeline(tmp_path, emulator, destination="redshift").warehouse
+    resources = build_redshift_resources(destination)
     assert resources["warehouse_io_manager"].s3_staging is None
 
     cases = {
@@ -213,19 +213,19 @@ def test_staging_settings_name_what_is_wrong(tmp_path, emulator, warehouse, monk
         monkeypatch.setenv("REDSHIFT_S3_STAGING_URI", uri)
         monkeypatch.setenv("REDSHIFT_IAM_ROLE", role)
         with pytest.raises(SettingsError, match=re.escape(message)):
-            build_redshift_resources(settings)
+            build_redshift_resources(destination)
 
     monkeypatch.setenv("REDSHIFT_S3_STAGING_URI", "s3://my-bucket/loads")
     monkeypatch.setenv("REDSHIFT_IAM_ROLE", f"{ROLE},{ROLE}-chained")
-    staging = build_redshift_resources(settings)["warehouse_io_manager"].s3_staging
+    staging = build_redshift_resources(destination)["warehouse_io_manager"].s3_staging
     assert (staging.bucket, staging.iam_role) == ("my-bucket", f"{ROLE},{ROLE}-chained")
     key = staging.object_key("clevertap", "charged")
     assert re.fullmatch(r"loads/clevertap\.charged/[0-9a-f]{32}\.parquet", key)
     monkeypatch.setenv("REDSHIFT_IAM_ROLE", "default")
-    staging = build_redshift_resources(settings)["warehouse_io_manager"].s3_staging
+    staging = build_redshift_resources(destination)["warehouse_io_manager"].s3_staging
     copy = parsed(staging.copy_statement(key), "redshift")
     assert copy.args["credentials"].args["iam_role"].sql("redshift") == "default"
-    assert warehouse.server.password not in repr(build_redshift_resources(settings))
+    assert warehouse.server.password not in repr(build_redshift_resources(destination))
 
 
 def test_readers_are_not_locked_out_while_the_rows_go_up_to_s3(

@@ -82,7 +82,7 @@ def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
     first, last = recent_days(pipeline.settings, 3)
     result = load(pipeline, first, last)
     assert result.success
-    with build_resources(build_snowflake_resources(pipeline.settings)) as resources:
+    with build_resources(build_snowflake_resources(pipeline.warehouse)) as resources:
         stats = resources.warehouse_stats
         for event, table in zip(EVENTS, TABLES, strict=True):
             truth = pipeline.truth(event, first, last)
@@ -97,7 +97,7 @@ def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
     assert "VARIANT" in charged.values()  # Items, a list, stays JSON
     on_duckdb = make_pipeline(tmp_path, emulator)
     assert on_duckdb.load(first, last).success
-    with duckdb.connect(on_duckdb.settings.duckdb_path, read_only=True) as connection:
+    with duckdb.connect(on_duckdb.duckdb_path, read_only=True) as connection:
         duckdb_columns = connection.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'charged'"
         ).fetchall()
@@ -377,13 +377,16 @@ def test_dataframe_assets_replace_partitions_and_read_lower_case_columns(fake_sn
     assert query('SELECT COUNT(*) FROM "CLEVERTAP"."ORDERS"') == [(2,)]
 
 
-def test_connection_check_reports_and_creates_the_schema(tmp_path, make_emulator, fake_snowflake):
-    pipeline = snowflake_pipeline(tmp_path, make_emulator(), snowflake_schema="events_raw")
-    line = check_snowflake_destination(pipeline.settings)
+def test_connection_check_reports_and_creates_the_schema(
+    tmp_path, make_emulator, fake_snowflake, monkeypatch
+):
+    monkeypatch.setenv("SNOWFLAKE_SCHEMA", "events_raw")
+    pipeline = snowflake_pipeline(tmp_path, make_emulator())
+    line = check_snowflake_destination(pipeline.warehouse)
     assert line.startswith("Snowflake OK")
     assert "ANALYTICS.EVENTS_RAW created" in line
     assert PASSWORD not in line
-    assert "ANALYTICS.EVENTS_RAW present" in check_snowflake_destination(pipeline.settings)
+    assert "ANALYTICS.EVENTS_RAW present" in check_snowflake_destination(pipeline.warehouse)
 
 
 def test_the_settings_model_reads_its_prefix_and_never_shows_the_password(fake_snowflake):
@@ -401,7 +404,7 @@ def test_missing_settings_are_named_in_one_message(tmp_path, make_emulator, monk
     monkeypatch.setenv("SNOWFLAKE_USER", "loader")
     pipeline = snowflake_pipeline(tmp_path, make_emulator())
     with pytest.raises(SettingsError) as error:
-        build_snowflake_resources(pipeline.settings)
+        build_snowflake_resources(pipeline.warehouse)
     message = str(error.value)
     for name in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_DATABASE", "SNOWFLAKE_PASSWORD"):
         assert name in message
@@ -412,11 +415,11 @@ def test_missing_settings_are_named_in_one_message(tmp_path, make_emulator, monk
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SNOWFLAKE_PRIVATE_KEY_PATH", "/keys/rsa_key.p8")
     with pytest.raises(SettingsError, match="only one of"):
-        build_snowflake_resources(pipeline.settings)
+        build_snowflake_resources(pipeline.warehouse)
 
 
 def test_resources_show_variable_names_not_secrets(tmp_path, make_emulator, fake_snowflake):
-    resources = build_snowflake_resources(snowflake_pipeline(tmp_path, make_emulator()).settings)
+    resources = build_snowflake_resources(snowflake_pipeline(tmp_path, make_emulator()).warehouse)
     assert PASSWORD not in repr(resources)
     assert "SNOWFLAKE_PASSWORD" in repr(resources["warehouse_io_manager"])
 
@@ -537,7 +540,7 @@ def test_a_programmatic_access_token_logs_in_in_place_of_a_password(
         return connect(*args, **kwargs)
 
     pipeline = snowflake_pipeline(tmp_path, make_emulator(), events=["Charged"])
-    resources = build_snowflake_resources(pipeline.settings)
+    resources = build_snowflake_resources(pipeline.warehouse)
     assert token not in repr(resources)
     assert "SNOWFLAKE_TOKEN" in repr(resources["warehouse_io_manager"])
     first, last = recent_days(pipeline.settings, 2)
@@ -552,4 +555,4 @@ def test_a_programmatic_access_token_logs_in_in_place_of_a_password(
 
     monkeypatch.setenv("SNOWFLAKE_PASSWORD", PASSWORD)
     with pytest.raises(SettingsError, match=r"only one of .*SNOWFLAKE_TOKEN"):
-        build_snowflake_resources(pipeline.settings)
+        build_snowflake_resources(pipeline.warehouse)

@@ -8,14 +8,14 @@ from google.cloud import bigquery
 from clevertap_assets.destinations.bigquery.client import make_client
 from clevertap_assets.destinations.bigquery.settings import BigQuerySettings
 from clevertap_assets.destinations.common import DestinationError
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.destinations.settings import Warehouse
 
 
-def check_bigquery_destination(settings: PipelineSettings) -> str:
+def check_bigquery_destination(warehouse: Warehouse[BigQuerySettings]) -> str:
     """One line on success; raises `DestinationError` with the reason otherwise."""
-    bigquery_settings = BigQuerySettings.from_env(settings.warehouse_schema)
+    bigquery_settings = BigQuerySettings.from_env(warehouse.schema)
     project, location = bigquery_settings.project, bigquery_settings.location_or_none
-    dataset_id = f"{project}.{settings.warehouse_schema}"
+    dataset_id = f"{project}.{warehouse.schema}"
     try:
         key = bigquery_settings.gcp_credentials.get_secret_value()
         client = make_client(project, location, key or None)

@@ -5,12 +5,12 @@ from dagster import EnvVar
 from clevertap_assets.destinations.bigquery.io_manager import BigQueryEventIOManager
 from clevertap_assets.destinations.bigquery.settings import KEY_VARIABLE, BigQuerySettings
 from clevertap_assets.destinations.bigquery.stats import BigQueryEventStats
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
-from clevertap_assets.settings import PipelineSettings
 
 
-def build_bigquery_resources(settings: PipelineSettings) -> dict[str, object]:
-    bigquery = BigQuerySettings.from_env(settings.warehouse_schema)
+def build_bigquery_resources(warehouse: Warehouse[BigQuerySettings]) -> dict[str, object]:
+    bigquery = BigQuerySettings.from_env(warehouse.schema)
     connection = {
         "project": bigquery.project,
         "location": bigquery.location_or_none,
@@ -19,8 +19,6 @@ def build_bigquery_resources(settings: PipelineSettings) -> dict[str, object]:
         ),
     }
     return {
-        WAREHOUSE_IO_MANAGER: BigQueryEventIOManager(
-            dataset=settings.warehouse_schema, **connection
-        ),
+        WAREHOUSE_IO_MANAGER: BigQueryEventIOManager(dataset=warehouse.schema, **connection),
         WAREHOUSE_STATS: BigQueryEventStats(**connection),
     }

@@ -11,10 +11,13 @@ import binascii
 import json
 import os
 import re
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from clevertap_assets.destinations.settings import DestinationSettings
+from clevertap_assets.naming import BIGQUERY_TABLE_BYTES
 from clevertap_assets.settings import SettingsError
 
 PREFIX = "BIGQUERY_"
@@ -22,10 +25,17 @@ KEY_VARIABLE = f"{PREFIX}GCP_CREDENTIALS"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 
 
-class BigQuerySettings(BaseSettings):
-    """`BIGQUERY_PROJECT`, `_LOCATION`, `_GCP_CREDENTIALS` and `GOOGLE_APPLICATION_CREDENTIALS`."""
+class BigQuerySettings(DestinationSettings):
+    """`BIGQUERY_PROJECT`, `_LOCATION`, `_GCP_CREDENTIALS`, `GOOGLE_APPLICATION_CREDENTIALS`
+    and the dataset, `BIGQUERY_DATASET`."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    schema_name: str | None = Field(None, validation_alias="BIGQUERY_DATASET")
+    max_row_bytes: ClassVar[int | None] = 50 * 1024 * 1024
+    """Keep Parquet rows to 50 MB
+    (https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet)."""
+    table_name_bytes: ClassVar[int | None] = BIGQUERY_TABLE_BYTES
 
     project: str = ""
     location: str = ""
@@ -68,3 +78,7 @@ def _is_base64_json(value: str) -> bool:
         return isinstance(json.loads(base64.b64decode(value, validate=True)), dict)
     except (binascii.Error, ValueError):
         return False
+
+
+SETTINGS = BigQuerySettings
+"""This destination's settings, as `destinations.registry` reads them."""

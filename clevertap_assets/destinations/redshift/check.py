@@ -11,16 +11,16 @@ from clevertap_assets.destinations.redshift.dialect import (
     json_limit_text,
 )
 from clevertap_assets.destinations.redshift.settings import RedshiftSettings
-from clevertap_assets.settings import PipelineSettings
+from clevertap_assets.destinations.settings import Warehouse
 
 
-def check_redshift_destination(settings: PipelineSettings) -> str:
+def check_redshift_destination(warehouse: Warehouse[RedshiftSettings]) -> str:
     """One line on success; raises `DestinationError` with the reason otherwise."""
     redshift = RedshiftSettings.from_env()
     connection = RedshiftConnection(
         **redshift.connection_fields(), password=redshift.password.get_secret_value()
     )
-    schema = settings.warehouse_schema.lower()
+    schema = warehouse.schema.lower()
     with connection.connect() as session:
         try:
             create_schema(session, schema)

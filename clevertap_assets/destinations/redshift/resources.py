@@ -7,11 +7,11 @@ from clevertap_assets.destinations.redshift.io_manager import RedshiftEventIOMan
 from clevertap_assets.destinations.redshift.settings import PASSWORD_VARIABLE, RedshiftSettings
 from clevertap_assets.destinations.redshift.staging import StagingSettings
 from clevertap_assets.destinations.redshift.stats import RedshiftEventStats
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.keys import WAREHOUSE_IO_MANAGER, WAREHOUSE_STATS
-from clevertap_assets.settings import PipelineSettings
 
 
-def build_redshift_resources(settings: PipelineSettings) -> dict[str, object]:
+def build_redshift_resources(warehouse: Warehouse[RedshiftSettings]) -> dict[str, object]:
     """The password, if that is how it logs in, as an `EnvVar`: resolved inside runs only,
     shown by its name. With `REDSHIFT_S3_STAGING_URI` set, loads go through S3 and COPY
     (`staging`)."""
@@ -21,7 +21,7 @@ def build_redshift_resources(settings: PipelineSettings) -> dict[str, object]:
     return {
         WAREHOUSE_IO_MANAGER: RedshiftEventIOManager(
             connection=connection,
-            schema=settings.warehouse_schema,
+            schema=warehouse.schema,
             s3_staging=StagingSettings().staging(),
         ),
         WAREHOUSE_STATS: RedshiftEventStats(connection=connection),

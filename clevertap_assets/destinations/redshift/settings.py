@@ -9,9 +9,13 @@ database password, only checked to be present here: resources take it as
 `EnvVar("REDSHIFT_PASSWORD")`, resolved inside runs and never shown.
 """
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import ClassVar
 
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from clevertap_assets.destinations.settings import DestinationSettings
+from clevertap_assets.naming import REDSHIFT_IDENTIFIER_BYTES
 from clevertap_assets.settings import SettingsError
 
 PREFIX = "REDSHIFT_"
@@ -25,10 +29,16 @@ AUTHENTICATION = ("iam_cluster_id", "iam_workgroup", "password")
 """Exactly one of these, in the order AWS recommends them."""
 
 
-class RedshiftSettings(BaseSettings):
-    """`REDSHIFT_HOST`, `_PORT`, `_DATABASE`, `_USER`, `_PASSWORD`, `_SSLMODE`."""
+class RedshiftSettings(DestinationSettings):
+    """`REDSHIFT_HOST`, `_PORT`, `_DATABASE`, `_USER`, `_PASSWORD`, `_SSLMODE`, `_SCHEMA`."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    schema_name: str | None = Field(None, validation_alias="REDSHIFT_SCHEMA")
+    max_row_bytes: ClassVar[int | None] = 16 * 1024 * 1024
+    """One SQL statement, hence one inserted row, is at most 16 MB
+    (https://docs.aws.amazon.com/redshift/latest/dg/amazon-redshift-limits.html)."""
+    table_name_bytes: ClassVar[int | None] = REDSHIFT_IDENTIFIER_BYTES
 
     host: str = ""
     port: str = "5439"
@@ -86,3 +96,7 @@ def _variable(name: str) -> str:
 
 def _value(value: str | SecretStr) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+SETTINGS = RedshiftSettings
+"""This destination's settings, as `destinations.registry` reads them."""

@@ -6,17 +6,17 @@ from dagster_snowflake import SnowflakeResource
 from snowflake.connector.errors import Error as SnowflakeError
 
 from clevertap_assets.destinations.common import DestinationError
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.destinations.snowflake.client import ensure_schema
 from clevertap_assets.destinations.snowflake.settings import SnowflakeSettings
 from clevertap_assets.naming import quote_identifier
-from clevertap_assets.settings import PipelineSettings
 
 
-def check_snowflake_destination(settings: PipelineSettings) -> str:
+def check_snowflake_destination(warehouse: Warehouse[SnowflakeSettings]) -> str:
     """One line on success; raises `DestinationError` with the reason otherwise."""
     fields = SnowflakeSettings.from_env().resource_fields()
     connection = {field: value.get_value() for field, value in fields.items()}
-    database, schema = connection["database"].upper(), settings.warehouse_schema.upper()
+    database, schema = connection["database"].upper(), warehouse.schema.upper()
     try:
         with (
             SnowflakeResource(**connection).get_connection() as session,

@@ -11,10 +11,14 @@ https://docs.snowflake.com/en/user-guide/security-mfa-rollout): a key pair, a pr
 access token (which the connector takes in place of a password), or a person's password.
 """
 
+from typing import ClassVar
+
 from dagster import EnvVar
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from clevertap_assets.destinations.settings import DestinationSettings
+from clevertap_assets.naming import SNOWFLAKE_IDENTIFIER_BYTES
 from clevertap_assets.settings import SettingsError
 
 PREFIX = "SNOWFLAKE_"
@@ -27,11 +31,19 @@ programmatic access token is given where a password would be
 (https://docs.snowflake.com/en/user-guide/programmatic-access-tokens)."""
 
 
-class SnowflakeSettings(BaseSettings):
-    """The connection fields of Dagster's Snowflake resource, from `SNOWFLAKE_<FIELD>`."""
+class SnowflakeSettings(DestinationSettings):
+    """The connection fields of Dagster's Snowflake resource, from `SNOWFLAKE_<FIELD>`, and
+    the schema, `SNOWFLAKE_SCHEMA`."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
+    schema_name: str | None = Field(None, validation_alias="SNOWFLAKE_SCHEMA")
+    max_row_bytes: ClassVar[int | None] = 128 * 1024 * 1024
+    """A VARCHAR value holds at most 134,217,728 bytes
+    (https://docs.snowflake.com/en/sql-reference/data-types-text) and a VARIANT 128 MB
+    (https://docs.snowflake.com/en/sql-reference/data-types-semistructured), and no value is
+    larger than its row, so MAX_ROW_BYTES raised past them stops there."""
+    table_name_bytes: ClassVar[int | None] = SNOWFLAKE_IDENTIFIER_BYTES
     account: str = ""
     user: str = ""
     database: str = ""
@@ -71,9 +83,13 @@ class SnowflakeSettings(BaseSettings):
         return {
             _RESOURCE_FIELDS.get(name, name): EnvVar(_variable(name))
             for name in type(self).model_fields
-            if self.is_set(name)
+            if name not in DestinationSettings.model_fields and self.is_set(name)
         }
 
 
 def _variable(name: str) -> str:
     return f"{PREFIX}{name.upper()}"
+
+
+SETTINGS = SnowflakeSettings
+"""This destination's settings, as `destinations.registry` reads them."""

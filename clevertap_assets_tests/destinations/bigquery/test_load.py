@@ -9,6 +9,7 @@ so two claims never overlap there, and its transactions read other jobs' uncommi
 is given here by the client (`test_a_claim_cancelled_for_a_concurrent_one_is_run_again`),
 with the concurrent claim committed first, as BigQuery's winner would have."""
 
+import os
 from datetime import date
 
 import pytest
@@ -28,12 +29,12 @@ pytestmark = pytest.mark.usefixtures("bigquery_env")
 
 
 def load(pipeline: Pipeline, first: date, last: date):
-    return pipeline.load(first, last, **build_bigquery_resources(pipeline.settings))
+    return pipeline.load(first, last, **build_bigquery_resources(pipeline.warehouse))
 
 
 def held_values(bq: BigQueryEmulator, pipeline: Pipeline) -> dict[str, set[tuple[date, object]]]:
     """Each `event_props__ct_source*` column of `charged` and its distinct (day, value)."""
-    table = f"{bq.project}.{pipeline.settings.warehouse_schema}.charged"
+    table = f"{bq.project}.{pipeline.warehouse.schema}.charged"
     names = [
         f.name for f in bq.client().get_table(table).schema if f.name.startswith(cases.PLAIN_COLUMN)
     ]
@@ -49,10 +50,8 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
     """The second load's instance knows nothing and sees `@ct'\\source ✓` first; the map
     stored with the tables (its key path a query parameter, every character kept) keeps
     `CT Source` in the plain column."""
-    dataset = bigquery_emulator.new_dataset()
-    pipeline = cases.colliding_pipeline(
-        tmp_path, make_emulator, destination="bigquery", bigquery_dataset=dataset
-    )
+    dataset = os.environ["BIGQUERY_DATASET"]  # the test's own (`bigquery_env`)
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, destination="bigquery")
     first, today = cases.load_then_load_on_a_wiped_instance(pipeline, load)
     source, at = cases.assert_each_key_in_its_column(
         held_values(bigquery_emulator, pipeline), today
@@ -79,10 +78,7 @@ def test_overlapping_loads_seeing_colliding_keys_in_either_order_keep_each_in_it
 
     monkeypatch.setattr(bigquery.Client, "query", meeting)
     gate = InFlightGate(count=2, timeout_seconds=120)
-    dataset = bigquery_emulator.new_dataset()
-    pipeline = cases.colliding_pipeline(
-        tmp_path, make_emulator, gate=gate, destination="bigquery", bigquery_dataset=dataset
-    )
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, gate=gate, destination="bigquery")
     _, today = cases.overlapping_loads(pipeline, load, gate)
     cases.assert_each_key_in_its_column(held_values(bigquery_emulator, pipeline), today)
 
@@ -93,10 +89,8 @@ def test_a_claim_cancelled_for_a_concurrent_one_is_run_again(
     """Today's run names `@ct'\\source ✓` first. Its claim meets a concurrent one that gives
     the plain column to `CT Source`: BigQuery cancels this transaction, the load runs the
     claim again, reads the winner's column and moves its own key to the hashed one."""
-    dataset = bigquery_emulator.new_dataset()
-    pipeline = cases.colliding_pipeline(
-        tmp_path, make_emulator, destination="bigquery", bigquery_dataset=dataset
-    )
+    dataset = os.environ["BIGQUERY_DATASET"]  # the test's own (`bigquery_env`)
+    pipeline = cases.colliding_pipeline(tmp_path, make_emulator, destination="bigquery")
     today = local_today(pipeline.settings.timezone)
     state = f"`{bigquery_emulator.project}.{dataset}.{COLUMN_MAP_TABLE}`"
     winner = (

@@ -40,7 +40,7 @@ def test_a_wiped_instance_keeps_each_colliding_key_in_its_column(
     first, today = cases.load_then_load_on_a_wiped_instance(pipeline, load)
     source, at = cases.assert_each_key_in_its_column(held_values(), today)
     assert source == cases.PLAIN_COLUMN.upper()
-    with build_resources(build_snowflake_resources(pipeline.settings)) as resources:
+    with build_resources(build_snowflake_resources(pipeline.warehouse)) as resources:
         cases.assert_stored(resources.warehouse_stats, "clevertap", cases.PLAIN_COLUMN, at.lower())
     assert dict(
         query('SELECT CAST(EVENT_TIME AS DATE), COUNT(*) FROM "CLEVERTAP"."CHARGED" GROUP BY 1')
