@@ -534,7 +534,7 @@ def test_a_table_loaded_before_its_map_was_stored_is_named_from_the_instance_onc
         load_range(
             pipeline, emulator, instance, today - timedelta(days=1), today - timedelta(days=1)
         )
-        with duckdb.connect(pipeline.settings.duckdb_path) as connection:
+        with duckdb.connect(pipeline.duckdb_path) as connection:
             connection.execute(f"DELETE FROM clevertap.{COLUMN_MAP_TABLE}")
         load_range(pipeline, emulator, instance, today, today)
     values = query(pipeline, f"SELECT DISTINCT {plain} FROM clevertap.charged")
