@@ -448,11 +448,24 @@ Model = TypeVar("Model", bound=BaseSettings)
 def read_settings(model: type[Model], **overrides: object) -> Model:
     """Read the environment (and `.env`) into settings, turning pydantic's report into one line
     per bad setting that names the variable, so users never see validator internals."""
+    unknown = sorted(set(overrides) - _setting_names(model))
+    if unknown:  # the environment may hold anything; code naming a setting must not miss
+        raise TypeError(f"{model.__name__} has no setting {', '.join(unknown)}")
     load_dotenv(override=False)
     try:
         return model(**overrides)
     except ValidationError as exc:
         raise SettingsError("; ".join(_describe(model, e) for e in exc.errors())) from None
+
+
+def _setting_names(model: type[BaseSettings]) -> set[str]:
+    """Each field's name and its variable: what an override may be given as."""
+    return {
+        name
+        for field_name, field in model.model_fields.items()
+        for name in (field_name, field.validation_alias)
+        if isinstance(name, str)
+    }
 
 
 def _describe(model: type[BaseSettings], error: dict) -> str:

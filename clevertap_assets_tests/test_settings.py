@@ -193,3 +193,12 @@ def test_a_bad_alert_url_or_owner_names_its_setting_and_never_shows_the_secret(e
     assert "xoxb-secret" not in repr(good) and "xoxb-secret" not in str(good)
     with pytest.raises(SettingsError, match=r"ASSET_OWNERS names 'data-team'.*team:"):
         load_settings(events_csv=csv, asset_owners="a@example.com, data-team")
+
+
+def test_an_override_naming_no_setting_is_refused(events_csv: Path):
+    """A setting the environment would ignore is a mistake when code names it: an override
+    left from a setting that moved (`duckdb_path`, now the DuckDB destination's) is refused,
+    not silently dropped."""
+    with pytest.raises(TypeError, match="PipelineSettings has no setting duckdb_path"):
+        load_settings(events_csv=events_csv, duckdb_path="elsewhere.duckdb")
+    assert load_settings(CLEVERTAP_EVENTS_CSV=str(events_csv)).events_csv == events_csv
