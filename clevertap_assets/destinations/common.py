@@ -1,6 +1,6 @@
 """What every destination shares on top of Dagster's `DbIOManager`.
 
-What Dagster's database IO managers lack for CleverTap is Hevo's table naming, a table whose
+What Dagster's database IO managers lack for CleverTap is the prefixed table name, a table whose
 columns follow the data and a window replacement that stays atomic on every warehouse. The
 first two are here, once; the replacement is `destinations.window`, the counts the checks
 read are `destinations.stats`.
@@ -45,10 +45,10 @@ class DestinationError(ConnectionError):
 class NamedTableDbIOManager(DbIOManager):
     """`DbIOManager` that takes the table name from the asset's `table` metadata.
 
-    Dagster names a table after the last part of the asset key; Hevo names it
-    `<TABLE_PREFIX>_<event>`. The asset factory computes that name once and puts it in the
-    asset's metadata (as it does `schema`), so the IO manager, the asset checks and the
-    sensors all read the same table, and the asset key stays `[pipeline, event]`.
+    Dagster names a table after the last part of the asset key; the pipeline's tables are
+    `<TABLE_PREFIX>_<event>`. The asset factory puts the pipeline's facts' table name in the
+    asset's definition metadata (as it does `schema`), so the IO manager writes the table the
+    checks and sensors read, and the asset key stays `[pipeline, event]`.
     """
 
     def _get_table_slice(

@@ -30,7 +30,7 @@ def upper_case(table_slice: TableSlice) -> TableSlice:
 
 
 class UpperCaseNamedTableDbIOManager(NamedTableDbIOManager):
-    """Hevo's table name, spelled as Snowflake stores an unquoted name: in upper case, so
+    """The prefixed table name, spelled as Snowflake stores an unquoted name: in upper case, so
     Dagster's unquoted SELECT for DataFrame inputs finds the tables this handler creates."""
 
     def _get_table_slice(

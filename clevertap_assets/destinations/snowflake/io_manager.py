@@ -60,7 +60,7 @@ class EventFrameSnowflakeTypeHandler(SnowflakePandasTypeHandler):
 
 class SnowflakeEventIOManager(SnowflakePandasIOManager):
     """Dagster's Snowflake + pandas IO manager (its connection settings, key-pair auth and
-    DataFrame inputs), with CleverTap batches, one transaction per window and Hevo's names."""
+    DataFrame inputs), with CleverTap batches, one transaction per window and the prefixed table names."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
