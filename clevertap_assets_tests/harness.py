@@ -6,9 +6,9 @@ Shared by the tests of every destination, so each asserts the same user-visible 
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -25,6 +25,7 @@ from clevertap_assets.batch.settings import SPOOL_DIR_ENV
 from clevertap_assets.days import days_between, local_today
 from clevertap_assets.destinations.registry import warehouse_for
 from clevertap_assets.destinations.settings import Warehouse
+from clevertap_assets.destinations.stats import DayLoad
 from clevertap_assets.emulator import CleverTapEmulator
 from clevertap_assets.headless import load_days
 from clevertap_assets.settings import PipelineSettings, load_settings
@@ -119,6 +120,14 @@ def daily_rows(pipeline: Pipeline, table: str) -> dict[date, int]:
             f'SELECT CAST(event_time AS DATE), count(*) FROM "clevertap"."{table}" GROUP BY 1'
         ).fetchall()
     return dict(rows)
+
+
+def rows_loaded_between(
+    loads: Mapping[date, DayLoad], started: datetime, finished: datetime
+) -> dict[date, int]:
+    """The rows of the days whose newest load fell between two instants: comparing a naive
+    `loaded_at` with them fails, as a time zone aware one is the contract."""
+    return {day: load.rows for day, load in loads.items() if started <= load.loaded_at <= finished}
 
 
 def partition_metadata(result: ExecuteInProcessResult, event_slug: str) -> dict[date, dict]:

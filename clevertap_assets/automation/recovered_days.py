@@ -12,8 +12,10 @@ instance has them all; it never asks CleverTap. A day without rows stays unrecor
 schedule loads it) and is not counted again for an hour (the cursor), so a day the schedule
 has not reached yet (today after midnight) costs one count an hour, not one per evaluation.
 
-A recovered materialization is stamped when it is recorded, not when its rows were loaded:
-the freshness checks and policy count an event fresh from its recovery, for one bound.
+A recovered materialization states when its rows were loaded (`dagster/last_updated_timestamp`,
+the newest `_loaded_at` of the day), which the freshness checks judge from, so a stale
+warehouse stays stale after a restart. The freshness policy reads only when the event was
+recorded, which Dagster sets itself: it counts a recovered event fresh for one bound.
 """
 
 import json
@@ -22,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 
 from dagster import (
+    AssetKey,
     AssetMaterialization,
     DagsterInstance,
     DefaultSensorStatus,
@@ -33,13 +36,18 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.definitions.asset_checks.asset_check_factories.utils import (
+    LAST_UPDATED_TIMESTAMP_METADATA_KEY,
+    retrieve_last_update_record,
+    retrieve_timestamp_from_record,
+)
 
 from clevertap_assets.assets.pipeline_events import EventAsset, PipelineFacts
 from clevertap_assets.assets.refusals import latest_refusal
 from clevertap_assets.automation.runs import unfinished_runs
 from clevertap_assets.automation.schedules import history_start
 from clevertap_assets.days import days_between, local_today
-from clevertap_assets.destinations.stats import EventTableStats
+from clevertap_assets.destinations.stats import DayLoad, EventTableStats
 from clevertap_assets.keys import PARTITION_ROW_COUNT
 
 RECOVERED = "recovered_from_warehouse"
@@ -95,12 +103,12 @@ def recover_days(
         }
         uncounted = [day for day in lacking if day.isoformat() not in empty]
         if uncounted:
-            counts = warehouse_stats.daily_row_counts(
+            loads = warehouse_stats.daily_loads(
                 pipeline.schema, event.table, uncounted[0], uncounted[-1]
             )
-            rows = {day: counts[day] for day in uncounted if counts.get(day)}
-            empty |= {day.isoformat(): now for day in uncounted if day not in rows}
-            recovered += _still_lacking(instance, pipeline.schema, event, rows)
+            held = {day: loads[day] for day in uncounted if day in loads}
+            empty |= {day.isoformat(): now for day in uncounted if day not in held}
+            recovered += _still_lacking(instance, pipeline.schema, event, held)
         if empty:
             still_empty[name] = empty
     return recovered, still_empty
@@ -110,32 +118,48 @@ def _still_lacking(
     instance: DagsterInstance,
     schema: str,
     event: EventAsset,
-    rows: Mapping[date, int],
+    loads: Mapping[date, DayLoad],
 ) -> list[AssetMaterialization]:
-    if not rows:
+    """In the order of their loads, newest last: the freshness check reads only an event's
+    latest record."""
+    if not loads:
         return []
-    lacking = set(lacking_days(instance, event, min(rows), max(rows)))
+    lacking = set(lacking_days(instance, event, min(loads), max(loads)))
+    known = known_update(instance, event.key)
+    in_load_order = sorted(loads.items(), key=lambda item: (item[1].loaded_at, item[0]))
     return [
-        recovered_day(schema, event, day, count)
-        for day, count in sorted(rows.items())
+        recovered_day(schema, event, day, load, known)
+        for day, load in in_load_order
         if day in lacking
     ]
 
 
-def recovered_day(schema: str, event: EventAsset, day: date, rows: int) -> AssetMaterialization:
-    """The day as loaded, its rows first, then where they were found."""
+def known_update(instance: DagsterInstance, key: AssetKey) -> float | None:
+    """When the instance holds the event last updated, as its freshness check reads it."""
+    record = retrieve_last_update_record(instance, key, partition_key=None)
+    return retrieve_timestamp_from_record(record) if record else None
+
+
+def recovered_day(
+    schema: str, event: EventAsset, day: date, load: DayLoad, known: float | None
+) -> AssetMaterialization:
+    """The day as loaded, its rows first, then where they were found and when they were
+    loaded: never before an update the instance already knows (a run's), which this record
+    follows and would otherwise hide from the freshness check."""
     table = f"{schema}.{event.table}"
+    updated = max(load.loaded_at.timestamp(), known or 0.0)
     metadata: Mapping[str, object] = {
-        PARTITION_ROW_COUNT: rows,
+        PARTITION_ROW_COUNT: load.rows,
         RECOVERED: MetadataValue.text(
-            f"{table} holds {rows} rows of this day, loaded by a run this Dagster instance "
-            "has no record of"
+            f"{table} holds {load.rows} rows of this day, loaded by a run this Dagster "
+            f"instance has no record of, the newest at {load.loaded_at.isoformat()}"
         ),
+        LAST_UPDATED_TIMESTAMP_METADATA_KEY: MetadataValue.timestamp(updated),
     }
     return AssetMaterialization(
         asset_key=event.key,
         partition=day.isoformat(),
-        description=f"Recovered from the warehouse: {rows} rows in {table}",
+        description=f"Recovered from the warehouse: {load.rows} rows in {table}",
         metadata=metadata,
     )
 

@@ -8,8 +8,8 @@ parameter (`SqlEventTableStats`'s hooks).
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from datetime import date, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
 
 from clevertap_assets.days import days_between
 from clevertap_assets.destinations.column_map import (
@@ -19,10 +19,11 @@ from clevertap_assets.destinations.column_map import (
 )
 
 DAILY_ROWS = (
-    "SELECT CAST(event_time AS DATE) AS day, count(*) AS n FROM {table} "
-    "WHERE event_time >= {first_day} AND event_time < {end_day} GROUP BY 1"
+    "SELECT CAST(event_time AS DATE) AS day, count(*) AS n, max(_loaded_at) AS loaded_at "
+    "FROM {table} WHERE event_time >= {first_day} AND event_time < {end_day} GROUP BY 1"
 )
-"""Rows per local day: `event_time` is the naive local timestamp of every destination."""
+"""Rows per local day and when the newest of them was loaded: `event_time` is the naive
+local timestamp of every destination, `_loaded_at` a timestamp with time zone."""
 DUPLICATE_RECORD_IDS = (
     "SELECT coalesce(sum(copies - 1), 0) AS n FROM "
     "(SELECT count(*) AS copies FROM {table} "
@@ -34,14 +35,30 @@ column, so each warehouse reads only those days, and grouped, so only repeated i
 summed."""
 
 
+class DayLoad(NamedTuple):
+    """A local day's rows in an event table, and when the newest of them was loaded."""
+
+    rows: int
+    loaded_at: datetime
+
+
 class EventTableStats(ABC):
     """What the asset checks and the reconciliation sensor ask of any destination."""
 
-    @abstractmethod
     def daily_row_counts(
         self, schema: str, table: str, first_day: date, last_day: date
     ) -> dict[date, int]:
         """Rows per local day (by `event_time`) between two days, inclusive; absent days are 0."""
+        counts = dict.fromkeys(days_between(first_day, last_day), 0)
+        loads = self.daily_loads(schema, table, first_day, last_day)
+        return counts | {day: load.rows for day, load in loads.items()}
+
+    @abstractmethod
+    def daily_loads(
+        self, schema: str, table: str, first_day: date, last_day: date
+    ) -> dict[date, DayLoad]:
+        """The local days (by `event_time`) between two days, inclusive, that hold rows: how
+        many, and when the newest was loaded (`_loaded_at`, time zone aware)."""
 
     @abstractmethod
     def duplicate_record_ids(self, schema: str, table: str, first_day: date, last_day: date) -> int:
@@ -73,12 +90,11 @@ class SqlEventTableStats(EventTableStats):
     def fetch(self, session: Any, sql: str, days: Mapping[str, date]) -> list[tuple]:
         """Run a query with the day parameters bound; its rows as tuples."""
 
-    def daily_row_counts(
+    def daily_loads(
         self, schema: str, table: str, first_day: date, last_day: date
-    ) -> dict[date, int]:
-        counts = dict.fromkeys(days_between(first_day, last_day), 0)
+    ) -> dict[date, DayLoad]:
         rows = self._ask_over_days(DAILY_ROWS, schema, table, first_day, last_day)
-        return {**counts, **dict(rows or [])}
+        return {day: DayLoad(rows, loaded_at) for day, rows, loaded_at in rows or []}
 
     def duplicate_record_ids(self, schema: str, table: str, first_day: date, last_day: date) -> int:
         rows = self._ask_over_days(DUPLICATE_RECORD_IDS, schema, table, first_day, last_day)

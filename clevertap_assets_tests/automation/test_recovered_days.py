@@ -4,8 +4,10 @@ then treat them as loaded."""
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
+import duckdb
+import pytest
 from dagster import (
     AssetCheckKey,
     AssetKey,
@@ -17,15 +19,17 @@ from dagster import (
     materialize,
 )
 
+from clevertap_assets.assets.freshness import freshness_bound
 from clevertap_assets.assets.pipeline_events import pipeline_facts
 from clevertap_assets.automation.recovered_days import RECOUNT_SECONDS, RECOVERED
 from clevertap_assets.automation.sensors import reconciliation_result
 from clevertap_assets.days import local_today
 from clevertap_assets.definitions import build_definitions
+from clevertap_assets.destinations.duckdb.client import CONNECTION_CONFIG
 from clevertap_assets.keys import PARTITION_ROW_COUNT
 from clevertap_assets.materializations import materialization_records
 from clevertap_assets_tests.daemon import execute, record_asset_events, run_range, tick
-from clevertap_assets_tests.harness import daily_rows, make_pipeline
+from clevertap_assets_tests.harness import Pipeline, daily_rows, make_pipeline
 
 EVENTS = ["Charged", "App Launched"]
 TABLES = {AssetKey(["clevertap", slug]): slug for slug in ["charged", "app_launched"]}
@@ -38,6 +42,38 @@ def evaluate(definitions: Definitions, instance, cursor: str | None = None) -> S
         instance=instance, cursor=cursor, resources=definitions.resources
     ) as context:
         return definitions.resolve_sensor_def("recovered_days_sensor").evaluate_tick(context)
+
+
+def freshness_evaluations(definitions: Definitions, instance) -> dict[AssetKey, tuple[bool, float]]:
+    """Each event's freshness check, run now: whether it passed, and the last update it
+    judged from."""
+    checked = materialize(
+        [*(definitions.assets or []), *(definitions.asset_checks or [])],
+        selection=AssetSelection.checks(*(AssetCheckKey(key, "freshness_check") for key in KEYS)),
+        instance=instance,
+        resources=definitions.resources,
+    )
+    return {
+        evaluation.asset_key: (
+            evaluation.passed,
+            evaluation.metadata["dagster/last_updated_timestamp"].value,
+        )
+        for evaluation in checked.get_asset_check_evaluations()
+    }
+
+
+def set_loaded_at(pipeline: Pipeline, ago: timedelta, day: date | None = None) -> datetime:
+    """Stamp the rows of every event table (or of one day) as loaded `ago`, in the DuckDB
+    file; the stamp."""
+    loaded_at = datetime.now(UTC).replace(microsecond=0) - ago
+    where = "" if day is None else "WHERE CAST(event_time AS DATE) = $day"
+    with duckdb.connect(pipeline.duckdb_path, config=CONNECTION_CONFIG) as connection:
+        for table in TABLES.values():
+            connection.execute(
+                f'UPDATE clevertap."{table}" SET _loaded_at = $at {where}',
+                {"at": loaded_at} | ({} if day is None else {"day": day}),
+            )
+    return loaded_at
 
 
 def recorded_rows(instance, key: AssetKey) -> dict[str, int]:
@@ -96,14 +132,8 @@ def test_a_wiped_instance_learns_the_warehouses_days_once(tmp_path, make_emulato
         counting = reconciliation_result(wiped, pipeline_facts(pipeline.settings), None, 0.0)
         (request,) = counting.run_requests  # the recovered full days are compared
         assert {check.asset_key for check in request.asset_check_keys} == set(KEYS)
-        freshness = [AssetCheckKey(key, "freshness_check") for key in KEYS]
-        checked = materialize(
-            [*(definitions.assets or []), *(definitions.asset_checks or [])],
-            selection=AssetSelection.checks(*freshness),
-            instance=wiped,
-            resources=definitions.resources,
-        )
-        assert all(check.passed for check in checked.get_asset_check_evaluations())
+        evaluations = freshness_evaluations(definitions, wiped)
+        assert all(passed for passed, _ in evaluations.values())
 
 
 def test_a_day_counted_empty_is_counted_again_after_an_hour(tmp_path, emulator):
@@ -127,3 +157,62 @@ def test_a_day_counted_empty_is_counted_again_after_an_hour(tmp_path, emulator):
         stale = evaluate(definitions, instance, counted_empty(RECOUNT_SECONDS + 60))
     assert sorted(event.partition for event in stale.asset_events) == days
     assert json.loads(stale.cursor) == {}
+
+
+@pytest.mark.parametrize("loaded_ago", [timedelta(days=2), timedelta(minutes=30)])
+def test_the_freshness_checks_judge_recovered_days_by_when_their_rows_were_loaded(
+    tmp_path, make_emulator, loaded_ago
+):
+    """A stale warehouse recovered by a restarted instance stays stale: the checks read when
+    the rows were loaded (`_loaded_at`), not when the instance recorded them, and fail naming
+    each event; rows loaded within the bound pass."""
+    pipeline = make_pipeline(tmp_path, make_emulator(events=EVENTS), events=EVENTS, history_days=3)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    assert pipeline.load(today - timedelta(days=2), today).success
+    loaded_at = set_loaded_at(pipeline, loaded_ago)  # as the warehouse holds it when loads stop
+    bound = freshness_bound(pipeline.settings.ingestion_interval)
+
+    with instance_for_test() as wiped:
+        record_asset_events(wiped, evaluate(definitions, wiped))
+        assert freshness_evaluations(definitions, wiped) == dict.fromkeys(
+            KEYS, (loaded_ago < bound, loaded_at.timestamp())
+        )
+
+
+def test_a_reloaded_older_day_is_the_events_last_update(tmp_path, make_emulator):
+    """An older day reloaded after the newest day: recovered, the event was last updated
+    by that reload, so the check passes from it."""
+    pipeline = make_pipeline(tmp_path, make_emulator(events=EVENTS), events=EVENTS, history_days=3)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    oldest = today - timedelta(days=2)
+    assert pipeline.load(oldest, today).success
+    set_loaded_at(pipeline, timedelta(days=2))
+    reloaded = set_loaded_at(pipeline, timedelta(minutes=30), day=oldest)
+
+    with instance_for_test() as wiped:
+        record_asset_events(wiped, evaluate(definitions, wiped))
+        assert all(len(wiped.get_materialized_partitions(key)) == 3 for key in KEYS)
+        assert freshness_evaluations(definitions, wiped) == dict.fromkeys(
+            KEYS, (True, reloaded.timestamp())
+        )
+
+
+def test_recovering_older_days_keeps_a_newer_run_fresh(tmp_path, make_emulator):
+    """A run of the restarted instance loaded today before the sensor recovered the older,
+    stale days: those records come later, and still carry the run's update."""
+    pipeline = make_pipeline(tmp_path, make_emulator(events=EVENTS), events=EVENTS, history_days=3)
+    definitions = build_definitions(pipeline.settings)
+    today = local_today(pipeline.settings.timezone)
+    assert pipeline.load(today - timedelta(days=2), today - timedelta(days=1)).success
+    set_loaded_at(pipeline, timedelta(days=2))
+
+    with instance_for_test() as wiped:
+        (first_tick,) = tick(definitions, wiped, pipeline.settings.timezone)
+        assert execute(pipeline, definitions, first_tick, wiped).success
+        ran = {key: wiped.get_latest_materialization_event(key).timestamp for key in KEYS}
+        recovered = evaluate(definitions, wiped)
+        assert recovered.asset_events
+        record_asset_events(wiped, recovered)
+        assert freshness_evaluations(definitions, wiped) == {key: (True, ran[key]) for key in KEYS}

@@ -8,7 +8,7 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pyarrow as pa
@@ -50,6 +50,7 @@ from clevertap_assets_tests.harness import (
     assert_partitions_describe_their_days,
     make_pipeline,
     recent_days,
+    rows_loaded_between,
 )
 from clevertap_assets_tests.sql_grammar import parsed
 
@@ -203,7 +204,9 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
     )
     pipeline = bigquery_pipeline(tmp_path, emulator, bq)
     first, last = recent_days(pipeline.settings, 3)
+    started = datetime.now(UTC)
     result = load(pipeline, first, last)
+    finished = datetime.now(UTC)
     assert result.success
     stats = BigQueryEventStats(project=bq.project)
     schema = pipeline.warehouse.schema
@@ -211,6 +214,8 @@ def test_three_days_of_three_events_equal_the_truth_despite_faults(
         truth = pipeline.truth(event, first, last)
         assert daily_rows(bq, pipeline, table) == truth
         assert stats.daily_row_counts(schema, table, first, last) == truth
+        loads = stats.daily_loads(schema, table, first, last)
+        assert rows_loaded_between(loads, started, finished) == truth
         assert stats.duplicate_record_ids(schema, table, first, last) == 0
     assert tables(bq, pipeline) == {*TABLES, COLUMN_MAP_TABLE}  # no staging table left behind
     kinds = columns(bq, pipeline, "charged")

@@ -5,7 +5,7 @@ The event load path itself is covered end to end in `assets/test_events` (DuckDB
 default).
 """
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -23,6 +23,7 @@ from clevertap_assets_tests.harness import (
     daily_rows,
     make_pipeline,
     recent_days,
+    rows_loaded_between,
 )
 
 
@@ -51,9 +52,14 @@ def test_duplicate_count_sees_copies_and_a_rerun_removes_them(tmp_path, make_emu
         last: truth[last] + 4,
     }
 
+    started = datetime.now(UTC)
     assert pipeline.load(last, last).success
+    finished = datetime.now(UTC)
     assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
     assert stats.daily_row_counts("clevertap", "charged", first, last) == truth
+    loads = stats.daily_loads("clevertap", "charged", first, last)
+    assert {day: load.rows for day, load in loads.items()} == truth
+    assert rows_loaded_between(loads, started, finished) == {last: truth[last]}  # its newest
 
 
 def test_the_duplicate_check_reads_only_the_days_it_is_given(tmp_path, make_emulator):
@@ -77,6 +83,7 @@ def test_a_missing_table_has_no_rows_and_no_duplicates(tmp_path):
     stats = DuckDBEventStats(database=str(tmp_path / "empty.duckdb"))
     day = date(2026, 1, 1)
     assert stats.daily_row_counts("clevertap", "charged", day, day) == {day: 0}
+    assert stats.daily_loads("clevertap", "charged", day, day) == {}
     assert stats.duplicate_record_ids("clevertap", "charged", day, day) == 0
 
 

@@ -4,7 +4,7 @@ emulator over HTTP, the real asset code, our Redshift IO manager with its produc
 
 from contextlib import suppress
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import orjson
@@ -42,6 +42,7 @@ from clevertap_assets_tests.harness import (
     assert_partitions_describe_their_days,
     make_pipeline,
     recent_days,
+    rows_loaded_between,
 )
 from clevertap_assets_tests.postgres_server import postgres_server  # noqa: F401
 from clevertap_assets_tests.s3_server import s3_server  # noqa: F401
@@ -99,9 +100,13 @@ def test_stats_resource_counts_equal_the_truth(tmp_path, make_emulator, warehous
         tmp_path, make_emulator(duplicate_share=0.3), events=["Charged"], destination="redshift"
     )
     first, last = recent_days(pipeline.settings, 3)
+    started = datetime.now(UTC)
     assert pipeline.load(first + timedelta(days=1), last, **warehouse.resources()).success
+    finished = datetime.now(UTC)
     stats = RedshiftEventStats(connection=warehouse.connection())
-    truth = pipeline.truth("Charged", first, last)
+    truth = pipeline.truth("Charged", first + timedelta(days=1), last)
+    loads = stats.daily_loads("clevertap", "charged", first, last)
+    assert rows_loaded_between(loads, started, finished) == truth
     assert stats.daily_row_counts("clevertap", "charged", first, last) == {**truth, first: 0}
     assert stats.duplicate_record_ids("clevertap", "charged", first, last) == 0
     assert stats.daily_row_counts("clevertap", "missing", first, first) == {first: 0}

@@ -6,7 +6,7 @@ querying the fake warehouse directly.
 """
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partialmethod
 
 import duckdb
@@ -39,6 +39,7 @@ from clevertap_assets_tests.harness import (
     assert_partitions_describe_their_days,
     make_pipeline,
     recent_days,
+    rows_loaded_between,
 )
 from clevertap_assets_tests.sql_grammar import parsed
 
@@ -80,7 +81,9 @@ def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
     )
     pipeline = snowflake_pipeline(tmp_path, emulator)
     first, last = recent_days(pipeline.settings, 3)
+    started = datetime.now(UTC)
     result = load(pipeline, first, last)
+    finished = datetime.now(UTC)
     assert result.success
     with build_resources(build_snowflake_resources(pipeline.warehouse)) as resources:
         stats = resources.warehouse_stats
@@ -88,6 +91,8 @@ def test_three_days_of_three_events_equal_the_truth_with_duckdbs_columns(
             truth = pipeline.truth(event, first, last)
             assert daily_rows(table) == truth
             assert stats.daily_row_counts("clevertap", table.lower(), first, last) == truth
+            loads = stats.daily_loads("clevertap", table.lower(), first, last)
+            assert rows_loaded_between(loads, started, finished) == truth
             assert stats.duplicate_record_ids("clevertap", table.lower(), first, last) == 0
         assert stats.daily_row_counts("clevertap", "no_such_table", first, first) == {first: 0}
 
