@@ -53,7 +53,7 @@ def batch_definitions(settings: PipelineSettings, pipeline: PipelineFacts) -> De
             build_freshness_sensor(freshness),
             *build_alert_sensors(settings, pipeline.events, freshness),
         ],
-        resources=build_resources(settings),
+        resources=build_resources(settings, pipeline.warehouse),
         executor=in_process_executor,
     )
 

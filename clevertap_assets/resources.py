@@ -6,7 +6,8 @@ name, never its value, in the UI.
 
 from dagster import EnvVar
 
-from clevertap_assets.destinations.registry import destination_for, warehouse_for
+from clevertap_assets.destinations.registry import destination_for
+from clevertap_assets.destinations.settings import Warehouse
 from clevertap_assets.keys import CLEVERTAP
 from clevertap_assets.settings import PipelineSettings
 from clevertap_assets.source.client import CleverTapResource
@@ -21,8 +22,10 @@ def build_clevertap_resource(settings: PipelineSettings) -> CleverTapResource:
     )
 
 
-def build_resources(settings: PipelineSettings) -> dict[str, object]:
+def build_resources(settings: PipelineSettings, warehouse: Warehouse) -> dict[str, object]:
+    """The CleverTap resource and the chosen destination's, built from its `warehouse`
+    (`registry.warehouse_for`), resolved once with the pipeline's facts."""
     return {
         CLEVERTAP: build_clevertap_resource(settings),
-        **destination_for(settings).build_resources(warehouse_for(settings)),
+        **destination_for(settings).build_resources(warehouse),
     }

@@ -75,8 +75,8 @@ class PipelineFacts:
     name: str
     slug: str
     destination: str
-    schema: str
-    """The schema (dataset) of every table of the pipeline."""
+    warehouse: Warehouse
+    """The chosen destination's settings, resolved once: its resources are built from it."""
     owners: tuple[str, ...]
     timezone: str
     history_days: int
@@ -92,6 +92,11 @@ class PipelineFacts:
     events_csv: str
     events: tuple[EventAsset, ...]
     webhook: WebhookAsset
+
+    @property
+    def schema(self) -> str:
+        """The schema (dataset) of every table of the pipeline."""
+        return self.warehouse.schema
 
 
 def pipeline_events(settings: PipelineSettings) -> list[EventAsset]:
@@ -124,7 +129,7 @@ def pipeline_facts(settings: PipelineSettings) -> PipelineFacts:
         name=settings.pipeline_name,
         slug=settings.pipeline_slug,
         destination=settings.destination,
-        schema=warehouse.schema,
+        warehouse=warehouse,
         owners=tuple(settings.owners),
         timezone=settings.timezone,
         history_days=settings.history_days,

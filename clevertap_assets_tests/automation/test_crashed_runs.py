@@ -259,7 +259,10 @@ def test_a_webhook_load_killed_mid_run_is_loaded_again_exactly_once(
             [webhook_asset],
             partition_key=request.partition_key,
             instance=instance,
-            resources={**(definitions.resources or {}), **build_resources(pipeline.settings)},
+            resources={
+                **(definitions.resources or {}),
+                **build_resources(pipeline.settings, pipeline.warehouse),
+            },
         )
         assert loaded.success
         assert webhook_result(instance, webhook_asset, inbox).run_requests == []
